@@ -1,0 +1,266 @@
+//! PHT/1 framing: standard padded base64 per line, `\n` terminated, empty line = heartbeat.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::{Bytes, BytesMut};
+
+use crate::DecodeError;
+
+/// Encodes one push body: `base64(data) + "\n"`, exactly as gost's client does.
+///
+/// ```
+/// assert_eq!(pht_core::encode_push_body(b"hi"), b"aGk=\n".to_vec());
+/// ```
+pub fn encode_push_body(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_line_into(data, &mut out);
+    out
+}
+
+/// Encodes one pull line (same framing as a push body), appending to `out`.
+pub fn encode_pull_line(data: &[u8], out: &mut Vec<u8>) {
+    encode_line_into(data, out);
+}
+
+fn encode_line_into(data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    let len = base64::encoded_len(data.len(), true).expect("payload too large to encode");
+    out.resize(start + len, 0);
+    let written = STANDARD
+        .encode_slice(data, &mut out[start..])
+        .expect("buffer sized by encoded_len");
+    out.truncate(start + written);
+    out.push(b'\n');
+}
+
+/// Decodes a push body. Returns `None` when the body carries no data at all (empty, or only
+/// empty lines): PHT/1 reads that as "close the tunnel". Several lines are accepted; a
+/// final line without its newline is accepted too.
+///
+/// ```
+/// assert_eq!(pht_core::decode_push_body(b"aGk=\n").unwrap().unwrap(), b"hi".to_vec());
+/// assert_eq!(pht_core::decode_push_body(b"").unwrap(), None);
+/// assert!(pht_core::decode_push_body(b"!!\n").is_err());
+/// ```
+pub fn decode_push_body(body: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
+    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 3);
+    let mut any = false;
+    for line in body.split(|&b| b == b'\n') {
+        let line = trim_cr(line);
+        if line.is_empty() {
+            continue;
+        }
+        any = true;
+        decode_append(line, &mut out)?;
+    }
+    Ok(any.then_some(out))
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn decode_append(line: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let start = out.len();
+    out.resize(start + base64::decoded_len_estimate(line.len()), 0);
+    match STANDARD.decode_slice(line, &mut out[start..]) {
+        Ok(n) => {
+            out.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(DecodeError::Base64(e.to_string()))
+        }
+    }
+}
+
+/// One decoded line of a pull stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// Tunnel payload.
+    Data(Bytes),
+    /// An empty line: the server is alive and idle.
+    Heartbeat,
+}
+
+/// Incremental decoder for a pull response body: feed it chunks split anywhere.
+///
+/// ```
+/// use pht_core::{PullDecoder, PullEvent};
+/// let mut d = PullDecoder::new(1024);
+/// let mut ev = Vec::new();
+/// d.feed(b"aG", &mut |e| ev.push(e)).unwrap();
+/// d.feed(b"k=\n\n", &mut |e| ev.push(e)).unwrap();
+/// assert_eq!(ev, vec![PullEvent::Data("hi".into()), PullEvent::Heartbeat]);
+/// ```
+#[derive(Debug)]
+pub struct PullDecoder {
+    partial: Vec<u8>,
+    max_line: usize,
+}
+
+impl PullDecoder {
+    /// `max_line` bounds one line's base64 text; a longer line is an error, not a memory leak.
+    pub fn new(max_line: usize) -> Self {
+        PullDecoder {
+            partial: Vec::new(),
+            max_line,
+        }
+    }
+
+    /// Decodes every complete line in `chunk` (together with what earlier chunks left over).
+    pub fn feed(
+        &mut self,
+        mut chunk: &[u8],
+        emit: &mut impl FnMut(PullEvent),
+    ) -> Result<(), DecodeError> {
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
+            chunk = rest;
+            if self.partial.is_empty() {
+                self.check_len(head.len())?;
+                emit(decode_line(head)?);
+            } else {
+                self.check_len(self.partial.len() + head.len())?;
+                self.partial.extend_from_slice(head);
+                let line = std::mem::take(&mut self.partial);
+                emit(decode_line(&line)?);
+                self.partial = line;
+                self.partial.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            self.check_len(self.partial.len() + chunk.len())?;
+            self.partial.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// Call when the response ends: a half line left over means the stream was cut.
+    pub fn finish(&mut self) -> Result<(), DecodeError> {
+        if self.partial.is_empty() {
+            Ok(())
+        } else {
+            self.partial.clear();
+            Err(DecodeError::Truncated)
+        }
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), DecodeError> {
+        // A trailing '\r' is tolerated on top of the limit.
+        if len > self.max_line + 1 {
+            Err(DecodeError::LineTooLong { max: self.max_line })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn decode_line(line: &[u8]) -> Result<PullEvent, DecodeError> {
+    let line = trim_cr(line);
+    if line.is_empty() {
+        return Ok(PullEvent::Heartbeat);
+    }
+    let mut out = BytesMut::zeroed(base64::decoded_len_estimate(line.len()));
+    let n = STANDARD
+        .decode_slice(line, &mut out[..])
+        .map_err(|e| DecodeError::Base64(e.to_string()))?;
+    out.truncate(n);
+    Ok(PullEvent::Data(out.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(d: &mut PullDecoder, chunks: &[&[u8]]) -> Result<Vec<PullEvent>, DecodeError> {
+        let mut ev = Vec::new();
+        for c in chunks {
+            d.feed(c, &mut |e| ev.push(e))?;
+        }
+        Ok(ev)
+    }
+
+    #[test]
+    fn push_body_matches_go_encoding() {
+        // Go: base64.StdEncoding.EncodeToString([]byte("hello, world")) + "\n"
+        assert_eq!(encode_push_body(b"hello, world"), b"aGVsbG8sIHdvcmxk\n");
+        assert_eq!(encode_push_body(b"\x00\xff"), b"AP8=\n");
+    }
+
+    #[test]
+    fn pull_decoder_handles_every_split_point() {
+        let payload: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let mut stream = Vec::new();
+        encode_pull_line(&payload[..400], &mut stream);
+        stream.push(b'\n');
+        encode_pull_line(&payload[400..], &mut stream);
+        for split in 0..stream.len() {
+            let mut d = PullDecoder::new(4096);
+            let ev = collect(&mut d, &[&stream[..split], &stream[split..]]).unwrap();
+            let mut data = Vec::new();
+            let mut beats = 0;
+            for e in ev {
+                match e {
+                    PullEvent::Data(b) => data.extend_from_slice(&b),
+                    PullEvent::Heartbeat => beats += 1,
+                }
+            }
+            assert_eq!(data, payload, "split at {split}");
+            assert_eq!(beats, 1);
+            d.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn pull_decoder_byte_at_a_time_and_crlf() {
+        let mut d = PullDecoder::new(64);
+        let text = b"aGk=\r\n\r\nYQ==\n";
+        let chunks: Vec<&[u8]> = text.chunks(1).collect();
+        let ev = collect(&mut d, &chunks).unwrap();
+        assert_eq!(
+            ev,
+            vec![
+                PullEvent::Data("hi".into()),
+                PullEvent::Heartbeat,
+                PullEvent::Data("a".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn pull_decoder_limits_line_length_across_chunks() {
+        let mut d = PullDecoder::new(8);
+        assert_eq!(
+            collect(&mut d, &[b"AAAA", b"AAAA", b"AAAA"]),
+            Err(DecodeError::LineTooLong { max: 8 })
+        );
+        let mut d = PullDecoder::new(8);
+        assert!(collect(&mut d, &[b"AAAAAAAA\n"]).is_ok());
+    }
+
+    #[test]
+    fn pull_decoder_rejects_garbage_and_truncation() {
+        let mut d = PullDecoder::new(64);
+        assert!(matches!(
+            collect(&mut d, &[b"not base64!\n"]),
+            Err(DecodeError::Base64(_))
+        ));
+        let mut d = PullDecoder::new(64);
+        collect(&mut d, &[b"aGk="]).unwrap();
+        assert_eq!(d.finish(), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn push_body_variants() {
+        assert_eq!(decode_push_body(b"\n").unwrap(), None);
+        assert_eq!(
+            decode_push_body(b"aGk=\nYQ==\n").unwrap(),
+            Some(b"hia".to_vec())
+        );
+        assert_eq!(decode_push_body(b"aGk=").unwrap(), Some(b"hi".to_vec()));
+        assert_eq!(decode_push_body(b"aGk=\r\n").unwrap(), Some(b"hi".to_vec()));
+        assert!(decode_push_body(b"aGk\n").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+use std::io;
+
+/// A node or service URL that cannot be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// The URL has no host:port part.
+    #[error("{url:?}: missing host:port")]
+    MissingAddress { url: String },
+    /// The port is not a number in 0..=65535.
+    #[error("{url:?}: invalid port {port:?}")]
+    BadPort { url: String, port: String },
+    /// A percent-escape is malformed or not UTF-8.
+    #[error("{url:?}: invalid percent-encoding")]
+    BadEscape { url: String },
+    /// A parameter has a value that cannot be used.
+    #[error("{url:?}: parameter {key}={value:?}: {reason}")]
+    BadParam {
+        url: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// A pull stream or push body that does not follow the PHT framing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A line is not standard padded base64.
+    #[error("invalid base64 in PHT line: {0}")]
+    Base64(String),
+    /// A line grew past the configured maximum before its newline arrived.
+    #[error("PHT line longer than {max} bytes")]
+    LineTooLong { max: usize },
+    /// The stream ended in the middle of a line.
+    #[error("PHT stream ended in the middle of a line")]
+    Truncated,
+}
+
+/// What an HTTP fetch implementation reports when a request fails below HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchError(pub String);
+
+impl FetchError {
+    /// Wraps any displayable error.
+    pub fn new(e: impl std::fmt::Display) -> Self {
+        FetchError(e.to_string())
+    }
+}
+
+/// Why a tunnel could not be opened or broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The HTTP request itself failed (connection refused, reset, TLS...).
+    #[error("{what} request failed: {source}")]
+    Fetch {
+        what: &'static str,
+        #[source]
+        source: FetchError,
+    },
+    /// The server answered with a status the protocol does not allow here.
+    #[error("{what} refused by server: HTTP {status}{}", status_hint(*status))]
+    Status { what: &'static str, status: u16 },
+    /// The authorize answer did not carry `token=`.
+    #[error("authorize failed: unexpected answer {0:?}")]
+    Authorize(String),
+    /// The tunnel was closed by this side.
+    #[error("tunnel closed")]
+    Closed,
+}
+
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        403 => " (unknown token: was it authorized, or did the server restart?)",
+        404 => " (wrong path: check authorizePath/pushPath/pullPath)",
+        410 => " (tunnel is gone on the server)",
+        413 => " (push body too large for the server)",
+        429 => " (server tunnel queue full, try later)",
+        _ => "",
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Closed => io::ErrorKind::BrokenPipe,
+            Error::Status { status: 403, .. } | Error::Status { status: 429, .. } => {
+                io::ErrorKind::ConnectionRefused
+            }
+            Error::Status { .. } | Error::Fetch { .. } => io::ErrorKind::ConnectionReset,
+            Error::Decode(_) | Error::Authorize(_) => io::ErrorKind::InvalidData,
+            Error::Url(_) => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e)
+    }
+}

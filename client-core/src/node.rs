@@ -1,0 +1,264 @@
+//! A PHT node as gost's `-F` names it, and the settings a tunnel runs with.
+
+use crate::url::parse_bool;
+use crate::{GostUrl, UrlError, defaults};
+
+/// How a client gets its tunnel token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenMode {
+    /// `GET authorizePath` first (works with every gost server; stable ones answer 403 to
+    /// tokens they did not hand out).
+    #[default]
+    Authorize,
+    /// Make the token locally and save a round trip (gost ≥ 3.3 servers and ours accept it).
+    Mint,
+}
+
+/// Everything a tunnel needs to know about its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// `http://host:port` or `https://host:port` (the `host` override already applied).
+    pub base_url: String,
+    pub authorize_path: String,
+    pub push_path: String,
+    pub pull_path: String,
+    /// Extra headers sent on every request (gost's `header` map).
+    pub headers: Vec<(String, String)>,
+    pub token_mode: TokenMode,
+    /// Raw bytes per push POST at most (writes are coalesced up to this).
+    pub max_push_payload: usize,
+    /// Longest accepted pull line, in base64 characters.
+    pub max_pull_line: usize,
+    /// Decoded bytes held for the reader before the pull response is left unread.
+    pub recv_buffer: usize,
+}
+
+impl TunnelConfig {
+    /// Defaults for a server at `base_url`.
+    ///
+    /// ```
+    /// let c = pht_core::TunnelConfig::new("http://127.0.0.1:8443");
+    /// assert_eq!(c.pull_path, "/pull");
+    /// ```
+    pub fn new(base_url: impl Into<String>) -> Self {
+        TunnelConfig {
+            base_url: base_url.into(),
+            authorize_path: defaults::AUTHORIZE_PATH.into(),
+            push_path: defaults::PUSH_PATH.into(),
+            pull_path: defaults::PULL_PATH.into(),
+            headers: Vec::new(),
+            token_mode: TokenMode::default(),
+            max_push_payload: defaults::MAX_PUSH_PAYLOAD,
+            max_pull_line: defaults::MAX_PULL_LINE,
+            recv_buffer: defaults::RECV_BUFFER,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str, token: Option<&str>) -> String {
+        match token {
+            Some(t) => format!(
+                "{}{}?token={}",
+                self.base_url,
+                path,
+                percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => format!("{}{}", self.base_url, path),
+        }
+    }
+}
+
+/// A chain node in gost's `-F` syntax, for the PHT dialers.
+///
+/// `[connector+](pht|phts)://[user:pass@]host:port?authorizePath=&pushPath=&pullPath=&host=`
+///
+/// gost's defaults apply: `pht://` alone means the `http` connector. Extra query keys of
+/// this project: `token=authorize|mint`, `maxPushSize=<bytes>`.
+///
+/// ```
+/// let n = pht_core::NodeUrl::parse("forward+pht://10.0.0.1:8443?pushPath=/up&host=cdn.example").unwrap();
+/// assert_eq!(n.connector, "forward");
+/// assert_eq!(n.addr, "10.0.0.1:8443");
+/// let c = n.tunnel_config();
+/// assert_eq!(c.base_url, "http://cdn.example:8443");
+/// assert_eq!(c.push_path, "/up");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUrl {
+    /// `http`, `socks5`, `relay`, `forward`...
+    pub connector: String,
+    /// `pht` or `phts`.
+    pub dialer: String,
+    /// Where the TCP connection goes: `host:port`.
+    pub addr: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// The raw URL, for options that belong to other layers (TLS...).
+    pub url: GostUrl,
+}
+
+impl NodeUrl {
+    /// Parses a node URL; see the type's docs for the accepted shape.
+    pub fn parse(input: &str) -> Result<Self, UrlError> {
+        let url = GostUrl::parse(input)?;
+        let (a, b) = url.scheme_parts();
+        let (connector, dialer) = match b {
+            Some(b) => (a.to_string(), b.to_string()),
+            None if a == "pht" || a == "phts" => ("http".to_string(), a.to_string()),
+            None => (a.to_string(), a.to_string()),
+        };
+        if url.host.is_empty() {
+            return Err(UrlError::MissingAddress { url: input.into() });
+        }
+        let addr = with_port(&url.host, input)?;
+        let node = NodeUrl {
+            connector,
+            dialer,
+            addr,
+            user: url.user.clone(),
+            password: url.password.clone(),
+            url,
+        };
+        node.try_tunnel_config()?;
+        Ok(node)
+    }
+
+    /// `true` for `phts` (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.dialer == "phts"
+    }
+
+    /// The tunnel settings this node asks for.
+    pub fn tunnel_config(&self) -> TunnelConfig {
+        self.try_tunnel_config()
+            .expect("options are validated by NodeUrl::parse")
+    }
+
+    /// Like [`NodeUrl::tunnel_config`], reporting bad option values instead of panicking.
+    pub fn try_tunnel_config(&self) -> Result<TunnelConfig, UrlError> {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        let authority = match self.url.param("host").filter(|h| !h.is_empty()) {
+            // gost keeps the node's port when `host` has none.
+            Some(h) if !h.contains(':') || h.ends_with(']') => {
+                format!("{h}:{}", port_of(&self.addr))
+            }
+            Some(h) => h.to_string(),
+            None => self.addr.clone(),
+        };
+        let mut c = TunnelConfig::new(format!("{scheme}://{authority}"));
+        let path = |key: &str, default: &str| match self.url.param(key) {
+            Some(p) if p.starts_with('/') => p.to_string(),
+            _ => default.to_string(),
+        };
+        c.authorize_path = path("authorizePath", defaults::AUTHORIZE_PATH);
+        c.push_path = path("pushPath", defaults::PUSH_PATH);
+        c.pull_path = path("pullPath", defaults::PULL_PATH);
+        let bad = |key: &str, value: &str, reason: &str| UrlError::BadParam {
+            url: self.url.scheme.clone() + "://" + &self.url.host,
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        if let Some(v) = self.url.param("token") {
+            c.token_mode = match v {
+                "authorize" => TokenMode::Authorize,
+                "mint" => TokenMode::Mint,
+                _ => return Err(bad("token", v, "expected authorize or mint")),
+            };
+        }
+        if let Some(v) = self.url.param("authorize") {
+            match parse_bool(v) {
+                Some(true) => c.token_mode = TokenMode::Authorize,
+                Some(false) => c.token_mode = TokenMode::Mint,
+                None => return Err(bad("authorize", v, "expected a boolean")),
+            }
+        }
+        if let Some(v) = self.url.param("maxPushSize") {
+            match v.parse::<usize>() {
+                Ok(n) if n > 0 => c.max_push_payload = n,
+                _ => return Err(bad("maxPushSize", v, "expected a positive byte count")),
+            }
+        }
+        for (k, v) in &self.url.query {
+            // gost reads headers from a YAML map; `header.Name=value` is this project's CLI form.
+            if let Some(name) = k.strip_prefix("header.") {
+                c.headers.push((name.to_string(), v.clone()));
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("")
+}
+
+/// Checks `host:port` and fills an empty host with `127.0.0.1` (gost dials the local machine).
+fn with_port(host: &str, input: &str) -> Result<String, UrlError> {
+    let (h, p) = host
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.ends_with('[') && (!h.starts_with('[') || h.ends_with(']')))
+        .ok_or_else(|| UrlError::MissingAddress { url: input.into() })?;
+    if p.parse::<u16>().is_err() {
+        return Err(UrlError::BadPort {
+            url: input.into(),
+            port: p.into(),
+        });
+    }
+    let h = if h.is_empty() { "127.0.0.1" } else { h };
+    Ok(format!("{h}:{p}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gost_defaults() {
+        let n = NodeUrl::parse("pht://srv:8443").unwrap();
+        assert_eq!((n.connector.as_str(), n.dialer.as_str()), ("http", "pht"));
+        let n = NodeUrl::parse("relay+phts://u:p@srv:443?secure=true").unwrap();
+        assert!(n.is_tls());
+        assert_eq!(n.user.as_deref(), Some("u"));
+        assert_eq!(n.tunnel_config().base_url, "https://srv:443");
+        let n = NodeUrl::parse("forward+pht://:8443").unwrap();
+        assert_eq!(n.addr, "127.0.0.1:8443");
+    }
+
+    #[test]
+    fn paths_and_options() {
+        let n = NodeUrl::parse(
+            "pht://[::1]:80?authorizePath=/a&pushPath=p&pullPath=/q&token=mint&maxPushSize=100&header.X-K=v",
+        )
+        .unwrap();
+        let c = n.tunnel_config();
+        assert_eq!(c.base_url, "http://[::1]:80");
+        assert_eq!(c.authorize_path, "/a");
+        assert_eq!(
+            c.push_path, "/push",
+            "a path without / falls back to the default"
+        );
+        assert_eq!(c.pull_path, "/q");
+        assert_eq!(c.token_mode, TokenMode::Mint);
+        assert_eq!(c.max_push_payload, 100);
+        assert_eq!(c.headers, vec![("X-K".to_string(), "v".to_string())]);
+        assert_eq!(c.url("/q", Some("a b")), "http://[::1]:80/q?token=a%20b");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(
+            NodeUrl::parse("pht://srv").unwrap_err().to_string(),
+            "\"pht://srv\": missing host:port"
+        );
+        assert_eq!(
+            NodeUrl::parse("pht://srv:99999").unwrap_err().to_string(),
+            "\"pht://srv:99999\": invalid port \"99999\""
+        );
+        assert_eq!(
+            NodeUrl::parse("pht://srv:1?token=maybe")
+                .unwrap_err()
+                .to_string(),
+            "\"pht://srv:1\": parameter token=\"maybe\": expected authorize or mint"
+        );
+    }
+}

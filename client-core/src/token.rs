@@ -1,0 +1,17 @@
+use base64::Engine;
+
+/// A fresh tunnel token: 128 random bits, URL-safe base64 without padding (22 characters).
+///
+/// Used by the server's authorize endpoint and by clients that mint their own token
+/// (`TokenMode::Mint`), which servers of gost ≥ 3.3 accept.
+///
+/// ```
+/// let t = pht_core::mint_token();
+/// assert_eq!(t.len(), 22);
+/// assert_ne!(t, pht_core::mint_token());
+/// ```
+pub fn mint_token() -> String {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).expect("the OS random source is unavailable");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}

@@ -1,0 +1,163 @@
+//! `pht-client`: carry local TCP connections or stdio through PHT tunnels, in gost's syntax.
+//!
+//! ```text
+//! pht-client -L tcp://127.0.0.1:8080 -F forward+pht://server:8443
+//! ssh -o ProxyCommand='pht-client -L stdio:// -F forward+pht://server:8443' user@host
+//! ```
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{ArgAction, Parser};
+use pht_client::logging::{self, token_prefix};
+use pht_client::{HyperFetch, connect_with, pipe};
+use pht_core::{GostUrl, NodeUrl};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pht-client",
+    version,
+    about = "Forward local TCP ports and stdio through gost PHT tunnels"
+)]
+struct Cli {
+    /// Local entry point: `tcp://[host]:port` or `stdio://` (repeatable).
+    #[arg(short = 'L', value_name = "URL", required = true)]
+    listen: Vec<String>,
+    /// The PHT node: `forward+pht://[user:pass@]host:port?pushPath=..&pullPath=..`.
+    #[arg(short = 'F', value_name = "URL", required = true)]
+    forward: Vec<String>,
+    /// Debug logging (`-DD` for trace).
+    #[arg(short = 'D', action = ArgAction::Count)]
+    debug: u8,
+}
+
+enum Entry {
+    Tcp(String),
+    Stdio,
+}
+
+fn parse_entry(s: &str) -> Result<Entry> {
+    let u = GostUrl::parse(s).with_context(|| format!("-L {s}"))?;
+    let (handler, _) = u.scheme_parts();
+    match handler {
+        "stdio" => Ok(Entry::Stdio),
+        "tcp" | "auto" | "forward" => {
+            let host = if u.host.starts_with(':') {
+                format!("0.0.0.0{}", u.host)
+            } else {
+                u.host.clone()
+            };
+            if host.is_empty() {
+                bail!("-L {s}: missing listen address");
+            }
+            Ok(Entry::Tcp(host))
+        }
+        other => bail!("-L {s}: entry type {other:?} is not supported (use tcp:// or stdio://)"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    logging::init(cli.debug);
+    if cli.forward.len() > 1 {
+        bail!("pht-client takes one -F node; multi-hop chains run in pht-server");
+    }
+    let node = NodeUrl::parse(&cli.forward[0]).with_context(|| format!("-F {}", cli.forward[0]))?;
+    if node.connector != "forward" {
+        bail!(
+            "-F {}: connector {:?} needs a target per connection; pht-client forwards with the \
+             server's target: use forward+{}://",
+            cli.forward[0],
+            node.connector,
+            node.dialer
+        );
+    }
+    let fetch = Arc::new(HyperFetch::for_node(&node)?);
+    let entries = cli
+        .listen
+        .iter()
+        .map(|s| parse_entry(s))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for entry in entries {
+        let (fetch, node) = (fetch.clone(), node.clone());
+        match entry {
+            Entry::Stdio => {
+                tasks.spawn(async move { run_stdio(&fetch, &node).await });
+            }
+            Entry::Tcp(addr) => {
+                let listener = TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("listen on {addr}"))?;
+                info!(addr = %listener.local_addr()?, node = %node.addr, "listening on {}/tcp", listener.local_addr()?);
+                tasks.spawn(async move { run_tcp(listener, fetch, node).await });
+            }
+        }
+    }
+    tokio::select! {
+        Some(res) = tasks.join_next() => res?,
+        _ = shutdown_signal() => { info!("shutting down"); Ok(()) }
+    }
+}
+
+async fn run_tcp(listener: TcpListener, fetch: Arc<HyperFetch>, node: NodeUrl) -> Result<()> {
+    loop {
+        let (mut local, peer) = listener.accept().await?;
+        let _ = local.set_nodelay(true);
+        let (fetch, node) = (fetch.clone(), node.clone());
+        tokio::spawn(async move {
+            let mut tunnel = match connect_with(&fetch, &node).await {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(%peer, node = %node.addr, "tunnel failed: {e}");
+                    return;
+                }
+            };
+            let token = token_prefix(tunnel.get_ref().token()).to_string();
+            debug!(%peer, token, node = %node.addr, "{peer} <-> {}", node.addr);
+            let (stats, err) = pipe(&mut local, &mut tunnel).await;
+            info!(
+                %peer, token,
+                sent = stats.a_to_b, received = stats.b_to_a,
+                duration = ?stats.duration,
+                error = err.as_ref().map(|e| e.to_string()),
+                "{peer} >< {}", node.addr
+            );
+        });
+    }
+}
+
+async fn run_stdio(fetch: &HyperFetch, node: &NodeUrl) -> Result<()> {
+    let mut tunnel = connect_with(fetch, node)
+        .await
+        .with_context(|| format!("tunnel to {}", node.addr))?;
+    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    let (stats, err) = pipe(&mut stdio, &mut tunnel).await;
+    debug!(
+        sent = stats.a_to_b,
+        received = stats.b_to_a,
+        "stdio tunnel ended"
+    );
+    match err {
+        Some(e) => Err(e).context("tunnel"),
+        None => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,426 @@
+//! gost's `-L` / `-F` URL grammar turned into the configuration model.
+
+use base64::Engine;
+use pht_core::{GostUrl, UrlError};
+
+use super::{
+    AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig, ForwardNodeConfig,
+    ForwarderConfig, HandlerConfig, HopConfig, ListenerConfig, Metadata, NodeConfig,
+    SelectorConfig, ServiceConfig,
+};
+
+/// Handler names gost registers: a scheme word outside this list means `auto`.
+const GOST_HANDLERS: &[&str] = &[
+    "auto", "http", "http2", "http3", "socks4", "socks4a", "socks5", "socks", "relay", "tcp",
+    "udp", "forward", "rtcp", "rudp", "runix", "red", "redir", "redirect", "redu", "sni", "ss",
+    "ssu", "sshd", "dns", "tun", "tungo", "tap", "tunnel", "router", "serial", "unix", "file",
+    "api", "metrics", "masque",
+];
+/// Listener names gost registers: a scheme word outside this list means `tcp`.
+const GOST_LISTENERS: &[&str] = &[
+    "tcp", "udp", "tls", "mtls", "pht", "phts", "ws", "wss", "mws", "mwss", "http2", "h2", "h2c",
+    "http3", "h3", "wt", "grpc", "quic", "kcp", "dtls", "ftcp", "icmp", "icmp6", "ohttp", "otls",
+    "mtcp", "rtcp", "rudp", "runix", "red", "redir", "redirect", "redu", "ssh", "sshd", "stdio",
+    "tun", "tungo", "tap", "dns", "serial", "unix",
+];
+/// Connector names gost registers: a scheme word outside this list means `http`.
+const GOST_CONNECTORS: &[&str] = &[
+    "http", "http2", "socks4", "socks4a", "socks5", "socks", "relay", "forward", "ss", "ssu",
+    "sni", "sshd", "tunnel", "router", "serial", "unix", "direct", "virtual",
+];
+/// Dialer names gost registers: a scheme word outside this list means `tcp`.
+const GOST_DIALERS: &[&str] = &[
+    "tcp", "udp", "tls", "mtls", "pht", "phts", "ws", "wss", "mws", "mwss", "http2", "h2", "h2c",
+    "http3", "h3", "wt", "grpc", "quic", "kcp", "dtls", "ftcp", "icmp", "icmp6", "ohttp", "otls",
+    "mtcp", "ssh", "sshd", "serial", "unix",
+];
+/// Listeners whose name becomes the handler when a forward target is given.
+const FORWARD_LISTENERS: &[&str] = &[
+    "tcp", "udp", "rtcp", "rudp", "tun", "tap", "dns", "unix", "runix", "serial",
+];
+
+/// Builds the configuration gost builds from `-L` and `-F` flags.
+///
+/// ```
+/// let c = pht_server::config::from_cli(&["pht://:8443/:1080".into()], &[]).unwrap();
+/// assert_eq!(c.services[0].handler.kind, "forward");
+/// assert_eq!(c.services[0].listener.kind, "pht");
+/// assert_eq!(c.services[0].forwarder.as_ref().unwrap().nodes[0].addr, ":1080");
+/// ```
+pub fn from_cli(listens: &[String], forwards: &[String]) -> Result<Config, UrlError> {
+    let mut cfg = Config::default();
+    for l in listens {
+        for mut svc in parse_service(l)? {
+            svc.name = format!("service-{}", cfg.services.len());
+            cfg.services.push(svc);
+        }
+    }
+    if !forwards.is_empty() {
+        let mut chain = ChainConfig {
+            name: "chain-0".into(),
+            hops: Vec::new(),
+        };
+        for (i, f) in forwards.iter().enumerate() {
+            let mut hop = parse_chain_node(f)?;
+            hop.name = format!("hop-{i}");
+            chain.hops.push(hop);
+        }
+        cfg.chains.push(chain);
+        for s in &mut cfg.services {
+            s.handler.chain = Some("chain-0".into());
+        }
+    }
+    Ok(cfg)
+}
+
+fn auth_of(u: &GostUrl) -> Option<AuthConfig> {
+    if let Some(user) = &u.user {
+        return Some(AuthConfig {
+            username: user.clone(),
+            password: u.password.clone().unwrap_or_default(),
+        });
+    }
+    let raw = u.param("auth")?;
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+    ];
+    let decoded = engines.iter().find_map(|e| {
+        e.decode(raw.trim_end_matches('='))
+            .ok()
+            .or_else(|| e.decode(raw).ok())
+    })?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':').unwrap_or((&text, ""));
+    Some(AuthConfig {
+        username: user.into(),
+        password: pass.into(),
+    })
+}
+
+/// Expands gost's host part: `:8000-8002` → three addresses; `a:1,b:2` → two.
+fn expand_addrs(host: &str, input: &str) -> Result<Vec<String>, UrlError> {
+    let mut out = Vec::new();
+    for part in host.split(',').filter(|p| !p.is_empty()) {
+        match part.rsplit_once(':') {
+            Some((h, ports)) if ports.contains('-') => {
+                let bad = || UrlError::BadPort {
+                    url: input.into(),
+                    port: ports.into(),
+                };
+                let (a, b) = ports.split_once('-').ok_or_else(bad)?;
+                let (a, b): (u16, u16) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend((a..=b).map(|p| format!("{h}:{p}")));
+            }
+            _ => out.push(part.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// One `-L` flag → one or more services (port ranges expand).
+pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
+    let u = GostUrl::parse(input)?;
+    let (a, b) = u.scheme_parts();
+    let (mut handler, listener) = match b {
+        Some(b) => (a.to_string(), b.to_string()),
+        None => (a.to_string(), a.to_string()),
+    };
+    if !GOST_HANDLERS.contains(&handler.as_str()) {
+        handler = "auto".into();
+    }
+    let listener = if GOST_LISTENERS.contains(&listener.as_str()) {
+        listener
+    } else if handler == "ssu" {
+        "udp".into()
+    } else {
+        "tcp".into()
+    };
+    let targets = expand_addrs(u.path.trim_matches('/'), input)?;
+    if !targets.is_empty() && handler != "relay" {
+        handler = if FORWARD_LISTENERS.contains(&listener.as_str()) {
+            listener.clone()
+        } else {
+            "forward".into()
+        };
+    }
+
+    let mut handler_md = Metadata::default();
+    let mut listener_md = Metadata::default();
+    let mut service_md = Metadata::default();
+    let mut selector = None::<SelectorConfig>;
+    for (k, v) in &u.query {
+        if k == "auth" {
+            continue;
+        }
+        if let Some(k) = k.strip_prefix("service.") {
+            service_md.insert(k, v);
+        } else if let Some(k) = k.strip_prefix("handler.") {
+            handler_md.insert(k, v);
+        } else if let Some(k) = k.strip_prefix("listener.") {
+            listener_md.insert(k, v);
+        } else if selector_key(k, v, &mut selector) {
+        } else {
+            handler_md.insert(k, v);
+            listener_md.insert(k, v);
+            service_md.insert(k, v);
+        }
+    }
+    let selector = selector.map(fill_selector);
+
+    let addrs = expand_addrs(&u.host, input)?;
+    if addrs.is_empty() {
+        return Err(UrlError::MissingAddress { url: input.into() });
+    }
+    let n = addrs.len();
+    Ok(addrs
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            // Several services and several targets: service i gets target i only.
+            let own: Vec<&String> = if n > 1 && targets.len() > 1 {
+                targets.get(i).into_iter().collect()
+            } else {
+                targets.iter().collect()
+            };
+            let forwarder = (!own.is_empty()).then(|| ForwarderConfig {
+                nodes: own
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| ForwardNodeConfig {
+                        name: format!("target-{j}"),
+                        addr: (*t).clone(),
+                    })
+                    .collect(),
+                selector: selector.clone(),
+            });
+            ServiceConfig {
+                name: String::new(),
+                addr,
+                handler: HandlerConfig {
+                    kind: handler.clone(),
+                    chain: None,
+                    auth: auth_of(&u),
+                    metadata: handler_md.clone(),
+                },
+                listener: ListenerConfig {
+                    kind: listener.clone(),
+                    metadata: listener_md.clone(),
+                },
+                forwarder,
+                metadata: service_md.clone(),
+            }
+        })
+        .collect())
+}
+
+fn selector_key(k: &str, v: &str, sel: &mut Option<SelectorConfig>) -> bool {
+    let s = sel.get_or_insert_with(SelectorConfig::default);
+    match k {
+        "strategy" => s.strategy = v.into(),
+        "maxFails" | "max_fails" => s.max_fails = v.parse().unwrap_or(1),
+        "failTimeout" | "fail_timeout" => s.fail_timeout = v.into(),
+        _ => {
+            if *s == SelectorConfig::default() {
+                *sel = None;
+            }
+            return false;
+        }
+    }
+    true
+}
+
+fn fill_selector(mut s: SelectorConfig) -> SelectorConfig {
+    if s.strategy.is_empty() {
+        s.strategy = "round".into();
+    }
+    if s.max_fails == 0 {
+        s.max_fails = 1;
+    }
+    if s.fail_timeout.is_empty() {
+        s.fail_timeout = "30s".into();
+    }
+    s
+}
+
+/// One `-F` flag → one hop (a comma list in the host makes several nodes).
+pub fn parse_chain_node(input: &str) -> Result<HopConfig, UrlError> {
+    let u = GostUrl::parse(input)?;
+    let (a, b) = u.scheme_parts();
+    let (mut connector, dialer) = match b {
+        Some(b) => (a.to_string(), b.to_string()),
+        None => (a.to_string(), a.to_string()),
+    };
+    if !GOST_CONNECTORS.contains(&connector.as_str()) {
+        connector = "http".into();
+    }
+    let dialer = if GOST_DIALERS.contains(&dialer.as_str()) {
+        dialer
+    } else if connector == "ssu" {
+        "udp".into()
+    } else {
+        "tcp".into()
+    };
+    let mut connector_md = Metadata::default();
+    let mut dialer_md = Metadata::default();
+    let mut node_md = Metadata::default();
+    let mut selector = None::<SelectorConfig>;
+    for (k, v) in &u.query {
+        if k == "auth" {
+            continue;
+        }
+        if let Some(k) = k.strip_prefix("connector.") {
+            connector_md.insert(k, v);
+        } else if let Some(k) = k.strip_prefix("dialer.") {
+            dialer_md.insert(k, v);
+        } else if let Some(k) = k.strip_prefix("node.").or_else(|| k.strip_prefix("hop.")) {
+            node_md.insert(k, v);
+        } else if selector_key(k, v, &mut selector) {
+        } else {
+            connector_md.insert(k, v);
+            dialer_md.insert(k, v);
+            node_md.insert(k, v);
+        }
+    }
+    let addrs = expand_addrs(&u.host, input)?;
+    if addrs.is_empty() {
+        return Err(UrlError::MissingAddress { url: input.into() });
+    }
+    Ok(HopConfig {
+        name: String::new(),
+        selector: selector.map(fill_selector),
+        nodes: addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, addr)| NodeConfig {
+                name: format!("node-{i}"),
+                addr,
+                connector: ConnectorConfig {
+                    kind: connector.clone(),
+                    auth: auth_of(&u),
+                    metadata: connector_md.clone(),
+                },
+                dialer: DialerConfig {
+                    kind: dialer.clone(),
+                    metadata: dialer_md.clone(),
+                },
+                metadata: node_md.clone(),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(s: &str) -> ServiceConfig {
+        parse_service(s).unwrap().remove(0)
+    }
+
+    #[test]
+    fn scheme_defaults_match_gost() {
+        for (input, h, l) in [
+            (":8080", "auto", "tcp"),
+            ("http://:8080", "http", "tcp"),
+            ("socks5://:1080", "socks5", "tcp"),
+            ("relay://:8421", "relay", "tcp"),
+            ("tls://:443", "auto", "tls"),
+            ("https://:443", "http", "tls"),
+            ("pht://:8443", "auto", "pht"),
+            ("phts://:8443", "auto", "phts"),
+            ("http+pht://:8443", "http", "pht"),
+            ("tcp://:8080", "tcp", "tcp"),
+            ("pht://:8443/:1080", "forward", "pht"),
+            ("forward+pht://:8443/:1080", "forward", "pht"),
+            ("http://:8080/x:80", "tcp", "tcp"),
+            ("relay://:8420/:53", "relay", "tcp"),
+        ] {
+            let s = svc(input);
+            assert_eq!(
+                (s.handler.kind.as_str(), s.listener.kind.as_str()),
+                (h, l),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_scoping_and_auth() {
+        let s = svc("http+pht://u:p@:8443?pushPath=/up&listener.backlog=4&handler.x=1&service.y=2");
+        assert_eq!(s.handler.auth.as_ref().unwrap().username, "u");
+        assert_eq!(
+            s.listener.metadata.get_str("pushPath").as_deref(),
+            Some("/up")
+        );
+        assert_eq!(
+            s.handler.metadata.get_str("pushpath").as_deref(),
+            Some("/up")
+        );
+        assert_eq!(s.listener.metadata.get_str("backlog").as_deref(), Some("4"));
+        assert_eq!(s.handler.metadata.get_str("backlog"), None);
+        assert_eq!(s.handler.metadata.get_str("x").as_deref(), Some("1"));
+        assert_eq!(s.metadata.get_str("y").as_deref(), Some("2"));
+        // auth= carries base64("user:pass")
+        let s = svc("socks5://:1080?auth=dXNlcjpwYXNz");
+        let a = s.handler.auth.unwrap();
+        assert_eq!((a.username.as_str(), a.password.as_str()), ("user", "pass"));
+    }
+
+    #[test]
+    fn ranges_and_targets() {
+        let v = parse_service("tcp://:8000-8001/10.0.0.1:9000-9001").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].addr, ":8001");
+        assert_eq!(
+            v[1].forwarder.as_ref().unwrap().nodes[0].addr,
+            "10.0.0.1:9001"
+        );
+        let s = svc("tcp://:8080/a:1,b:2?strategy=fifo");
+        let f = s.forwarder.unwrap();
+        assert_eq!(f.nodes.len(), 2);
+        let sel = f.selector.unwrap();
+        assert_eq!(
+            (
+                sel.strategy.as_str(),
+                sel.max_fails,
+                sel.fail_timeout.as_str()
+            ),
+            ("fifo", 1, "30s")
+        );
+    }
+
+    #[test]
+    fn chain_nodes() {
+        let c = from_cli(
+            &[":8080".into()],
+            &[
+                "pht://srv:8443".into(),
+                "relay+phts://u:p@a:1,b:2?secure=true".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.services[0].handler.chain.as_deref(), Some("chain-0"));
+        let hops = &c.chains[0].hops;
+        assert_eq!(hops[0].nodes[0].connector.kind, "http");
+        assert_eq!(hops[0].nodes[0].dialer.kind, "pht");
+        assert_eq!(hops[1].nodes.len(), 2);
+        assert_eq!(hops[1].nodes[1].addr, "b:2");
+        assert_eq!(
+            hops[1].nodes[0].connector.auth.as_ref().unwrap().password,
+            "p"
+        );
+        assert_eq!(
+            hops[1].nodes[0]
+                .dialer
+                .metadata
+                .get_str("secure")
+                .as_deref(),
+            Some("true")
+        );
+    }
+}

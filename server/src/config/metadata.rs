@@ -1,0 +1,143 @@
+//! gost's free-form `metadata` maps: case-insensitive keys, lenient scalar values.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A metadata map as written in the config (values kept as given, for `-O`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Metadata(pub BTreeMap<String, Value>);
+
+/// A metadata value that cannot be used for its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metadata {key}: {value} is not {expected}")]
+pub struct MetadataError {
+    pub key: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl Metadata {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), Value::String(value.into()));
+    }
+
+    /// The value of `key`, matched case-insensitively, as text.
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .and_then(|(_, v)| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            })
+    }
+
+    fn err(key: &str, value: &str, expected: &'static str) -> MetadataError {
+        MetadataError {
+            key: key.into(),
+            value: format!("{value:?}"),
+            expected,
+        }
+    }
+
+    /// A boolean, read like Go's `strconv.ParseBool`.
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, MetadataError> {
+        let Some(v) = self.get_str(key) else {
+            return Ok(None);
+        };
+        match v.as_str() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(Some(true)),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(Some(false)),
+            _ => Err(Self::err(key, &v, "a boolean")),
+        }
+    }
+
+    /// A non-negative integer (sizes may carry a KB/MB/GB suffix or KiB/MiB/GiB).
+    pub fn get_size(&self, key: &str) -> Result<Option<usize>, MetadataError> {
+        let Some(v) = self.get_str(key) else {
+            return Ok(None);
+        };
+        parse_size(&v)
+            .map(Some)
+            .ok_or_else(|| Self::err(key, &v, "a size (e.g. 1048576, 512KiB, 4MiB)"))
+    }
+
+    /// A duration: Go syntax (`10s`, `1m30s`, `250ms`) or a bare number of seconds.
+    pub fn get_duration(&self, key: &str) -> Result<Option<Duration>, MetadataError> {
+        let Some(v) = self.get_str(key) else {
+            return Ok(None);
+        };
+        parse_duration(&v)
+            .map(Some)
+            .ok_or_else(|| Self::err(key, &v, "a duration (e.g. 10s, 1m30s, 500ms)"))
+    }
+}
+
+fn parse_size(v: &str) -> Option<usize> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses Go's duration syntax, or a bare number meaning seconds (gost's metadata rule).
+///
+/// ```
+/// use std::time::Duration;
+/// use pht_server::config::parse_duration;
+/// assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+/// assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+/// assert_eq!(parse_duration("soon"), None);
+/// ```
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if v.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += num * scale;
+    }
+    Some(Duration::from_secs_f64(total))
+}

@@ -1,0 +1,35 @@
+//! Handlers serve one accepted byte stream each. They know nothing of listeners: a new
+//! handler type is one file here and one line in [`build`].
+
+mod forward;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::config::ServiceConfig;
+use crate::listener::Accepted;
+use crate::router::Router;
+
+/// Serves connections for one service.
+pub trait Handler: Send + Sync {
+    /// Serves `conn` to its end; errors are logged by the handler itself.
+    fn handle(&self, conn: Accepted) -> BoxFuture<'_, ()>;
+}
+
+/// Why a handler could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("handler type {0:?} is not supported (supported: forward, tcp)")]
+    Unsupported(String),
+    #[error("handler {kind}: {reason}")]
+    Invalid { kind: String, reason: String },
+}
+
+/// The handler registry.
+pub fn build(svc: &ServiceConfig, router: Router) -> Result<Arc<dyn Handler>, HandlerError> {
+    match svc.handler.kind.as_str() {
+        "forward" | "tcp" => Ok(Arc::new(forward::ForwardHandler::new(svc, router)?)),
+        other => Err(HandlerError::Unsupported(other.to_string())),
+    }
+}

@@ -1,0 +1,8 @@
+//! A gost-compatible server engine: services (listener + handler), configured with gost's
+//! command line or YAML/JSON files. The `pht-server` binary is a thin shell over it.
+
+pub mod config;
+pub mod handler;
+pub mod listener;
+pub mod router;
+pub mod service;

@@ -1,0 +1,92 @@
+//! Listeners turn an address into a stream of accepted byte streams. They know nothing of
+//! handlers: a new listener type is one file here and one line in [`bind`].
+
+pub mod pht;
+mod tcp;
+
+use std::io;
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ListenerConfig, MetadataError};
+
+/// Any bidirectional byte stream a handler can serve.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// One accepted connection.
+pub struct Accepted {
+    pub stream: Box<dyn Stream>,
+    /// The client: the TCP peer, or for PHT the HTTP peer that created the tunnel.
+    pub peer: SocketAddr,
+    /// Extra context for logs (a PHT token prefix).
+    pub tag: Option<String>,
+}
+
+/// A bound listener.
+pub trait Listener: Send {
+    /// Waits for the next connection.
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Accepted>>;
+    /// The address actually bound (port 0 resolved).
+    fn local_addr(&self) -> SocketAddr;
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("listener type {0:?} is not supported (supported: tcp, pht)")]
+    Unsupported(String),
+    #[error("listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("listener option {0}")]
+    Option(#[from] MetadataError),
+}
+
+/// gost's `:port` means every interface.
+pub fn bind_addr(addr: &str) -> String {
+    if addr.starts_with(':') {
+        format!("[::]{addr}")
+    } else {
+        addr.to_string()
+    }
+}
+
+pub(crate) async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, ListenError> {
+    let a = bind_addr(addr);
+    let res = match tokio::net::TcpListener::bind(&a).await {
+        // Hosts without IPv6 still get `:port` on IPv4.
+        Err(_) if addr.starts_with(':') => {
+            tokio::net::TcpListener::bind(format!("0.0.0.0{addr}")).await
+        }
+        r => r,
+    };
+    res.map_err(|source| ListenError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// The listener registry.
+pub async fn bind(
+    cfg: &ListenerConfig,
+    addr: &str,
+    service: &str,
+    shutdown: CancellationToken,
+) -> Result<Box<dyn Listener>, ListenError> {
+    match cfg.kind.as_str() {
+        "tcp" | "" => Ok(Box::new(tcp::TcpListener::bind(addr).await?)),
+        "pht" => Ok(Box::new(
+            pht::PhtListener::bind(
+                addr,
+                pht::PhtOptions::from_metadata(&cfg.metadata)?,
+                service,
+                shutdown,
+            )
+            .await?,
+        )),
+        other => Err(ListenError::Unsupported(other.to_string())),
+    }
+}

@@ -1,0 +1,165 @@
+//! Live tunnels by token, tombstones for closed ones, and the idle reaper.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use pht_client::logging::token_prefix;
+use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::PhtOptions;
+use crate::listener::Accepted;
+
+/// The HTTP side of one tunnel.
+pub(super) struct ServerTunnel {
+    pub token: String,
+    /// Read by the (single) pull stream.
+    pub reader: Arc<tokio::sync::Mutex<Option<ReadHalf<DuplexStream>>>>,
+    /// Written by push requests, one at a time.
+    pub writer: tokio::sync::Mutex<Option<WriteHalf<DuplexStream>>>,
+    /// Fired when the tunnel is torn down, so pending requests let go at once.
+    pub cancel: CancellationToken,
+    pub pull_attached: AtomicBool,
+    last_active: Mutex<Instant>,
+}
+
+impl ServerTunnel {
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_since(&self) -> Instant {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the HTTP end of the pipe: the handler reads what is left, then EOF.
+    fn shut(self: &Arc<Self>) {
+        self.cancel.cancel();
+        let t = self.clone();
+        tokio::spawn(async move {
+            t.writer.lock().await.take();
+            t.reader.lock().await.take();
+        });
+    }
+}
+
+enum Slot {
+    Live(Arc<ServerTunnel>),
+    Closed(Instant),
+}
+
+pub(super) enum Lookup {
+    Live(Arc<ServerTunnel>),
+    /// The token was closed: never bring it back.
+    Closed,
+    /// Unknown and not created (creation not asked for).
+    Unknown,
+    /// The handler is not taking tunnels fast enough.
+    QueueFull,
+}
+
+pub(super) struct Registry {
+    map: Mutex<HashMap<String, Slot>>,
+    queue: mpsc::Sender<Accepted>,
+    pub opts: PhtOptions,
+    pub service: String,
+}
+
+impl Registry {
+    pub fn new(opts: PhtOptions, queue: mpsc::Sender<Accepted>, service: String) -> Self {
+        Registry {
+            map: Mutex::new(HashMap::new()),
+            queue,
+            opts,
+            service,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finds `token`, creating its tunnel when `create` is set and it was never seen
+    /// (gost ≥ 3.3 clients choose their own tokens).
+    pub fn lookup(&self, token: &str, peer: SocketAddr, create: bool) -> Lookup {
+        let mut map = self.map();
+        match map.get(token) {
+            Some(Slot::Live(t)) => Lookup::Live(t.clone()),
+            Some(Slot::Closed(_)) => Lookup::Closed,
+            None if !create => Lookup::Unknown,
+            None => {
+                let (ours, theirs) = tokio::io::duplex(self.opts.tunnel_buffer);
+                let accepted = Accepted {
+                    stream: Box::new(theirs),
+                    peer,
+                    tag: Some(token_prefix(token).to_string()),
+                };
+                if self.queue.try_send(accepted).is_err() {
+                    debug!(service = %self.service, %peer, "pht backlog full: tunnel refused");
+                    return Lookup::QueueFull;
+                }
+                let (r, w) = tokio::io::split(ours);
+                let t = Arc::new(ServerTunnel {
+                    token: token.to_string(),
+                    reader: Arc::new(tokio::sync::Mutex::new(Some(r))),
+                    writer: tokio::sync::Mutex::new(Some(w)),
+                    cancel: CancellationToken::new(),
+                    pull_attached: AtomicBool::new(false),
+                    last_active: Mutex::new(Instant::now()),
+                });
+                map.insert(token.to_string(), Slot::Live(t.clone()));
+                debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = map.len(), "tunnel opened");
+                Lookup::Live(t)
+            }
+        }
+    }
+
+    /// Closes `token` and leaves a tombstone.
+    pub fn close(&self, token: &str, reason: &str) {
+        let old = self
+            .map()
+            .insert(token.to_string(), Slot::Closed(Instant::now()));
+        if let Some(Slot::Live(t)) = old {
+            debug!(service = %self.service, token = token_prefix(token), reason, "tunnel closed");
+            t.shut();
+        }
+    }
+
+    /// Closes idle tunnels and forgets old tombstones.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let mut idle = Vec::new();
+        self.map().retain(|token, slot| match slot {
+            Slot::Live(t) => {
+                if !t.pull_attached.load(Ordering::Acquire)
+                    && now.duration_since(t.idle_since()) >= self.opts.idle_timeout
+                {
+                    idle.push(token.clone());
+                }
+                true
+            }
+            Slot::Closed(at) => now.duration_since(*at) < self.opts.tombstone_ttl,
+        });
+        for token in idle {
+            self.close(&token, "idle: no pull and no push");
+        }
+    }
+
+    /// Closes every tunnel (shutdown).
+    pub fn close_all(&self) {
+        let live: Vec<String> = self
+            .map()
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Live(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for token in live {
+            self.close(&token, "server shutting down");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The three PHT endpoints: authorize, push, pull.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use percent_encoding::percent_decode_str;
+use pht_client::logging::token_prefix;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf};
+use tokio::sync::OwnedMutexGuard;
+use tracing::debug;
+
+use super::registry::{Lookup, Registry, ServerTunnel};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Longest token accepted in a query string.
+const MAX_TOKEN_LEN: usize = 256;
+
+fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(msg.as_bytes())).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Routes one request: exact paths only, as gost's ServeMux does.
+pub(super) async fn route(
+    req: Request<Incoming>,
+    reg: &Arc<Registry>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = req.uri().path();
+    let o = &reg.opts;
+    if path == o.authorize_path {
+        authorize(reg, peer)
+    } else if path == o.push_path {
+        if req.method() != Method::POST {
+            return text(StatusCode::BAD_REQUEST, "push must be POST\n");
+        }
+        match token_of(&req) {
+            Ok(token) => push(req, reg, &token, peer).await,
+            Err(r) => r,
+        }
+    } else if path == o.pull_path {
+        if req.method() != Method::GET {
+            return text(StatusCode::BAD_REQUEST, "pull must be GET\n");
+        }
+        match token_of(&req) {
+            Ok(token) => pull(reg, &token, peer),
+            Err(r) => r,
+        }
+    } else {
+        text(StatusCode::NOT_FOUND, "404 page not found\n")
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn token_of(req: &Request<Incoming>) -> Result<String, Response<Body>> {
+    let query = req.uri().query().unwrap_or("");
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "missing token\n"))?;
+    let token = percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8()
+        .map(|t| t.into_owned())
+        .map_err(|_| text(StatusCode::BAD_REQUEST, "invalid token\n"))?;
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(text(StatusCode::BAD_REQUEST, "invalid token\n"));
+    }
+    Ok(token)
+}
+
+fn authorize(reg: &Registry, peer: SocketAddr) -> Response<Body> {
+    let token = pht_core::mint_token();
+    match reg.lookup(&token, peer, true) {
+        Lookup::Live(_) => {
+            let mut r = text(StatusCode::OK, "");
+            *r.body_mut() = Full::new(Bytes::from(format!("token={token}"))).boxed_unsync();
+            r
+        }
+        _ => text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
+    }
+}
+
+async fn push(
+    req: Request<Incoming>,
+    reg: &Registry,
+    token: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // An empty POST is a close: never create a tunnel just to close it.
+    let t = match reg.lookup(token, peer, declared != Some(0)) {
+        Lookup::Live(t) => t,
+        Lookup::Closed | Lookup::Unknown if declared == Some(0) => return text(StatusCode::OK, ""),
+        Lookup::Closed | Lookup::Unknown => return text(StatusCode::GONE, "tunnel closed\n"),
+        Lookup::QueueFull => return text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
+    };
+    t.touch();
+    let max = reg.opts.max_push_body;
+    if declared.is_some_and(|n| n > max as u64) {
+        // Refused without reading: the data is lost, so the stream is broken for good.
+        reg.close(token, "push body too large");
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n");
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            reg.close(token, "push body too large");
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n");
+        }
+        Err(e) => {
+            debug!(token = token_prefix(token), %peer, "push body: {e}");
+            reg.close(token, "push body broken");
+            return text(StatusCode::BAD_REQUEST, "push body broken\n");
+        }
+    };
+    let data = match pht_core::decode_push_body(&body) {
+        Ok(Some(data)) => data,
+        Ok(None) => {
+            reg.close(token, "closed by client");
+            return text(StatusCode::OK, "");
+        }
+        Err(e) => {
+            debug!(token = token_prefix(token), %peer, "push: {e}");
+            reg.close(token, "invalid base64 in push");
+            return text(StatusCode::BAD_REQUEST, "invalid base64\n");
+        }
+    };
+    match write_into(&t, &data, reg.opts.push_timeout).await {
+        Ok(()) => {
+            t.touch();
+            text(StatusCode::OK, "")
+        }
+        Err(reason) => {
+            reg.close(token, reason);
+            text(StatusCode::GONE, "tunnel closed\n")
+        }
+    }
+}
+
+async fn write_into(t: &ServerTunnel, data: &[u8], limit: Duration) -> Result<(), &'static str> {
+    let write = async {
+        let mut w = t.writer.lock().await;
+        let w = w.as_mut().ok_or("tunnel closed")?;
+        w.write_all(data)
+            .await
+            .map_err(|_| "handler closed its end")
+    };
+    tokio::select! {
+        _ = t.cancel.cancelled() => Err("tunnel closed"),
+        r = tokio::time::timeout(limit, write) => r.unwrap_or(Err("handler did not take pushed data in time")),
+    }
+}
+
+fn pull(reg: &Arc<Registry>, token: &str, peer: SocketAddr) -> Response<Body> {
+    let t = match reg.lookup(token, peer, true) {
+        Lookup::Live(t) => t,
+        // A closed token: an empty, finished 200 is what every gost client reads as EOF.
+        Lookup::Closed | Lookup::Unknown => {
+            return stream_response(Full::new(Bytes::new()).boxed_unsync());
+        }
+        Lookup::QueueFull => return text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
+    };
+    let Ok(guard) = t.reader.clone().try_lock_owned() else {
+        return text(
+            StatusCode::CONFLICT,
+            "another pull is active for this token\n",
+        );
+    };
+    if guard.is_none() {
+        return stream_response(Full::new(Bytes::new()).boxed_unsync());
+    }
+    t.pull_attached.store(true, Ordering::Release);
+    t.touch();
+    let state = PullState {
+        guard,
+        buf: vec![0u8; reg.opts.pull_line_payload],
+        heartbeat: reg.opts.heartbeat,
+        tunnel: t,
+        registry: reg.clone(),
+    };
+    let lines = futures::stream::unfold(state, |mut st| async move {
+        let line = st.next_line().await?;
+        Some((Ok::<_, Infallible>(Frame::data(line)), st))
+    });
+    stream_response(StreamBody::new(lines.boxed()).boxed_unsync())
+}
+
+fn stream_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+struct PullState {
+    guard: OwnedMutexGuard<Option<ReadHalf<DuplexStream>>>,
+    buf: Vec<u8>,
+    heartbeat: Duration,
+    tunnel: Arc<ServerTunnel>,
+    registry: Arc<Registry>,
+}
+
+impl PullState {
+    async fn next_line(&mut self) -> Option<Bytes> {
+        let reader = self.guard.as_mut()?;
+        tokio::select! {
+            biased;
+            _ = self.tunnel.cancel.cancelled() => None,
+            r = tokio::time::timeout(self.heartbeat, reader.read(&mut self.buf)) => match r {
+                Err(_) => Some(Bytes::from_static(b"\n")),
+                Ok(Ok(0)) | Ok(Err(_)) => None,
+                Ok(Ok(n)) => {
+                    let mut line = Vec::with_capacity(n.div_ceil(3) * 4 + 1);
+                    pht_core::encode_pull_line(&self.buf[..n], &mut line);
+                    Some(Bytes::from(line))
+                }
+            },
+        }
+    }
+}
+
+impl Drop for PullState {
+    /// The pull ended (tunnel finished, or the client went away): PHT/1 cannot resume a
+    /// broken pull, so the tunnel ends with it.
+    fn drop(&mut self) {
+        self.tunnel.pull_attached.store(false, Ordering::Release);
+        self.registry.close(&self.tunnel.token, "pull ended");
+    }
+}

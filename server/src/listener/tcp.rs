@@ -1,0 +1,42 @@
+//! Plain TCP.
+
+use std::io;
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+
+use super::{Accepted, ListenError, Listener};
+
+pub struct TcpListener {
+    inner: tokio::net::TcpListener,
+    local: SocketAddr,
+}
+
+impl TcpListener {
+    pub async fn bind(addr: &str) -> Result<Self, ListenError> {
+        let inner = super::bind_tcp(addr).await?;
+        let local = inner.local_addr().map_err(|source| ListenError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        Ok(TcpListener { inner, local })
+    }
+}
+
+impl Listener for TcpListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Accepted>> {
+        Box::pin(async move {
+            let (stream, peer) = self.inner.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Accepted {
+                stream: Box::new(stream),
+                peer,
+                tag: None,
+            })
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}

@@ -1,0 +1,114 @@
+//! `pht-server`: gost's command line (`-L`, `-F`, `-C`, `-O`, `-D`) for PHT services.
+//!
+//! ```text
+//! pht-server -L "pht://:8443/127.0.0.1:22"          # forward every tunnel to local ssh
+//! pht-server -C gost.yaml
+//! pht-server -L "forward+pht://:8443/:1080" -O yaml # print the config gost would build
+//! ```
+
+use anyhow::{Context, Result, bail};
+use clap::{ArgAction, Parser};
+use pht_server::config::{self, Config};
+use pht_server::service::Service;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// How long running connections get to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pht-server",
+    version,
+    about = "gost-compatible PHT (Plain HTTP Tunnel) server"
+)]
+struct Cli {
+    /// Service: `[handler+]listener://[user:pass@][host]:port[/target,...][?k=v...]` (repeatable).
+    #[arg(short = 'L', value_name = "URL")]
+    listen: Vec<String>,
+    /// Chain node: `[connector+]dialer://[user:pass@]host:port[?k=v...]` (repeatable: one hop each).
+    #[arg(short = 'F', value_name = "URL")]
+    forward: Vec<String>,
+    /// Configuration file (YAML or JSON), `-` for stdin, or inline JSON (repeatable).
+    #[arg(short = 'C', value_name = "FILE")]
+    config: Vec<String>,
+    /// Print the resulting configuration as `yaml` or `json` and exit.
+    #[arg(short = 'O', value_name = "FORMAT")]
+    output: Option<String>,
+    /// Debug logging (`-DD` for trace).
+    #[arg(short = 'D', action = ArgAction::Count)]
+    debug: u8,
+}
+
+fn build_config(cli: &Cli) -> Result<Config> {
+    let mut cfg = Config::default();
+    for src in &cli.config {
+        cfg = config::merge(cfg, config::load_source(src)?);
+    }
+    let from_flags = config::from_cli(&cli.listen, &cli.forward)?;
+    Ok(config::merge(cfg, from_flags))
+}
+
+fn main() -> Result<()> {
+    // gost accepts `-DD`; clap reads it as two `-D`, which is what we want.
+    let cli = Cli::parse();
+    let cfg = build_config(&cli)?;
+    if let Some(fmt) = &cli.output {
+        let out = if fmt == "json" {
+            serde_json::to_string_pretty(&cfg)? + "\n"
+        } else {
+            serde_yaml::to_string(&cfg)?
+        };
+        print!("{out}");
+        return Ok(());
+    }
+    let level = match cfg.log.as_ref().map(|l| l.level.as_str()) {
+        _ if cli.debug > 0 => cli.debug,
+        Some("debug") => 1,
+        Some("trace") => 2,
+        _ => 0,
+    };
+    pht_client::logging::init(level);
+    if cfg.services.is_empty() {
+        bail!("nothing to run: give -L or -C (see pht-server --help)");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?
+        .block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut services = Vec::new();
+    for s in &cfg.services {
+        services.push(Service::start(s, shutdown.clone()).await?);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in services {
+        tasks.spawn(s.run(shutdown.clone()));
+    }
+    shutdown_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
