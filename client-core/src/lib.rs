@@ -19,6 +19,7 @@
 //! ```
 
 mod codec;
+mod connector;
 mod error;
 mod fetch;
 mod maybe_send;
@@ -28,6 +29,7 @@ mod tunnel;
 mod url;
 
 pub use codec::{PullDecoder, PullEvent, decode_push_body, encode_pull_line, encode_push_body};
+pub use connector::{Connected, Connector, ConnectorError, Credentials, handshake};
 pub use error::{DecodeError, Error, FetchError, UrlError};
 pub use fetch::{Fetch, FetchResponse};
 pub use maybe_send::{BoxFuture, MaybeSend, MaybeSync};
@@ -53,7 +55,8 @@ pub mod defaults {
     pub const MAX_PULL_LINE: usize = 4 * 1024 * 1024;
     /// Decoded bytes buffered on the client before it stops reading the pull response.
     pub const RECV_BUFFER: usize = 1024 * 1024;
-    /// Payload bytes per pull line on the server: 48 KiB, so a line stays well under the
-    /// 64 KiB a gost client accepts.
-    pub const PULL_LINE_PAYLOAD: usize = 48 * 1024;
+    /// Payload bytes per pull line on the server: just under 48 KiB, so that a line and
+    /// its newline (65 533 bytes) fit the 64 KiB buffer of a gost client's line scanner.
+    /// Exactly 48 KiB would make 65 536 characters plus `\n`: one byte too many.
+    pub const PULL_LINE_PAYLOAD: usize = 48 * 1024 - 3;
 }

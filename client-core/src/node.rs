@@ -3,6 +3,14 @@
 use crate::url::parse_bool;
 use crate::{GostUrl, UrlError, defaults};
 
+/// Characters escaped in a query value: all but RFC 3986's unreserved ones, so gost's and
+/// our own tokens travel verbatim.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// How a client gets its tunnel token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TokenMode {
@@ -60,7 +68,7 @@ impl TunnelConfig {
                 "{}{}?token={}",
                 self.base_url,
                 path,
-                percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
+                percent_encoding::utf8_percent_encode(t, QUERY_VALUE)
             ),
             None => format!("{}{}", self.base_url, path),
         }
@@ -241,7 +249,10 @@ mod tests {
         assert_eq!(c.token_mode, TokenMode::Mint);
         assert_eq!(c.max_push_payload, 100);
         assert_eq!(c.headers, vec![("X-K".to_string(), "v".to_string())]);
-        assert_eq!(c.url("/q", Some("a b")), "http://[::1]:80/q?token=a%20b");
+        assert_eq!(
+            c.url("/q", Some("a b-_")),
+            "http://[::1]:80/q?token=a%20b-_"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::listener::Stream;
+
 /// Time allowed for one outbound TCP connection.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -19,7 +21,7 @@ impl Router {
     }
 
     /// Connects to `addr` (`host:port`; an empty host means this machine, as in gost).
-    pub async fn dial(&self, addr: &str) -> io::Result<TcpStream> {
+    pub async fn dial(&self, addr: &str) -> io::Result<Box<dyn Stream>> {
         let addr = if addr.starts_with(':') {
             format!("127.0.0.1{addr}")
         } else {
@@ -31,6 +33,6 @@ impl Router {
                 io::Error::new(io::ErrorKind::TimedOut, format!("dial {addr}: timed out"))
             })??;
         let _ = s.set_nodelay(true);
-        Ok(s)
+        Ok(Box::new(s))
     }
 }

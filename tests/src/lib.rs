@@ -1,1 +1,241 @@
-//! End-to-end tests live in `tests/`.
+//! Harness for the end-to-end tests: spawn the real binaries on 127.0.0.1, run target
+//! servers, move bytes and compare hashes.
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where cargo put the binaries (`target/debug` next to the test executable's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A free port on 127.0.0.1 (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped; its stderr goes to a log file kept for failures.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `name` with `args` and waits until it logs that it listens on `port`.
+    /// (Probing with a connection would open a tunnel and disturb single-shot targets.)
+    pub async fn start(name: &str, args: &[&str], port: u16) -> Proc {
+        let log = std::env::temp_dir().join(format!("pht-e2e-{name}-{port}.log"));
+        let child = Command::new(bin(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let mut p = Proc { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if p.log_text().contains(&format!(":{port}/")) {
+                return p;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{name} exited with {status}: {}", p.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not listen on {port}: {}",
+                p.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server started with `pht-server`, plus the port it serves on.
+pub async fn server(args: &[&str], port: u16) -> Proc {
+    Proc::start("pht-server", args, port).await
+}
+
+/// A forwarding `pht-client` on a fresh local port; returns it with that port.
+pub async fn client(node: &str) -> (Proc, u16) {
+    let port = free_port();
+    let l = format!("tcp://127.0.0.1:{port}");
+    (
+        Proc::start("pht-client", &["-L", &l, "-F", node], port).await,
+        port,
+    )
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// An echo server on 127.0.0.1: every connection gets its bytes back.
+pub async fn echo_target() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A bulk target speaking a tiny protocol, so each direction is measured on its own:
+/// `U <len:u64>` then `len` bytes → answers their SHA-256;
+/// `D <len:u64> <seed:u64>` → sends `random_bytes(len, seed)`.
+pub async fn bulk_target() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut cmd = [0u8; 1];
+                if s.read_exact(&mut cmd).await.is_err() {
+                    return;
+                }
+                let len = s.read_u64().await.unwrap_or(0) as usize;
+                match cmd[0] {
+                    b'U' => {
+                        let mut h = Sha256::new();
+                        let mut left = len;
+                        let mut buf = vec![0u8; 256 * 1024];
+                        while left > 0 {
+                            let n = s.read(&mut buf[..left.min(256 * 1024)]).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            h.update(&buf[..n]);
+                            left -= n;
+                        }
+                        let _ = s.write_all(&h.finalize()).await;
+                    }
+                    b'D' => {
+                        let seed = s.read_u64().await.unwrap_or(0);
+                        let _ = s.write_all(&random_bytes(len, seed)).await;
+                    }
+                    _ => {}
+                }
+                // Wait for the client to hang up so nothing is cut short.
+                let mut sink = [0u8; 64];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `data` through `local` to a bulk target; returns the target's SHA-256 and MB/s.
+pub async fn upload(local: u16, data: &[u8]) -> ([u8; 32], f64) {
+    let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"U").await.unwrap();
+    s.write_u64(data.len() as u64).await.unwrap();
+    s.write_all(data).await.unwrap();
+    let mut digest = [0u8; 32];
+    s.read_exact(&mut digest).await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    (digest, data.len() as f64 / secs / 1e6)
+}
+
+/// Receives `len` bytes generated from `seed` through `local`; returns their SHA-256 and MB/s.
+pub async fn download(local: u16, len: usize, seed: u64) -> ([u8; 32], f64) {
+    let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"D").await.unwrap();
+    s.write_u64(len as u64).await.unwrap();
+    s.write_u64(seed).await.unwrap();
+    let mut h = Sha256::new();
+    let mut left = len;
+    let mut buf = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let n = s.read(&mut buf[..left.min(256 * 1024)]).await.unwrap();
+        assert!(n > 0, "stream ended with {left} bytes missing");
+        h.update(&buf[..n]);
+        left -= n;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (h.finalize().into(), len as f64 / secs / 1e6)
+}
+
+/// Sends `data` through an echo path and checks every byte comes back.
+pub async fn echo_roundtrip(local: u16, data: &[u8]) {
+    let s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let len = data.len();
+    let reader = tokio::spawn(async move {
+        let mut got = vec![0u8; len];
+        r.read_exact(&mut got).await.map(|_| got)
+    });
+    w.write_all(data).await.unwrap();
+    let got = reader.await.unwrap().expect("echo came back short");
+    assert_eq!(sha256(&got), sha256(data), "echoed bytes differ");
+}

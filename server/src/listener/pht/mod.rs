@@ -43,7 +43,7 @@ pub struct PhtOptions {
     /// `tombstoneTTL`: how long a closed token is remembered, so a late pull ends at once
     /// instead of creating a new tunnel (default 10m).
     pub tombstone_ttl: Duration,
-    /// `pullLineSize`: payload bytes per pull line at most (default 48 KiB; gost clients
+    /// `pullLineSize`: payload bytes per pull line at most (default 49 149, just under 48 KiB: gost clients
     /// refuse lines over 64 KiB of text).
     pub pull_line_payload: usize,
     /// `pushTimeout`: a push whose data the handler does not take within this time fails

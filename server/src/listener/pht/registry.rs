@@ -163,3 +163,46 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn backlog_full_refuses_and_creates_nothing() {
+        let opts = PhtOptions {
+            backlog: 1,
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(opts.backlog);
+        let reg = Registry::new(opts, tx, "s".into());
+        assert!(matches!(reg.lookup("a", peer(), true), Lookup::Live(_)));
+        // The handler has not taken "a" yet: the queue is full.
+        assert!(matches!(reg.lookup("b", peer(), true), Lookup::QueueFull));
+        assert!(
+            matches!(reg.lookup("b", peer(), false), Lookup::Unknown),
+            "no half-made tunnel"
+        );
+        assert_eq!(rx.recv().await.unwrap().tag.as_deref(), Some("a"));
+        assert!(matches!(reg.lookup("b", peer(), true), Lookup::Live(_)));
+    }
+
+    #[tokio::test]
+    async fn closed_tokens_stay_closed_until_the_tombstone_expires() {
+        let opts = PhtOptions {
+            tombstone_ttl: std::time::Duration::from_millis(0),
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let reg = Registry::new(opts, tx, "s".into());
+        assert!(matches!(reg.lookup("a", peer(), true), Lookup::Live(_)));
+        reg.close("a", "test");
+        assert!(matches!(reg.lookup("a", peer(), true), Lookup::Closed));
+        reg.reap();
+        assert!(matches!(reg.lookup("a", peer(), false), Lookup::Unknown));
+    }
+}

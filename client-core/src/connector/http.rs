@@ -1,0 +1,183 @@
+//! HTTP `CONNECT` (wire.md §4.4).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{ConnectorError, Credentials, Target, io_err};
+
+/// Longest response head accepted.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+const CONTEXT: &str = "http connect";
+
+/// The request, in the header order Go's serializer uses.
+pub(super) fn request(target: &Target, auth: Option<&Credentials>) -> Vec<u8> {
+    let authority = target.authority();
+    let mut req =
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: pht-client\r\n");
+    if let Some(c) = auth {
+        let token = STANDARD.encode(format!("{}:{}", c.username, c.password));
+        req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    req.push_str("Proxy-Connection: keep-alive\r\n\r\n");
+    req.into_bytes()
+}
+
+/// Sends `CONNECT`, reads the response head and checks for 200. Returns the bytes read
+/// past the head, which belong to the tunnel.
+pub(super) async fn connect<S>(
+    stream: &mut S,
+    target: &Target,
+    auth: Option<&Credentials>,
+) -> Result<Vec<u8>, ConnectorError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream
+        .write_all(&request(target, auth))
+        .await
+        .map_err(io_err(CONTEXT))?;
+    stream.flush().await.map_err(io_err(CONTEXT))?;
+
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        if let Some(end) = head_end(&buf) {
+            break end;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(ConnectorError::HttpMalformed(format!(
+                "response head longer than {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+        let n = stream.read(&mut chunk).await.map_err(io_err(CONTEXT))?;
+        if n == 0 {
+            return Err(io_err(CONTEXT)(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before the response",
+            )));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(end);
+    let line = String::from_utf8_lossy(&buf[..line_end]);
+    let line = line.trim_end_matches('\r');
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.")
+        || code.len() != 3
+        || !code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(ConnectorError::HttpMalformed(truncate(line)));
+    }
+    if code != "200" {
+        return Err(ConnectorError::HttpStatus(truncate(line)));
+    }
+    Ok(buf.split_off(end))
+}
+
+/// Index just past the blank line ending a head (`\r\n\r\n`, bare `\n` tolerated).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + p;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+fn truncate(line: &str) -> String {
+    line.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mock::Mock;
+    use super::super::{Connector, handshake};
+    use super::*;
+    use futures::executor::block_on;
+
+    #[test]
+    fn request_bytes() {
+        let t = Target::parse("example.com:443").unwrap();
+        assert_eq!(
+            request(&t, None),
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\
+              User-Agent: pht-client\r\nProxy-Connection: keep-alive\r\n\r\n"
+        );
+        let c = Credentials::new("user", "pass");
+        let t = Target::parse("[2001:db8::1]:8080").unwrap();
+        assert_eq!(
+            String::from_utf8(request(&t, Some(&c))).unwrap(),
+            "CONNECT [2001:db8::1]:8080 HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\
+             User-Agent: pht-client\r\nProxy-Authorization: Basic dXNlcjpwYXNz\r\n\
+             Proxy-Connection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn ok_keeps_bytes_after_the_head() {
+        for chunk in [1, 3, 1024] {
+            let mut m = Mock::chunked(
+                b"HTTP/1.1 200 Connection established\r\nProxy-Agent: gost/3.0\r\n\r\nSSH-2.0-x\r\n",
+                chunk,
+            );
+            let data = block_on(async {
+                let mut c = handshake(&mut m, Connector::Http, "example.com:22", None)
+                    .await
+                    .unwrap();
+                let mut data = Vec::new();
+                c.read_to_end(&mut data).await.unwrap();
+                data
+            });
+            assert_eq!(data, b"SSH-2.0-x\r\n", "chunk {chunk}");
+            assert!(
+                m.written
+                    .starts_with(b"CONNECT example.com:22 HTTP/1.1\r\n")
+            );
+        }
+    }
+
+    #[test]
+    fn non_200_is_an_error_with_the_status_line() {
+        let mut m = Mock::new(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nConnection: close\r\n\
+              Proxy-Authenticate: Basic realm=\"gost\"\r\n\r\n",
+        );
+        let e = block_on(handshake(&mut m, Connector::Http, "a:1", None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "http connect: HTTP/1.1 407 Proxy Authentication Required"
+        );
+        let io: std::io::Error = e.into();
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn garbage_and_eof() {
+        let mut m = Mock::new(b"SSH-2.0-OpenSSH\r\n\r\n");
+        let e = block_on(handshake(&mut m, Connector::Http, "a:1", None)).unwrap_err();
+        assert!(matches!(e, ConnectorError::HttpMalformed(_)), "{e}");
+        let mut m = Mock::new(b"HTTP/1.1 200 OK\r\n");
+        let e = block_on(handshake(&mut m, Connector::Http, "a:1", None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "http connect: connection closed before the response"
+        );
+    }
+
+    #[test]
+    fn finds_head_end() {
+        assert_eq!(head_end(b"a\r\n\r\nb"), Some(5));
+        assert_eq!(head_end(b"a\n\nb"), Some(3));
+        assert_eq!(head_end(b"a\r\nb\r\n"), None);
+        assert_eq!(head_end(b"a\r\n\r"), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! SOCKS5 `CONNECT` (RFC 1928) with RFC 1929 user/password (wire.md §2).
+//!
+//! Only the standard methods are offered: `00` and, with credentials, `02`. gost's private
+//! TLS methods (`80`/`82`) are never offered, so a gost server answers with a plain method.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{ConnectorError, Credentials, Target, io_err};
+
+const CONTEXT: &str = "socks5";
+
+/// The text for a SOCKS5 reply code (RFC 1928 §6).
+pub(crate) fn reply_text(code: u8) -> &'static str {
+    match code {
+        0x00 => "succeeded",
+        0x01 => "general SOCKS server failure",
+        0x02 => "connection not allowed by ruleset",
+        0x03 => "network unreachable",
+        0x04 => "host unreachable",
+        0x05 => "connection refused",
+        0x06 => "TTL expired",
+        0x07 => "command not supported",
+        0x08 => "address type not supported",
+        _ => "unassigned",
+    }
+}
+
+/// The greeting: `05 NMETHODS 00 [02]`.
+pub(super) fn greeting(auth: Option<&Credentials>) -> Vec<u8> {
+    if auth.is_some() {
+        vec![0x05, 0x02, 0x00, 0x02]
+    } else {
+        vec![0x05, 0x01, 0x00]
+    }
+}
+
+/// The RFC 1929 request: `01 ULEN USER PLEN PASS`.
+pub(super) fn auth_request(c: &Credentials) -> Result<Vec<u8>, ConnectorError> {
+    let (u, p) = (c.username.as_bytes(), c.password.as_bytes());
+    if u.len() > 255 || p.len() > 255 {
+        return Err(ConnectorError::CredentialsTooLong { protocol: CONTEXT });
+    }
+    let mut out = Vec::with_capacity(3 + u.len() + p.len());
+    out.push(0x01);
+    out.push(u.len() as u8);
+    out.extend_from_slice(u);
+    out.push(p.len() as u8);
+    out.extend_from_slice(p);
+    Ok(out)
+}
+
+/// The CONNECT request: `05 01 00 ATYP ADDR PORT`.
+pub(super) fn connect_request(target: &Target) -> Vec<u8> {
+    let mut out = vec![0x05, 0x01, 0x00];
+    target.encode_socks_addr(&mut out);
+    out
+}
+
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), ConnectorError> {
+    stream.write_all(bytes).await.map_err(io_err(CONTEXT))?;
+    stream.flush().await.map_err(io_err(CONTEXT))
+}
+
+async fn recv<S: AsyncRead + Unpin, const N: usize>(
+    stream: &mut S,
+) -> Result<[u8; N], ConnectorError> {
+    let mut buf = [0u8; N];
+    stream.read_exact(&mut buf).await.map_err(io_err(CONTEXT))?;
+    Ok(buf)
+}
+
+/// Negotiates, authenticates and connects. Reads exactly the server's messages, so no
+/// byte of the tunnel is consumed.
+pub(super) async fn connect<S>(
+    stream: &mut S,
+    target: &Target,
+    auth: Option<&Credentials>,
+) -> Result<(), ConnectorError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let auth_msg = auth.map(auth_request).transpose()?;
+    send(stream, &greeting(auth)).await?;
+    let [ver, method] = recv::<_, 2>(stream).await?;
+    if ver != 0x05 {
+        return Err(ConnectorError::Socks5Malformed(format!(
+            "version {ver:#04x} in method choice"
+        )));
+    }
+    match method {
+        0x00 => {}
+        0x02 => {
+            let Some(msg) = auth_msg else {
+                return Err(ConnectorError::Socks5AuthRequired);
+            };
+            send(stream, &msg).await?;
+            let [_ver, status] = recv::<_, 2>(stream).await?;
+            if status != 0x00 {
+                return Err(ConnectorError::Socks5AuthFailed);
+            }
+        }
+        0xFF => return Err(ConnectorError::Socks5NoMethod),
+        m => {
+            return Err(ConnectorError::Socks5Malformed(format!(
+                "server chose method {m:#04x}, which was not offered"
+            )));
+        }
+    }
+
+    send(stream, &connect_request(target)).await?;
+    let [ver, rep, _rsv, atyp] = recv::<_, 4>(stream).await?;
+    if ver != 0x05 {
+        return Err(ConnectorError::Socks5Malformed(format!(
+            "version {ver:#04x} in reply"
+        )));
+    }
+    if rep != 0x00 {
+        return Err(ConnectorError::Socks5Refused { code: rep });
+    }
+    // BND.ADDR and BND.PORT: read to keep the stream in step, otherwise unused.
+    let len = match atyp {
+        0x01 => 4,
+        0x04 => 16,
+        0x03 => recv::<_, 1>(stream).await?[0] as usize,
+        a => {
+            return Err(ConnectorError::Socks5Malformed(format!(
+                "address type {a:#04x} in reply"
+            )));
+        }
+    };
+    let mut bnd = vec![0u8; len + 2];
+    stream.read_exact(&mut bnd).await.map_err(io_err(CONTEXT))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mock::Mock;
+    use super::super::{Connector, handshake};
+    use super::*;
+    use futures::executor::block_on;
+
+    const OK_V4: &[u8] = &[0x05, 0x00, 0x00, 0x01, 10, 0, 0, 1, 0x1f, 0x90];
+
+    #[test]
+    fn no_auth_connect_domain() {
+        let mut script = vec![0x05, 0x00];
+        script.extend_from_slice(OK_V4);
+        script.extend_from_slice(b"data");
+        let mut m = Mock::chunked(&script, 1);
+        let data = block_on(async {
+            let mut c = handshake(&mut m, Connector::Socks5, "example.com:443", None)
+                .await
+                .unwrap();
+            let mut d = Vec::new();
+            c.read_to_end(&mut d).await.unwrap();
+            d
+        });
+        assert_eq!(data, b"data");
+        let mut want = vec![0x05, 0x01, 0x00];
+        want.extend_from_slice(&[0x05, 0x01, 0x00, 0x03, 11]);
+        want.extend_from_slice(b"example.com");
+        want.extend_from_slice(&[0x01, 0xbb]);
+        assert_eq!(m.written, want);
+    }
+
+    #[test]
+    fn user_pass_and_ip_literals() {
+        let c = Credentials::new("u", "pw");
+        let mut script = vec![0x05, 0x02, 0x01, 0x00];
+        // Reply with a domain BND and IPv6 BND are both consumed exactly.
+        script.extend_from_slice(&[0x05, 0x00, 0x00, 0x03, 3, b'a', b'b', b'c', 0, 80]);
+        let mut m = Mock::new(&script);
+        block_on(handshake(&mut m, Connector::Socks5, "[::1]:22", Some(&c))).unwrap();
+        let mut want = vec![0x05, 0x02, 0x00, 0x02, 0x01, 1, b'u', 2, b'p', b'w'];
+        want.extend_from_slice(&[0x05, 0x01, 0x00, 0x04]);
+        want.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        want.extend_from_slice(&[0, 22]);
+        assert_eq!(m.written, want);
+        assert!(m.unread().is_empty());
+
+        let mut m = Mock::new(&[0x05, 0x00, 0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
+        block_on(handshake(&mut m, Connector::Socks5, "192.0.2.7:8080", None)).unwrap();
+        assert_eq!(
+            m.written,
+            [
+                0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 192, 0, 2, 7, 0x1f, 0x90
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_failure() {
+        let c = Credentials::new("u", "bad");
+        let mut m = Mock::new(&[0x05, 0x02, 0x01, 0x01]);
+        let e = block_on(handshake(&mut m, Connector::Socks5, "a:1", Some(&c))).unwrap_err();
+        assert_eq!(e.to_string(), "socks5: authentication failed");
+
+        let mut m = Mock::new(&[0x05, 0xFF]);
+        let e = block_on(handshake(&mut m, Connector::Socks5, "a:1", None)).unwrap_err();
+        assert_eq!(e.to_string(), "socks5: no acceptable authentication method");
+
+        let mut m = Mock::new(&[0x05, 0x02]);
+        let e = block_on(handshake(&mut m, Connector::Socks5, "a:1", None)).unwrap_err();
+        assert!(matches!(e, ConnectorError::Socks5AuthRequired));
+
+        let mut m = Mock::new(&[0x05, 0x80]);
+        let e = block_on(handshake(&mut m, Connector::Socks5, "a:1", None)).unwrap_err();
+        assert!(matches!(e, ConnectorError::Socks5Malformed(_)));
+
+        let mut m = Mock::new(&[0x05, 0x00, 0x05, 0x03, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
+        let e = block_on(handshake(&mut m, Connector::Socks5, "a:1", None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "socks5: connect failed: 03 network unreachable"
+        );
+
+        let mut m = Mock::new(&[0x05, 0x00]);
+        let e = block_on(handshake(&mut m, Connector::Socks5, "a:1", None)).unwrap_err();
+        assert!(matches!(e, ConnectorError::Io { .. }), "{e}");
+
+        let long = Credentials::new("u".repeat(256), "p");
+        let mut m = Mock::new(&[]);
+        let e = block_on(handshake(&mut m, Connector::Socks5, "a:1", Some(&long))).unwrap_err();
+        assert!(matches!(e, ConnectorError::CredentialsTooLong { .. }));
+        assert!(m.written.is_empty());
+    }
+}
