@@ -40,12 +40,36 @@ struct Cli {
     debug: u8,
 }
 
+/// What runs when no `-L`, no `-C` and no gost config file is found: an HTTP/SOCKS proxy
+/// (gost's `auto` handler) over PHT, on loopback only, so nothing is exposed by accident.
+const EMBEDDED_DEFAULT: &str = "pht://127.0.0.1:8443";
+
+/// gost's default config file: `gost.yaml|yml|json` in /etc/gost, ~/.gost, then `.`.
+fn default_config_file() -> Option<std::path::PathBuf> {
+    let mut dirs = vec![std::path::PathBuf::from("/etc/gost")];
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(std::path::PathBuf::from(home).join(".gost"));
+    }
+    dirs.push(std::path::PathBuf::from("."));
+    dirs.into_iter()
+        .flat_map(|d| ["gost.yaml", "gost.yml", "gost.json"].map(|f| d.join(f)))
+        .find(|p| p.is_file())
+}
+
 fn build_config(cli: &Cli) -> Result<Config> {
     let mut cfg = Config::default();
-    for src in &cli.config {
+    let mut sources = cli.config.clone();
+    let mut listens = cli.listen.clone();
+    if sources.is_empty() && listens.is_empty() {
+        match default_config_file() {
+            Some(p) => sources.push(p.to_string_lossy().into_owned()),
+            None => listens.push(EMBEDDED_DEFAULT.to_string()),
+        }
+    }
+    for src in &sources {
         cfg = config::merge(cfg, config::load_source(src)?);
     }
-    let from_flags = config::from_cli(&cli.listen, &cli.forward)?;
+    let from_flags = config::from_cli(&listens, &cli.forward)?;
     Ok(config::merge(cfg, from_flags))
 }
 
@@ -70,7 +94,7 @@ fn main() -> Result<()> {
     };
     pht_client::logging::init(level);
     if cfg.services.is_empty() {
-        bail!("nothing to run: give -L or -C (see pht-server --help)");
+        bail!("nothing to run: the configuration has no services (see pht-server --help)");
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
