@@ -24,6 +24,7 @@ mod error;
 mod fetch;
 mod maybe_send;
 mod node;
+mod server_addr;
 mod token;
 mod tunnel;
 mod url;

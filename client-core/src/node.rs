@@ -107,7 +107,34 @@ pub struct NodeUrl {
 impl NodeUrl {
     /// Parses a node URL; see the type's docs for the accepted shape.
     pub fn parse(input: &str) -> Result<Self, UrlError> {
-        let url = GostUrl::parse(input)?;
+        Self::from_url(GostUrl::parse(input)?, input)
+    }
+
+    /// Builds a node from configuration parts (a YAML node's connector, dialer, address
+    /// and dialer metadata) with the same defaults and checks as [`NodeUrl::parse`].
+    ///
+    /// ```
+    /// let n = pht_core::NodeUrl::from_parts("relay", "pht", "10.0.0.1:80",
+    ///     vec![("pullPath".into(), "/down".into())]).unwrap();
+    /// assert_eq!(n.tunnel_config().pull_path, "/down");
+    /// ```
+    pub fn from_parts(
+        connector: &str,
+        dialer: &str,
+        addr: &str,
+        params: Vec<(String, String)>,
+    ) -> Result<Self, UrlError> {
+        let url = GostUrl {
+            scheme: format!("{connector}+{dialer}"),
+            host: addr.to_string(),
+            query: params,
+            ..GostUrl::default()
+        };
+        let input = format!("{connector}+{dialer}://{addr}");
+        Self::from_url(url, &input)
+    }
+
+    fn from_url(url: GostUrl, input: &str) -> Result<Self, UrlError> {
         let (a, b) = url.scheme_parts();
         let (connector, dialer) = match b {
             Some(b) => (a.to_string(), b.to_string()),

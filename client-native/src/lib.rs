@@ -13,16 +13,20 @@
 
 pub mod logging;
 mod pipe;
+pub mod tls;
 mod transport;
 
 pub use pipe::{PipeStats, pipe};
-pub use transport::{HyperBody, HyperFetch, TransportError};
+pub use transport::{HyperBody, HyperFetch, NodeIo, TransportError, TransportOptions};
 
-use pht_core::{NodeUrl, Tunnel};
+use pht_core::{Connected, Connector, Credentials, NodeUrl, Tunnel};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 /// A PHT tunnel as a tokio byte stream.
 pub type PhtStream = Compat<Tunnel>;
+
+/// A PHT tunnel after the node's connector handshake (HTTP CONNECT, SOCKS5, relay).
+pub type ProxiedStream = Compat<Connected<Tunnel>>;
 
 /// Why a tunnel could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,8 @@ pub enum ConnectError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Protocol(#[from] pht_core::Error),
+    #[error(transparent)]
+    Connector(#[from] pht_core::ConnectorError),
 }
 
 /// Opens one tunnel to `node` with a fresh HTTP client. To open many tunnels to the same
@@ -50,4 +56,51 @@ pub async fn connect_with(fetch: &HyperFetch, node: &NodeUrl) -> Result<PhtStrea
     .await?;
     tokio::spawn(driver);
     Ok(tunnel.compat())
+}
+
+/// Opens a tunnel and asks the node's connector (`http`, `socks5`, `relay`; `forward` does
+/// nothing) for `target` (`host:port`), with the node URL's `user:pass@` credentials.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// let node = pht_core::NodeUrl::parse("socks5+pht://u:p@127.0.0.1:8443")?;
+/// let fetch = pht_client::HyperFetch::for_node(&node)?;
+/// let stream = pht_client::connect_to(&fetch, &node, "example.com:443").await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect_to(
+    fetch: &HyperFetch,
+    node: &NodeUrl,
+    target: &str,
+) -> Result<ProxiedStream, ConnectError> {
+    let connector: Connector = node.connector.parse()?;
+    let (tunnel, driver) = pht_core::open(
+        fetch.clone(),
+        node.try_tunnel_config().map_err(pht_core::Error::from)?,
+    )
+    .await?;
+    tokio::spawn(driver);
+    let auth = node
+        .user
+        .as_ref()
+        .map(|u| Credentials::new(u.clone(), node.password.clone().unwrap_or_default()));
+    let connected = pht_core::handshake(tunnel, connector, target, auth.as_ref()).await?;
+    Ok(connected.compat())
+}
+
+/// Raises the open-file soft limit to the hard limit, as Go programs (gost) do at start:
+/// every tunnel costs sockets, and the usual soft limit of 1024 caps a busy server.
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! [`pht_core::Fetch`] over hyper: pooled keep-alive HTTP/1.1 to one PHT node.
+//! [`pht_core::Fetch`] over hyper: pooled keep-alive HTTP/1.1, or HTTP/2 (ALPN over TLS,
+//! or prior knowledge on plain TCP), to one PHT node.
 
 use std::io;
 use std::pin::Pin;
@@ -12,22 +13,95 @@ use http::{Method, Request, Uri};
 use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pht_core::{Fetch, FetchError, FetchResponse, NodeUrl};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tracing::warn;
+
+use crate::tls::{ClientTlsOptions, TlsError};
 
 /// Largest push/authorize response body read into memory (PHT answers are tiny).
 const MAX_SMALL_BODY: usize = 64 * 1024;
 /// Connections idle longer than this are closed (gost: 90 s).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Time allowed for the TCP connection to a node.
+/// Time allowed for the TCP connection, and again for the TLS handshake, to a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 flow-control windows: a tunnel's pushes and pulls should not stall on credit.
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Why a transport could not be built for a node.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("dialer {0:?} is not supported by this build (supported: pht)")]
+    #[error("dialer {0:?} is not supported by this transport (supported: pht, phts)")]
     UnsupportedDialer(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("parameter {key}={value:?}: {reason}")]
+    BadParam {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// How to reach a node: the address, TLS, and HTTP version.
+#[derive(Debug, Clone, Default)]
+pub struct TransportOptions {
+    /// TLS settings; `None` for plain HTTP.
+    pub tls: Option<ClientTlsOptions>,
+    /// HTTP/2: offered by ALPN over TLS (default on), or spoken by prior knowledge (h2c)
+    /// on plain TCP (default off). Node URL key `http2`.
+    pub http2: Option<bool>,
+    /// Idle pooled connections kept per node (node URL key `maxIdleConns`, default 100).
+    pub max_idle: Option<usize>,
+}
+
+impl TransportOptions {
+    /// Reads the transport keys of a node URL: `http2`, `maxIdleConns`, and for `phts`
+    /// `secure`, `serverName`, `caFile`, `certFile`, `keyFile`, `pin` (also `tls.`-prefixed).
+    pub fn from_node(node: &NodeUrl) -> Result<Self, TransportError> {
+        let p = |k: &str| {
+            node.url
+                .param(k)
+                .or_else(|| node.url.param(&format!("tls.{k}")))
+                .map(str::to_string)
+        };
+        let boolean = |key: &'static str| -> Result<Option<bool>, TransportError> {
+            match node.url.param(key) {
+                None => Ok(None),
+                Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
+                Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
+                Some(v) => Err(TransportError::BadParam { key, value: v.into(), reason: "expected a boolean" }),
+            }
+        };
+        let tls = match node.dialer.as_str() {
+            "pht" => None,
+            "phts" => Some(ClientTlsOptions {
+                secure: boolean("secure")?.unwrap_or(false),
+                server_name: p("serverName").filter(|s| !s.is_empty()),
+                ca_file: p("caFile").or_else(|| p("ca")).filter(|s| !s.is_empty()),
+                cert_file: p("certFile").or_else(|| p("cert")).filter(|s| !s.is_empty()),
+                key_file: p("keyFile").or_else(|| p("key")).filter(|s| !s.is_empty()),
+                pin: p("pin").filter(|s| !s.is_empty()),
+            }),
+            other => return Err(TransportError::UnsupportedDialer(other.to_string())),
+        };
+        let max_idle = match node.url.param("maxIdleConns") {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| TransportError::BadParam {
+                key: "maxIdleConns",
+                value: v.into(),
+                reason: "expected a number",
+            })?),
+        };
+        Ok(TransportOptions { tls, http2: boolean("http2")?, max_idle })
+    }
 }
 
 /// An HTTP client bound to one node: every request's TCP connection goes to the node's
@@ -35,28 +109,93 @@ pub enum TransportError {
 /// Cloning is cheap and shares the connection pool.
 #[derive(Clone)]
 pub struct HyperFetch {
-    client: Client<NodeConnector, Full<Bytes>>,
+    inner: Arc<Inner>,
+}
+
+type HttpClient = Client<NodeConnector, Full<Bytes>>;
+
+struct Inner {
+    /// HTTP/1.1 (or h2c prior knowledge when asked for).
+    client: HttpClient,
+    /// Over TLS with h2 offered: an HTTP/2-only client, used once a probe connection has
+    /// shown the server agrees. Without it, a burst of new tunnels would each open a
+    /// connection before the first ALPN answer is known.
+    h2: Option<(HttpClient, NodeConnector, tokio::sync::OnceCell<bool>)>,
 }
 
 impl HyperFetch {
-    /// A client for `node` (`pht://`; `phts://` comes with the TLS transport).
+    /// A client for `node` (`pht://` or `phts://`), with the node URL's transport options.
     pub fn for_node(node: &NodeUrl) -> Result<Self, TransportError> {
-        if node.dialer != "pht" {
-            return Err(TransportError::UnsupportedDialer(node.dialer.clone()));
+        let opts = TransportOptions::from_node(node)?;
+        let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&node.addr);
+        if let Some(tls) = &opts.tls {
+            if !tls.verifies() {
+                warn!(
+                    node = %node.addr,
+                    "TLS certificate verification is off (gost's default): anyone on the path \
+                     can read this tunnel; set secure=true and caFile, or pin=sha256:<hex>"
+                );
+            }
         }
-        Ok(Self::plain(&node.addr))
+        Self::new(&node.addr, host, &opts)
     }
 
-    /// A plain-HTTP client whose connections all go to `addr` (`host:port`).
+    /// A plain-HTTP/1.1 client whose connections all go to `addr` (`host:port`).
     pub fn plain(addr: &str) -> Self {
+        Self::new(addr, "", &TransportOptions::default()).expect("plain transport needs no files")
+    }
+
+    /// A client whose connections all go to `addr`; `host` is the default TLS server name.
+    pub fn new(addr: &str, host: &str, opts: &TransportOptions) -> Result<Self, TransportError> {
+        let tls = match &opts.tls {
+            None => None,
+            Some(t) => {
+                let alpn: &[&[u8]] = if opts.http2 == Some(false) { &[b"http/1.1"] } else { &[b"h2", b"http/1.1"] };
+                let cfg = t.client_config(alpn)?;
+                Some((TlsConnector::from(Arc::new(cfg)), t.sni(host)?))
+            }
+        };
+        let h2c = opts.tls.is_none() && opts.http2 == Some(true);
+        let h2_over_tls = opts.tls.is_some() && opts.http2 != Some(false);
         let connector = NodeConnector {
             addr: Arc::from(addr),
+            tls: tls.map(Arc::new),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
-        HyperFetch { client }
+        let build = |h2_only: bool| {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_max_idle_per_host(opts.max_idle.unwrap_or(100))
+                .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+                .http2_initial_connection_window_size(H2_CONN_WINDOW)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_only(h2_only);
+            b.build(connector.clone())
+        };
+        let h2 = h2_over_tls.then(|| (build(true), connector.clone(), tokio::sync::OnceCell::new()));
+        Ok(HyperFetch {
+            inner: Arc::new(Inner {
+                client: build(h2c),
+                h2,
+            }),
+        })
+    }
+
+    /// The client to use: HTTP/2 when the node negotiated it over TLS.
+    async fn client(&self) -> &HttpClient {
+        let Some((h2, connector, agreed)) = &self.inner.h2 else {
+            return &self.inner.client;
+        };
+        let probe = || async {
+            let io = connector.clone().connect().await?;
+            Ok::<_, io::Error>(io.inner().connected().is_negotiated_h2())
+        };
+        match agreed.get_or_try_init(probe).await {
+            Ok(true) => h2,
+            // Not agreed, or the node is unreachable: HTTP/1.1 reports the error itself.
+            _ => &self.inner.client,
+        }
     }
 
     fn request(
@@ -84,7 +223,7 @@ impl Fetch for HyperFetch {
         headers: &[(String, String)],
     ) -> Result<FetchResponse<HyperBody>, FetchError> {
         let req = self.request(Method::GET, url, headers, Bytes::new())?;
-        let resp = self.client.request(req).await.map_err(fetch_error)?;
+        let resp = self.client().await.request(req).await.map_err(fetch_error)?;
         let status = resp.status().as_u16();
         Ok(FetchResponse {
             status,
@@ -99,7 +238,7 @@ impl Fetch for HyperFetch {
         body: Bytes,
     ) -> Result<(u16, Bytes), FetchError> {
         let req = self.request(Method::POST, url, headers, body)?;
-        let resp = self.client.request(req).await.map_err(fetch_error)?;
+        let resp = self.client().await.request(req).await.map_err(fetch_error)?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_SMALL_BODY)
             .collect()
@@ -135,34 +274,110 @@ impl Stream for HyperBody {
 }
 
 /// Dials the node's address for every connection, with TCP_NODELAY (PHT is request/response
-/// bound: Nagle would add a delay to every small POST).
+/// bound: Nagle would add a delay to every small POST), then TLS if configured.
 #[derive(Clone)]
 struct NodeConnector {
     addr: Arc<str>,
+    tls: Option<Arc<(TlsConnector, ServerName<'static>)>>,
 }
 
 impl tower_service::Service<Uri> for NodeConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<NodeIo>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<NodeIo>>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let addr = self.addr.clone();
-        Box::pin(async move {
+        Box::pin(self.clone().connect())
+    }
+}
+
+impl NodeConnector {
+    async fn connect(self) -> io::Result<TokioIo<NodeIo>> {
+        let NodeConnector { addr, tls } = self;
+        {
+            let timeout = |what: &str| io::Error::new(io::ErrorKind::TimedOut, format!("{what} {addr} timed out"));
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*addr))
                 .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("connect to {addr} timed out"),
-                    )
-                })??;
+                .map_err(|_| timeout("connect to"))??;
             stream.set_nodelay(true)?;
-            Ok(TokioIo::new(stream))
-        })
+            let io = match tls.as_deref() {
+                None => NodeIo::Plain(stream),
+                Some((connector, name)) => {
+                    let s = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
+                        .await
+                        .map_err(|_| timeout("TLS handshake with"))??;
+                    NodeIo::Tls(Box::new(s))
+                }
+            };
+            Ok(TokioIo::new(io))
+        }
+    }
+}
+
+/// A connection to a node, plain or TLS.
+pub enum NodeIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for NodeIo {
+    fn connected(&self) -> Connected {
+        match self {
+            NodeIo::Plain(s) => s.connected(),
+            NodeIo::Tls(s) => {
+                let c = s.get_ref().0.connected();
+                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    c.negotiated_h2()
+                } else {
+                    c
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for NodeIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NodeIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for NodeIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            NodeIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            NodeIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            NodeIo::Plain(s) => s.is_write_vectored(),
+            NodeIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NodeIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NodeIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }

@@ -5,4 +5,6 @@ pub mod config;
 pub mod handler;
 pub mod listener;
 pub mod router;
+pub mod selector;
 pub mod service;
+pub mod tls;

@@ -93,6 +93,7 @@ fn main() -> Result<()> {
         _ => 0,
     };
     pht_client::logging::init(level);
+    pht_client::raise_fd_limit();
     if cfg.services.is_empty() {
         bail!("nothing to run: the configuration has no services (see pht-server --help)");
     }
@@ -107,7 +108,7 @@ async fn run(cfg: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     let mut services = Vec::new();
     for s in &cfg.services {
-        services.push(Service::start(s, shutdown.clone()).await?);
+        services.push(Service::start(s, &cfg.chains, cfg.tls.as_ref(), shutdown.clone()).await?);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for s in services {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::ServiceConfig;
+use crate::config::{ChainConfig, ServiceConfig, TlsConfig};
 use crate::handler::{self, Handler};
 use crate::listener::{self, Listener};
 use crate::router::Router;
@@ -30,14 +30,17 @@ impl Service {
     /// Builds the handler and binds the listener.
     pub async fn start(
         cfg: &ServiceConfig,
+        chains: &[ChainConfig],
+        global_tls: Option<&TlsConfig>,
         shutdown: CancellationToken,
     ) -> Result<Self, ServiceError> {
         let err = |source: anyhow::Error| ServiceError {
             name: cfg.name.clone(),
             source,
         };
-        let handler = handler::build(cfg, Router::direct()).map_err(|e| err(e.into()))?;
-        let listener = listener::bind(&cfg.listener, &cfg.addr, &cfg.name, shutdown)
+        let router = Router::for_chain(cfg.handler.chain.as_deref(), chains).map_err(|e| err(e.into()))?;
+        let handler = handler::build(cfg, router).map_err(|e| err(e.into()))?;
+        let listener = listener::bind(&cfg.listener, global_tls, &cfg.addr, &cfg.name, shutdown)
             .await
             .map_err(|e| err(e.into()))?;
         info!(

@@ -45,9 +45,15 @@ impl Proc {
     /// Starts `name` with `args` and waits until it logs that it listens on `port`.
     /// (Probing with a connection would open a tunnel and disturb single-shot targets.)
     pub async fn start(name: &str, args: &[&str], port: u16) -> Proc {
+        Self::start_env(name, args, port, &[]).await
+    }
+
+    /// Like [`Proc::start`], with extra environment variables (e.g. a private `HOME`).
+    pub async fn start_env(name: &str, args: &[&str], port: u16, env: &[(&str, &str)]) -> Proc {
         let log = std::env::temp_dir().join(format!("pht-e2e-{name}-{port}.log"));
         let child = Command::new(bin(name))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

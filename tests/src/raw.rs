@@ -131,9 +131,17 @@ impl RawConn {
         (head.status, body)
     }
 
-    /// True when the server has closed the connection (read returns EOF).
+    /// True when the server closes the connection within 10 s (whatever it sends first,
+    /// such as a TLS alert).
     pub async fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.io.read(&mut b).await, Ok(0) | Err(_))
+        let mut b = [0u8; 512];
+        let drain = async {
+            loop {
+                if matches!(self.io.read(&mut b).await, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_ok()
     }
 }

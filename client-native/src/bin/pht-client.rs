@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Parser};
 use pht_client::logging::{self, token_prefix};
-use pht_client::{HyperFetch, connect_with, pipe};
+use pht_client::{HyperFetch, connect_to, connect_with, pipe};
 use pht_core::{GostUrl, NodeUrl};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -33,16 +33,23 @@ struct Cli {
     debug: u8,
 }
 
-enum Entry {
+enum Kind {
     Tcp(String),
     Stdio,
+}
+
+struct Entry {
+    kind: Kind,
+    /// `host:port` asked of the node's connector; `None` for `forward`.
+    target: Option<String>,
 }
 
 fn parse_entry(s: &str) -> Result<Entry> {
     let u = GostUrl::parse(s).with_context(|| format!("-L {s}"))?;
     let (handler, _) = u.scheme_parts();
-    match handler {
-        "stdio" => Ok(Entry::Stdio),
+    let target = Some(u.path.trim_matches('/').to_string()).filter(|t| !t.is_empty());
+    let kind = match handler {
+        "stdio" => Kind::Stdio,
         "tcp" | "auto" | "forward" => {
             let host = if u.host.starts_with(':') {
                 format!("0.0.0.0{}", u.host)
@@ -52,49 +59,76 @@ fn parse_entry(s: &str) -> Result<Entry> {
             if host.is_empty() {
                 bail!("-L {s}: missing listen address");
             }
-            Ok(Entry::Tcp(host))
+            Kind::Tcp(host)
         }
         other => bail!("-L {s}: entry type {other:?} is not supported (use tcp:// or stdio://)"),
+    };
+    Ok(Entry { kind, target })
+}
+
+/// Opens one tunnel for `entry`: plain for `forward`, else through the node's connector.
+async fn open(fetch: &HyperFetch, node: &NodeUrl, target: Option<&str>) -> Result<(Box<dyn Stream>, String)> {
+    match target {
+        _ if node.connector == "forward" => {
+            let t = connect_with(fetch, node).await?;
+            let token = token_prefix(t.get_ref().token()).to_string();
+            Ok((Box::new(t), token))
+        }
+        Some(target) => {
+            let t = connect_to(fetch, node, target).await?;
+            let token = token_prefix(t.get_ref().get_ref().token()).to_string();
+            Ok((Box::new(t), token))
+        }
+        None => bail!("internal: no target for connector {}", node.connector),
     }
 }
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     logging::init(cli.debug);
+    pht_client::raise_fd_limit();
     if cli.forward.len() > 1 {
         bail!("pht-client takes one -F node; multi-hop chains run in pht-server");
     }
     let node = NodeUrl::parse(&cli.forward[0]).with_context(|| format!("-F {}", cli.forward[0]))?;
-    if node.connector != "forward" {
-        bail!(
-            "-F {}: connector {:?} needs a target per connection; pht-client forwards with the \
-             server's target: use forward+{}://",
-            cli.forward[0],
-            node.connector,
-            node.dialer
-        );
-    }
+    node.connector
+        .parse::<pht_core::Connector>()
+        .with_context(|| format!("-F {}", cli.forward[0]))?;
     let fetch = Arc::new(HyperFetch::for_node(&node)?);
     let entries = cli
         .listen
         .iter()
         .map(|s| parse_entry(s))
         .collect::<Result<Vec<_>>>()?;
+    for (e, s) in entries.iter().zip(&cli.listen) {
+        if node.connector != "forward" && e.target.is_none() {
+            bail!(
+                "-L {s}: connector {:?} needs a target: -L tcp://127.0.0.1:8080/host:port \
+                 (or use forward+{}:// to let the server's forwarder choose)",
+                node.connector,
+                node.dialer
+            );
+        }
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     for entry in entries {
         let (fetch, node) = (fetch.clone(), node.clone());
-        match entry {
-            Entry::Stdio => {
-                tasks.spawn(async move { run_stdio(&fetch, &node).await });
+        let target = entry.target;
+        match entry.kind {
+            Kind::Stdio => {
+                tasks.spawn(async move { run_stdio(&fetch, &node, target.as_deref()).await });
             }
-            Entry::Tcp(addr) => {
+            Kind::Tcp(addr) => {
                 let listener = TcpListener::bind(&addr)
                     .await
                     .with_context(|| format!("listen on {addr}"))?;
                 info!(addr = %listener.local_addr()?, node = %node.addr, "listening on {}/tcp", listener.local_addr()?);
-                tasks.spawn(async move { run_tcp(listener, fetch, node).await });
+                tasks.spawn(async move { run_tcp(listener, fetch, node, target).await });
             }
         }
     }
@@ -104,20 +138,24 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn run_tcp(listener: TcpListener, fetch: Arc<HyperFetch>, node: NodeUrl) -> Result<()> {
+async fn run_tcp(
+    listener: TcpListener,
+    fetch: Arc<HyperFetch>,
+    node: NodeUrl,
+    target: Option<String>,
+) -> Result<()> {
     loop {
         let (mut local, peer) = listener.accept().await?;
         let _ = local.set_nodelay(true);
-        let (fetch, node) = (fetch.clone(), node.clone());
+        let (fetch, node, target) = (fetch.clone(), node.clone(), target.clone());
         tokio::spawn(async move {
-            let mut tunnel = match connect_with(&fetch, &node).await {
+            let (mut tunnel, token) = match open(&fetch, &node, target.as_deref()).await {
                 Ok(t) => t,
                 Err(e) => {
-                    warn!(%peer, node = %node.addr, "tunnel failed: {e}");
+                    warn!(%peer, node = %node.addr, "tunnel failed: {e:#}");
                     return;
                 }
             };
-            let token = token_prefix(tunnel.get_ref().token()).to_string();
             debug!(%peer, token, node = %node.addr, "{peer} <-> {}", node.addr);
             let (stats, err) = pipe(&mut local, &mut tunnel).await;
             info!(
@@ -131,8 +169,8 @@ async fn run_tcp(listener: TcpListener, fetch: Arc<HyperFetch>, node: NodeUrl) -
     }
 }
 
-async fn run_stdio(fetch: &HyperFetch, node: &NodeUrl) -> Result<()> {
-    let mut tunnel = connect_with(fetch, node)
+async fn run_stdio(fetch: &HyperFetch, node: &NodeUrl, target: Option<&str>) -> Result<()> {
+    let (mut tunnel, _) = open(fetch, node, target)
         .await
         .with_context(|| format!("tunnel to {}", node.addr))?;
     let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());

@@ -4,7 +4,7 @@ use base64::Engine;
 use pht_core::{GostUrl, UrlError};
 
 use super::{
-    AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig, ForwardNodeConfig,
+    TlsConfig, AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig, ForwardNodeConfig,
     ForwarderConfig, HandlerConfig, HopConfig, ListenerConfig, Metadata, NodeConfig,
     SelectorConfig, ServiceConfig,
 };
@@ -71,6 +71,39 @@ pub fn from_cli(listens: &[String], forwards: &[String]) -> Result<Config, UrlEr
         }
     }
     Ok(cfg)
+}
+
+/// TLS query keys and the `tls` field they fill (gost's aliases).
+fn tls_key(k: &str) -> Option<&'static str> {
+    Some(match k {
+        "certFile" | "cert" | "tls.certFile" => "certFile",
+        "keyFile" | "key" | "tls.keyFile" => "keyFile",
+        "caFile" | "ca" | "tls.caFile" => "caFile",
+        "secure" | "tls.secure" => "secure",
+        "serverName" | "tls.serverName" => "serverName",
+        _ => return None,
+    })
+}
+
+/// The `tls` block a URL's query asks for. On `-L` only certificate files count, and only
+/// with a `certFile` (otherwise the global or self-made certificate is used).
+fn tls_of(u: &GostUrl, listener: bool) -> Option<TlsConfig> {
+    let mut t = TlsConfig::default();
+    for (k, v) in &u.query {
+        match tls_key(k) {
+            Some("certFile") => t.cert_file = v.clone(),
+            Some("keyFile") => t.key_file = v.clone(),
+            Some("caFile") => t.ca_file = v.clone(),
+            Some("secure") if !listener => t.secure = matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"),
+            Some("serverName") if !listener => t.server_name = v.clone(),
+            _ => {}
+        }
+    }
+    if listener {
+        (!t.cert_file.is_empty()).then_some(t)
+    } else {
+        (t != TlsConfig::default()).then_some(t)
+    }
 }
 
 fn auth_of(u: &GostUrl) -> Option<AuthConfig> {
@@ -154,7 +187,7 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
     let mut service_md = Metadata::default();
     let mut selector = None::<SelectorConfig>;
     for (k, v) in &u.query {
-        if k == "auth" {
+        if k == "auth" || tls_key(k).is_some() {
             continue;
         }
         if let Some(k) = k.strip_prefix("service.") {
@@ -194,6 +227,7 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
                     .map(|(j, t)| ForwardNodeConfig {
                         name: format!("target-{j}"),
                         addr: (*t).clone(),
+                        metadata: Metadata::default(),
                     })
                     .collect(),
                 selector: selector.clone(),
@@ -209,6 +243,7 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
                 },
                 listener: ListenerConfig {
                     kind: listener.clone(),
+                    tls: tls_of(&u, true),
                     metadata: listener_md.clone(),
                 },
                 forwarder,
@@ -270,7 +305,7 @@ pub fn parse_chain_node(input: &str) -> Result<HopConfig, UrlError> {
     let mut node_md = Metadata::default();
     let mut selector = None::<SelectorConfig>;
     for (k, v) in &u.query {
-        if k == "auth" {
+        if k == "auth" || tls_key(k).is_some() {
             continue;
         }
         if let Some(k) = k.strip_prefix("connector.") {
@@ -306,6 +341,7 @@ pub fn parse_chain_node(input: &str) -> Result<HopConfig, UrlError> {
                 },
                 dialer: DialerConfig {
                     kind: dialer.clone(),
+                    tls: tls_of(&u, false),
                     metadata: dialer_md.clone(),
                 },
                 metadata: node_md.clone(),

@@ -80,6 +80,9 @@ pub fn merge(mut base: Config, next: Config) -> Config {
     if next.log.is_some() {
         base.log = next.log;
     }
+    if next.tls.is_some() {
+        base.tls = next.tls;
+    }
     base
 }
 

@@ -22,6 +22,35 @@ pub struct Config {
     pub chains: Vec<ChainConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<LogConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// gost's `tls` block (global, `listener.tls`, `dialer.tls`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cert_file: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_file: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_file: String,
+    /// Client side: verify the server (default false, as in gost).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server_name: String,
+    /// Self-made certificate fields (global section).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub common_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub organization: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub validity: String,
+    /// Where the self-made certificate is kept (this project's key; default `$HOME/.gost`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub auto_cert_dir: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -59,6 +88,8 @@ pub struct HandlerConfig {
 pub struct ListenerConfig {
     #[serde(rename = "type", default)]
     pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }
@@ -88,6 +119,8 @@ pub struct ForwardNodeConfig {
     pub name: String,
     #[serde(default)]
     pub addr: String,
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -152,6 +185,8 @@ pub struct ConnectorConfig {
 pub struct DialerConfig {
     #[serde(rename = "type", default)]
     pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }

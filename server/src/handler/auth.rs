@@ -107,7 +107,10 @@ mod tests {
             username: String::new(),
             password: "x".into(),
         });
-        assert!(for_service(&svc).is_none(), "no user name: no auth, as gost");
+        assert!(
+            for_service(&svc).is_none(),
+            "no user name: no auth, as gost"
+        );
         svc.handler.auth = Some(AuthConfig {
             username: "u".into(),
             password: "p".into(),
@@ -122,11 +125,16 @@ mod tests {
 
     #[test]
     fn user_lists() {
-        let users: Users = [("alice", "secret"), ("bob", "hunter2")].into_iter().collect();
+        let users: Users = [("alice", "secret"), ("bob", "hunter2")]
+            .into_iter()
+            .collect();
         assert_eq!(users.len(), 2);
         assert!(users.authenticate("alice", "secret"));
         assert!(users.authenticate("bob", "hunter2"));
         assert!(!users.authenticate("alice", "hunter2"));
-        assert_eq!(format!("{users:?}"), "Users { names: [\"alice\", \"bob\"] }");
+        assert_eq!(
+            format!("{users:?}"),
+            "Users { names: [\"alice\", \"bob\"] }"
+        );
     }
 }

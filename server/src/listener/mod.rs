@@ -3,6 +3,7 @@
 
 pub mod pht;
 mod tcp;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ListenerConfig, MetadataError};
+use crate::config::{ListenerConfig, MetadataError, TlsConfig};
 
 /// Any bidirectional byte stream a handler can serve.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -37,8 +38,10 @@ pub trait Listener: Send {
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("listener type {0:?} is not supported (supported: tcp, pht)")]
+    #[error("listener type {0:?} is not supported (supported: tcp, tls, pht, phts)")]
     Unsupported(String),
+    #[error("listener TLS: {0}")]
+    Tls(#[from] pht_client::tls::TlsError),
     #[error("listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
     #[error("listener option {0}")]
@@ -69,24 +72,43 @@ pub(crate) async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, List
     })
 }
 
-/// The listener registry.
+/// Builds the TLS setup of a TLS listener and logs where its certificate came from.
+fn server_tls(
+    cfg: &ListenerConfig,
+    global: Option<&TlsConfig>,
+    alpn: &[&[u8]],
+    service: &str,
+) -> Result<tokio_rustls::TlsAcceptor, ListenError> {
+    let tls = crate::tls::server_config(cfg.tls.as_ref(), global, alpn)?;
+    tracing::info!(
+        service, certificate = %tls.source, fingerprint = %tls.fingerprint,
+        "TLS certificate (clients can pin it with pin={})", tls.fingerprint
+    );
+    Ok(tokio_rustls::TlsAcceptor::from(tls.config))
+}
+
+/// The listener registry. `global_tls` is the configuration's top-level `tls` section.
 pub async fn bind(
     cfg: &ListenerConfig,
+    global_tls: Option<&TlsConfig>,
     addr: &str,
     service: &str,
     shutdown: CancellationToken,
 ) -> Result<Box<dyn Listener>, ListenError> {
     match cfg.kind.as_str() {
         "tcp" | "" => Ok(Box::new(tcp::TcpListener::bind(addr).await?)),
-        "pht" => Ok(Box::new(
-            pht::PhtListener::bind(
-                addr,
-                pht::PhtOptions::from_metadata(&cfg.metadata)?,
-                service,
-                shutdown,
-            )
-            .await?,
-        )),
+        "tls" => {
+            let acceptor = server_tls(cfg, global_tls, &[], service)?;
+            Ok(Box::new(tls::TlsListener::bind(addr, acceptor, shutdown).await?))
+        }
+        kind @ ("pht" | "phts") => {
+            let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
+            let acceptor = match kind {
+                "phts" => Some(server_tls(cfg, global_tls, &[b"h2", b"http/1.1"], service)?),
+                _ => None,
+            };
+            Ok(Box::new(pht::PhtListener::bind(addr, opts, acceptor, service, shutdown).await?))
+        }
         other => Err(ListenError::Unsupported(other.to_string())),
     }
 }

@@ -3,8 +3,11 @@
 //! Each tunnel is an in-memory byte pipe: push POSTs write into one end, the pull GET
 //! streams out of it, and the service's handler gets the other end as an accepted stream.
 
+mod cors;
 mod registry;
 mod routes;
+
+pub use cors::Cors;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -51,6 +55,11 @@ pub struct PhtOptions {
     pub push_timeout: Duration,
     /// `tunnelBuffer`: bytes buffered per direction between HTTP and handler (default 1 MiB).
     pub tunnel_buffer: usize,
+    /// `cors` (`*` or a comma list of origins) and `corsMaxAge`: off unless set.
+    pub cors: Option<Cors>,
+    /// `maxStreams`: concurrent HTTP/2 streams per connection (default 20000: each
+    /// tunnel holds one pull stream, and pushes come on top).
+    pub max_streams: u32,
 }
 
 impl Default for PhtOptions {
@@ -67,6 +76,8 @@ impl Default for PhtOptions {
             pull_line_payload: pht_core::defaults::PULL_LINE_PAYLOAD,
             push_timeout: Duration::from_secs(30),
             tunnel_buffer: 1024 * 1024,
+            cors: None,
+            max_streams: 20_000,
         }
     }
 }
@@ -118,6 +129,10 @@ impl PhtOptions {
         if let Some(v) = positive("tunnelBuffer", md.get_size("tunnelBuffer")?)? {
             o.tunnel_buffer = v;
         }
+        o.cors = Cors::from_metadata(md)?;
+        if let Some(v) = positive("maxStreams", md.get_size("maxStreams")?)? {
+            o.max_streams = u32::try_from(v).unwrap_or(u32::MAX);
+        }
         Ok(o)
     }
 }
@@ -129,10 +144,11 @@ pub struct PhtListener {
 }
 
 impl PhtListener {
-    /// Binds `addr` and serves PHT on it until `shutdown` fires.
+    /// Binds `addr` and serves PHT on it (over TLS with `tls`: `phts`) until `shutdown`.
     pub async fn bind(
         addr: &str,
         opts: PhtOptions,
+        tls: Option<TlsAcceptor>,
         service: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, ListenError> {
@@ -144,7 +160,7 @@ impl PhtListener {
         let (tx, rx) = mpsc::channel(opts.backlog);
         let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
         tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
-        tokio::spawn(serve(tcp, registry, shutdown));
+        tokio::spawn(serve(tcp, tls, registry, shutdown));
         Ok(PhtListener { rx, local })
     }
 }
@@ -164,12 +180,31 @@ impl Listener for PhtListener {
     }
 }
 
-async fn serve(tcp: tokio::net::TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
+/// Time a client gets for the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 flow-control windows (see the client's): big enough that a tunnel never waits
+/// for credit on loopback-class links.
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
+
+async fn serve(
+    tcp: tokio::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(registry.opts.max_streams)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .keep_alive_interval(Duration::from_secs(30));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -184,8 +219,10 @@ async fn serve(tcp: tokio::net::TcpListener, registry: Arc<Registry>, shutdown: 
             },
         };
         let _ = stream.set_nodelay(true);
+        debug!(service = %registry.service, %peer, "pht connection accepted");
         let registry = registry.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
@@ -193,7 +230,23 @@ async fn serve(tcp: tokio::net::TcpListener, registry: Arc<Registry>, shutdown: 
                     Ok::<_, std::convert::Infallible>(routes::route(req, &registry, peer).await)
                 }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            let served = match tls {
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), svc).await,
+                        Ok(Err(e)) => {
+                            debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 debug!(%peer, "pht connection: {e}");
             }
         });

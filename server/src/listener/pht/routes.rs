@@ -41,6 +41,23 @@ pub(super) async fn route(
     reg: &Arc<Registry>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let Some(cors) = &reg.opts.cors else {
+        return route_pht(req, reg, peer).await;
+    };
+    let o = &reg.opts;
+    let path = req.uri().path();
+    let known = path == o.authorize_path || path == o.push_path || path == o.pull_path;
+    if req.method() == Method::OPTIONS && known {
+        debug!(service = %reg.service, %peer, path, "CORS preflight");
+        return cors.preflight(req.headers());
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = route_pht(req, reg, peer).await;
+    cors.decorate(origin.as_ref(), &mut resp);
+    resp
+}
+
+async fn route_pht(req: Request<Incoming>, reg: &Arc<Registry>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let o = &reg.opts;
     if path == o.authorize_path {

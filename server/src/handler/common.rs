@@ -1,0 +1,391 @@
+//! Pieces shared by the proxy handlers: options, timeouts, stream wrappers, logging.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tracing::info;
+
+use super::HandlerError;
+use super::auth::{self, Authenticator};
+use crate::config::{Metadata, MetadataError, ServiceConfig};
+use crate::router::Router;
+
+/// gost's default for `readTimeout`: how long a client may take to send its request.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What every proxy handler of a service shares.
+pub struct Common {
+    pub service: String,
+    pub kind: String,
+    pub router: Router,
+    pub auth: Option<Arc<dyn Authenticator>>,
+    /// Limit for reading the client's handshake/request; `None` = no limit.
+    pub read_timeout: Option<Duration>,
+    pub metadata: Metadata,
+}
+
+impl Common {
+    pub fn new(svc: &ServiceConfig, router: Router) -> Result<Self, HandlerError> {
+        let mut c = Common {
+            service: svc.name.clone(),
+            kind: svc.handler.kind.clone(),
+            router,
+            auth: auth::for_service(svc),
+            read_timeout: Some(DEFAULT_READ_TIMEOUT),
+            metadata: svc.handler.metadata.clone(),
+        };
+        c.read_timeout = c.timeout("readTimeout", DEFAULT_READ_TIMEOUT)?;
+        Ok(c)
+    }
+
+    fn invalid(&self, e: MetadataError) -> HandlerError {
+        HandlerError::Invalid {
+            kind: self.kind.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// A boolean option (default false).
+    pub fn flag(&self, key: &str) -> Result<bool, HandlerError> {
+        Ok(self
+            .metadata
+            .get_bool(key)
+            .map_err(|e| self.invalid(e))?
+            .unwrap_or(false))
+    }
+
+    /// A text option.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.metadata.get_str(key)
+    }
+
+    /// A timeout option: absent → `default`; zero or negative → no limit.
+    pub fn timeout(&self, key: &str, default: Duration) -> Result<Option<Duration>, HandlerError> {
+        match self.metadata.get_str(key) {
+            None => Ok(Some(default)),
+            Some(v) if v.trim().starts_with('-') => Ok(None),
+            Some(_) => {
+                let d = self
+                    .metadata
+                    .get_duration(key)
+                    .map_err(|e| self.invalid(e))?;
+                Ok(d.filter(|d| !d.is_zero()))
+            }
+        }
+    }
+
+    /// Whether these credentials may use the service (always, without an authenticator).
+    pub fn authenticate(&self, username: &str, password: &str) -> bool {
+        self.auth
+            .as_ref()
+            .is_none_or(|a| a.authenticate(username, password))
+    }
+
+    /// Logs the end of a connection: one info line.
+    #[allow(clippy::too_many_arguments)]
+    pub fn log_done(
+        &self,
+        peer: SocketAddr,
+        tag: &str,
+        target: &str,
+        input: u64,
+        output: u64,
+        started: Instant,
+        err: Option<io::Error>,
+    ) {
+        info!(
+            service = %self.service, handler = %self.kind, %peer, token = tag, %target,
+            input_bytes = input, output_bytes = output,
+            duration = ?started.elapsed(),
+            error = err.map(|e| e.to_string()),
+            "{peer} >< {target}"
+        );
+    }
+}
+
+/// Runs `fut` within `limit`; running out of time is a `TimedOut` error.
+pub async fn within<T>(
+    limit: Option<Duration>,
+    fut: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match limit {
+        None => fut.await,
+        Some(d) => tokio::time::timeout(d, fut)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request read timed out"))?,
+    }
+}
+
+/// Writes a complete protocol message and flushes it, so it leaves as its own segment.
+pub async fn send<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, bytes: &[u8]) -> io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+/// Writes a final message and closes the write side (errors ignored: the peer may be gone).
+pub async fn send_and_close<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, bytes: &[u8]) {
+    let _ = send(s, bytes).await;
+    let _ = s.shutdown().await;
+}
+
+/// Reads `ATYP ADDR PORT` (SOCKS5 / relay address) from a stream; `host:port` with IPv6
+/// in brackets. An unknown ATYP is an `InvalidData` error.
+pub async fn read_socks_addr<S: AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    atyp: u8,
+) -> io::Result<String> {
+    let host = match atyp {
+        0x01 => {
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).await?;
+            Ipv4Addr::from(b).to_string()
+        }
+        0x04 => {
+            let mut b = [0u8; 16];
+            s.read_exact(&mut b).await?;
+            format!("[{}]", Ipv6Addr::from(b))
+        }
+        0x03 => {
+            let len = s.read_u8().await? as usize;
+            let mut b = vec![0u8; len];
+            s.read_exact(&mut b).await?;
+            String::from_utf8_lossy(&b).into_owned()
+        }
+        a => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown address type {a:#04x}"),
+            ));
+        }
+    };
+    let port = s.read_u16().await?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// Parses `ATYP ADDR PORT` from a byte slice (the relay Addr feature).
+pub fn parse_socks_addr(d: &[u8]) -> Option<String> {
+    let (&atyp, rest) = d.split_first()?;
+    let (host, rest) = match atyp {
+        0x01 if rest.len() >= 4 => {
+            let b: [u8; 4] = rest[..4].try_into().ok()?;
+            (Ipv4Addr::from(b).to_string(), &rest[4..])
+        }
+        0x04 if rest.len() >= 16 => {
+            let b: [u8; 16] = rest[..16].try_into().ok()?;
+            (format!("[{}]", Ipv6Addr::from(b)), &rest[16..])
+        }
+        0x03 => {
+            let (&len, rest) = rest.split_first()?;
+            let name = rest.get(..len as usize)?;
+            (
+                String::from_utf8_lossy(name).into_owned(),
+                &rest[len as usize..],
+            )
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+    Some(format!("{host}:{port}"))
+}
+
+/// A stream that first replays bytes already read from it (a sniffed byte, or data that
+/// arrived behind a request head).
+pub struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(prefix: impl Into<Bytes>, inner: S) -> Self {
+        Rewind {
+            prefix: prefix.into(),
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Byte counters shared with a [`Counted`] stream.
+#[derive(Clone, Default)]
+pub struct Counters {
+    pub read: Arc<AtomicU64>,
+    pub written: Arc<AtomicU64>,
+}
+
+impl Counters {
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A stream that counts the bytes read from and written to it.
+pub struct Counted<S> {
+    inner: S,
+    counters: Counters,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S) -> (Self, Counters) {
+        let counters = Counters::default();
+        (
+            Counted {
+                inner,
+                counters: counters.clone(),
+            },
+            counters,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        this.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            this.counters.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socks_addresses() {
+        assert_eq!(
+            parse_socks_addr(&[1, 127, 0, 0, 1, 0, 80]).as_deref(),
+            Some("127.0.0.1:80")
+        );
+        let mut v6 = vec![4];
+        v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        v6.extend_from_slice(&[1, 0xbb]);
+        assert_eq!(parse_socks_addr(&v6).as_deref(), Some("[::1]:443"));
+        assert_eq!(
+            parse_socks_addr(b"\x03\x03abc\x00\x16").as_deref(),
+            Some("abc:22")
+        );
+        assert_eq!(parse_socks_addr(&[1, 127, 0, 0]), None);
+        assert_eq!(parse_socks_addr(b"\x03\x05abc\x00\x16"), None);
+        assert_eq!(parse_socks_addr(&[9, 0, 0]), None);
+        assert_eq!(parse_socks_addr(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn rewind_replays_then_reads_on() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b"world").await.unwrap();
+        drop(a);
+        let mut r = Rewind::new(&b"hello "[..], b);
+        let mut s = String::new();
+        r.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello world");
+    }
+
+    #[test]
+    fn timeouts() {
+        let mut svc = ServiceConfig::default();
+        let c = Common::new(&svc, Router::direct()).unwrap();
+        assert_eq!(c.read_timeout, Some(DEFAULT_READ_TIMEOUT));
+        svc.handler.metadata.insert("readtimeout", "2s");
+        let c = Common::new(&svc, Router::direct()).unwrap();
+        assert_eq!(c.read_timeout, Some(Duration::from_secs(2)));
+        svc.handler.metadata.insert("readtimeout", "-1s");
+        assert_eq!(
+            Common::new(&svc, Router::direct()).unwrap().read_timeout,
+            None
+        );
+        svc.handler.metadata.insert("readtimeout", "0");
+        assert_eq!(
+            Common::new(&svc, Router::direct()).unwrap().read_timeout,
+            None
+        );
+        svc.handler.metadata.insert("readtimeout", "soon");
+        assert!(Common::new(&svc, Router::direct()).is_err());
+    }
+}
