@@ -1,8 +1,7 @@
 //! PHT/1 framing: standard padded base64 per line, `\n` terminated, empty line = heartbeat.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use bytes::{Bytes, BytesMut};
+use base64_simd::STANDARD;
+use bytes::Bytes;
 
 use crate::DecodeError;
 
@@ -22,14 +21,11 @@ pub fn encode_pull_line(data: &[u8], out: &mut Vec<u8>) {
     encode_line_into(data, out);
 }
 
+// base64-simd: several times faster than scalar base64, and base64 is most of the CPU a
+// PHT/1 byte costs (see docs/BENCHMARKS.md).
 fn encode_line_into(data: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    let len = base64::encoded_len(data.len(), true).expect("payload too large to encode");
-    out.resize(start + len, 0);
-    let written = STANDARD
-        .encode_slice(data, &mut out[start..])
-        .expect("buffer sized by encoded_len");
-    out.truncate(start + written);
+    out.reserve(STANDARD.encoded_length(data.len()) + 1);
+    STANDARD.encode_append(data, out);
     out.push(b'\n');
 }
 
@@ -43,7 +39,7 @@ fn encode_line_into(data: &[u8], out: &mut Vec<u8>) {
 /// assert!(pht_core::decode_push_body(b"!!\n").is_err());
 /// ```
 pub fn decode_push_body(body: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
-    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 3);
+    let mut out = Vec::new();
     let mut any = false;
     for line in body.split(|&b| b == b'\n') {
         let line = trim_cr(line);
@@ -62,17 +58,10 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 
 fn decode_append(line: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
     let start = out.len();
-    out.resize(start + base64::decoded_len_estimate(line.len()), 0);
-    match STANDARD.decode_slice(line, &mut out[start..]) {
-        Ok(n) => {
-            out.truncate(start + n);
-            Ok(())
-        }
-        Err(e) => {
-            out.truncate(start);
-            Err(DecodeError::Base64(e.to_string()))
-        }
-    }
+    STANDARD.decode_append(line, out).map_err(|e| {
+        out.truncate(start);
+        DecodeError::Base64(e.to_string())
+    })
 }
 
 /// One decoded line of a pull stream.
@@ -162,12 +151,9 @@ fn decode_line(line: &[u8]) -> Result<PullEvent, DecodeError> {
     if line.is_empty() {
         return Ok(PullEvent::Heartbeat);
     }
-    let mut out = BytesMut::zeroed(base64::decoded_len_estimate(line.len()));
-    let n = STANDARD
-        .decode_slice(line, &mut out[..])
-        .map_err(|e| DecodeError::Base64(e.to_string()))?;
-    out.truncate(n);
-    Ok(PullEvent::Data(out.freeze()))
+    let mut out = Vec::new();
+    decode_append(line, &mut out)?;
+    Ok(PullEvent::Data(Bytes::from(out)))
 }
 
 #[cfg(test)]

@@ -208,11 +208,12 @@ impl AsyncWrite for Tunnel {
             st.close_requested = true;
             wake(&mut st.pusher);
         }
+        // After a failed push there is nothing left to close cleanly.
+        if let Some(e) = &st.tx_err {
+            return Poll::Ready(Err(e.clone().into()));
+        }
         if st.close_done {
-            return match &st.tx_err {
-                Some(e) => Poll::Ready(Err(e.clone().into())),
-                None => Poll::Ready(Ok(())),
-            };
+            return Poll::Ready(Ok(()));
         }
         st.writer = Some(cx.waker().clone());
         Poll::Pending
@@ -245,19 +246,47 @@ async fn drive<F: Fetch>(fetch: F, cfg: TunnelConfig, token: String, shared: Arc
     let pull = pull_loop(&fetch, &cfg, &token, &shared);
     futures::pin_mut!(push, pull);
     match select(push, pull).await {
-        // Closed or failed upstream: the pull request is cancelled by dropping it.
-        Either::Left(((), _pull)) => {
+        // Closed by this side: the pull request is cancelled by dropping it.
+        Either::Left((PushEnd::Closed, _pull)) => {
             let mut st = shared.lock();
             if st.rx_end.is_none() {
-                st.rx_end = Some(match &st.tx_err {
-                    Some(e) => Err(e.clone()),
-                    None => Ok(()),
-                });
+                st.rx_end = Some(Ok(()));
             }
             wake(&mut st.reader);
         }
-        Either::Right(((), push)) => push.await,
+        // A push failed: the server usually ended the tunnel too, and its last bytes
+        // (a refusal, say) may still be on their way down. Keep pulling until the pull
+        // ends or the tunnel is closed here.
+        Either::Left((PushEnd::Failed, pull)) => {
+            let closed = poll_fn(|cx| {
+                let mut st = shared.lock();
+                if st.close_requested {
+                    Poll::Ready(())
+                } else {
+                    st.pusher = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            });
+            futures::pin_mut!(closed);
+            select(pull, closed).await;
+            let mut st = shared.lock();
+            if st.rx_end.is_none() {
+                st.rx_end = Some(Err(st.tx_err.clone().unwrap_or(Error::Closed)));
+            }
+            wake(&mut st.reader);
+        }
+        Either::Right(((), push)) => {
+            push.await;
+        }
     }
+}
+
+/// How the push side ended.
+enum PushEnd {
+    /// The close request was sent.
+    Closed,
+    /// A push failed; `State::tx_err` says why.
+    Failed,
 }
 
 enum PushJob {
@@ -265,7 +294,7 @@ enum PushJob {
     Close,
 }
 
-async fn push_loop<F: Fetch>(fetch: &F, cfg: &TunnelConfig, token: &str, shared: &Shared) {
+async fn push_loop<F: Fetch>(fetch: &F, cfg: &TunnelConfig, token: &str, shared: &Shared) -> PushEnd {
     let url = cfg.url(&cfg.push_path, Some(token));
     loop {
         let job = poll_fn(|cx| {
@@ -288,7 +317,7 @@ async fn push_loop<F: Fetch>(fetch: &F, cfg: &TunnelConfig, token: &str, shared:
         })
         .await;
         match job {
-            None => return,
+            None => return PushEnd::Failed,
             Some(PushJob::Data(data)) => {
                 let body = Bytes::from(encode_push_body(&data));
                 drop(data);
@@ -312,7 +341,7 @@ async fn push_loop<F: Fetch>(fetch: &F, cfg: &TunnelConfig, token: &str, shared:
                 }
                 wake(&mut st.writer);
                 if st.tx_err.is_some() {
-                    return;
+                    return PushEnd::Failed;
                 }
             }
             Some(PushJob::Close) => {
@@ -321,7 +350,7 @@ async fn push_loop<F: Fetch>(fetch: &F, cfg: &TunnelConfig, token: &str, shared:
                 let mut st = shared.lock();
                 st.close_done = true;
                 wake(&mut st.writer);
-                return;
+                return PushEnd::Closed;
             }
         }
     }

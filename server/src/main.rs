@@ -73,6 +73,11 @@ fn build_config(cli: &Cli) -> Result<Config> {
     Ok(config::merge(cfg, from_flags))
 }
 
+fn resolved(mut cfg: Config) -> Result<Config> {
+    cfg.resolve()?;
+    Ok(cfg)
+}
+
 fn main() -> Result<()> {
     // gost accepts `-DD`; clap reads it as two `-D`, which is what we want.
     let cli = Cli::parse();
@@ -101,7 +106,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("start runtime")?
-        .block_on(run(cfg))
+        .block_on(run(resolved(cfg)?))
 }
 
 async fn run(cfg: Config) -> Result<()> {

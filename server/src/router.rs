@@ -68,11 +68,11 @@ enum Dialer {
     /// TLS over the stream that reaches the node.
     Tls(TlsConnector, ServerName<'static>),
     /// A PHT tunnel per connection, over a shared pooled HTTP client.
-    Pht(HyperFetch, NodeUrl),
+    Pht(HyperFetch, Box<NodeUrl>),
 }
 
 fn io_err(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, msg)
+    io::Error::other(msg)
 }
 
 impl Router {
@@ -153,7 +153,7 @@ fn build_node(chain: &str, n: &NodeConfig) -> Result<ChainNode, RouteError> {
             let node = NodeUrl::from_parts(connector_kind, kind, &n.addr, params)
                 .map_err(|e| bad(e.to_string()))?;
             let fetch = HyperFetch::for_node(&node).map_err(|e| bad(e.to_string()))?;
-            Dialer::Pht(fetch, node)
+            Dialer::Pht(fetch, Box::new(node))
         }
         "tls" => {
             // The node URL parser reads the same TLS keys for every dialer.

@@ -130,7 +130,7 @@ mod tests {
         s.report(2, false);
         assert_eq!(s.order(), vec![0, 1, 2], "failed node 2 goes last");
         s.report(2, true);
-        assert_eq!(s.order(), vec![1, 2, 0]);
+        assert_eq!(s.order(), vec![0, 1, 2], "healthy again, and the rotation goes on");
     }
 
     #[test]

@@ -245,3 +245,61 @@ pub async fn echo_roundtrip(local: u16, data: &[u8]) {
     let got = reader.await.unwrap().expect("echo came back short");
     assert_eq!(sha256(&got), sha256(data), "echoed bytes differ");
 }
+
+/// The body every request to [`http_target`] gets.
+pub const HELLO: &str = "hello from target\n";
+
+/// An HTTP/1.1 origin on 127.0.0.1 answering every request with [`HELLO`] (keep-alive).
+pub async fn http_target() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{HELLO}",
+                            HELLO.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Runs curl (bounded to 20 s); returns its exit code, stdout and stderr.
+pub async fn curl(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["-sS", "--max-time", "20"];
+    all.extend_from_slice(args);
+    let out = tokio::process::Command::new("curl")
+        .args(&all)
+        .output()
+        .await
+        .expect("curl is needed for the proxy tests (scripts/setup.sh installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `text` to a fresh temp file and returns its path.
+pub fn temp_file(name: &str, text: &str) -> String {
+    let p = std::env::temp_dir().join(format!("pht-e2e-{}-{name}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}

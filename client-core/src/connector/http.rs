@@ -1,7 +1,5 @@
 //! HTTP `CONNECT` (wire.md §4.4).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectorError, Credentials, Target, io_err};
@@ -17,7 +15,7 @@ pub(super) fn request(target: &Target, auth: Option<&Credentials>) -> Vec<u8> {
     let mut req =
         format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: pht-client\r\n");
     if let Some(c) = auth {
-        let token = STANDARD.encode(format!("{}:{}", c.username, c.password));
+        let token = base64_simd::STANDARD.encode_to_string(format!("{}:{}", c.username, c.password));
         req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     req.push_str("Proxy-Connection: keep-alive\r\n\r\n");

@@ -240,6 +240,7 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
                     chain: None,
                     auth: auth_of(&u),
                     metadata: handler_md.clone(),
+                    ..Default::default()
                 },
                 listener: ListenerConfig {
                     kind: listener.clone(),
@@ -450,13 +451,7 @@ mod tests {
             hops[1].nodes[0].connector.auth.as_ref().unwrap().password,
             "p"
         );
-        assert_eq!(
-            hops[1].nodes[0]
-                .dialer
-                .metadata
-                .get_str("secure")
-                .as_deref(),
-            Some("true")
-        );
+        assert!(hops[1].nodes[0].dialer.tls.as_ref().unwrap().secure);
+        assert_eq!(hops[1].nodes[0].dialer.metadata.get_str("secure"), None);
     }
 }

@@ -77,6 +77,7 @@ fn parse(name: &str, text: &str, is_json: bool) -> Result<Config, LoadError> {
 pub fn merge(mut base: Config, next: Config) -> Config {
     base.services.extend(next.services);
     base.chains.extend(next.chains);
+    base.authers.extend(next.authers);
     if next.log.is_some() {
         base.log = next.log;
     }

@@ -20,6 +20,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chains: Vec<ChainConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authers: Vec<AutherConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<LogConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +72,26 @@ pub struct ServiceConfig {
     pub metadata: Metadata,
 }
 
+/// A named set of users (`authers[]`), referenced by `handler.auther`/`handler.authers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutherConfig {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auths: Vec<AuthConfig>,
+    /// A file of `user password` lines (`#` comments), as gost reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSource>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSource {
+    #[serde(default)]
+    pub path: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HandlerConfig {
@@ -79,6 +101,13 @@ pub struct HandlerConfig {
     pub chain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auther: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authers: Vec<String>,
+    /// Users of the named authers, filled in by [`Config::resolve`].
+    #[serde(skip)]
+    pub users: Vec<AuthConfig>,
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }
@@ -196,4 +225,92 @@ pub struct DialerConfig {
 pub struct LogConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub level: String,
+}
+
+/// A configuration whose references cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("service {service}: auther {name:?} is not defined")]
+    UnknownAuther { service: String, name: String },
+    #[error("auther {name}: read {path}: {source}")]
+    AutherFile {
+        name: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Resolves references between sections (today: authers into their handlers' users).
+    pub fn resolve(&mut self) -> Result<(), ResolveError> {
+        for svc in &mut self.services {
+            let names: Vec<String> = svc.handler.auther.iter().chain(&svc.handler.authers).cloned().collect();
+            for name in names {
+                let a = self
+                    .authers
+                    .iter()
+                    .find(|a| a.name == name)
+                    .ok_or_else(|| ResolveError::UnknownAuther {
+                        service: svc.name.clone(),
+                        name: name.clone(),
+                    })?;
+                svc.handler.users.extend(a.auths.iter().cloned());
+                if let Some(f) = a.file.as_ref().filter(|f| !f.path.is_empty()) {
+                    let text = std::fs::read_to_string(&f.path).map_err(|source| ResolveError::AutherFile {
+                        name: a.name.clone(),
+                        path: f.path.clone(),
+                        source,
+                    })?;
+                    svc.handler.users.extend(parse_users(&text));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// gost's auth file: one `user password` per line, `#` starts a comment.
+fn parse_users(text: &str) -> Vec<AuthConfig> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            AuthConfig {
+                username: it.next().unwrap_or("").to_string(),
+                password: it.next().unwrap_or("").to_string(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authers_resolve_inline_and_file_users() {
+        let path = std::env::temp_dir().join(format!("pht-auth-{}.txt", std::process::id()));
+        std::fs::write(&path, "# users\nfile-user secret  # trailing comment\n\nbob  pw2\n").unwrap();
+        let yaml = format!(
+            "services:\n- name: s\n  addr: :1\n  handler: {{type: http, auther: a1}}\n  listener: {{type: tcp}}\n\
+             authers:\n- name: a1\n  auths:\n  - {{username: u, password: p}}\n  file: {{path: {}}}\n",
+            path.display()
+        );
+        let mut c: Config = serde_yaml::from_str(&yaml).unwrap();
+        c.resolve().unwrap();
+        let users: Vec<(&str, &str)> = c.services[0]
+            .handler
+            .users
+            .iter()
+            .map(|a| (a.username.as_str(), a.password.as_str()))
+            .collect();
+        assert_eq!(users, vec![("u", "p"), ("file-user", "secret"), ("bob", "pw2")]);
+        c.services[0].handler.auther = Some("nope".into());
+        assert_eq!(
+            c.resolve().unwrap_err().to_string(),
+            "service s: auther \"nope\" is not defined"
+        );
+        let _ = std::fs::remove_file(path);
+    }
 }

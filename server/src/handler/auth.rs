@@ -86,7 +86,10 @@ pub fn for_service(svc: &ServiceConfig) -> Option<Arc<dyn Authenticator>> {
     if let Some(a) = &svc.handler.auth {
         users.add(a.username.clone(), a.password.clone());
     }
-    // Named authers (`handler.auther` → top-level `authers[].auths[]`) add their users here.
+    // Users of named authers, resolved by `Config::resolve`.
+    for a in &svc.handler.users {
+        users.add(a.username.clone(), a.password.clone());
+    }
     if users.is_empty() {
         None
     } else {

@@ -4,6 +4,7 @@
 pub mod auth;
 mod auto;
 mod common;
+mod file;
 mod forward;
 mod http;
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub fn build(svc: &ServiceConfig, router: Router) -> Result<Arc<dyn Handler>, Ha
         "socks4" | "socks4a" => Ok(Arc::new(socks4::Socks4Handler::new(svc, router)?)),
         "relay" => Ok(Arc::new(relay::RelayHandler::new(svc, router)?)),
         "auto" => Ok(Arc::new(auto::AutoHandler::new(svc, router)?)),
+        "file" => Ok(Arc::new(file::FileHandler::new(svc)?)),
         other => Err(HandlerError::Unsupported(other.to_string())),
     }
 }

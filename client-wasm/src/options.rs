@@ -1,0 +1,156 @@
+//! The `options` object of `connect()`, read into the node description pht-core works with.
+
+use js_sys::{Object, Reflect};
+use pht_core::{Connector, Credentials, NodeUrl, TunnelConfig};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const CONNECT_OPTIONS_TS: &str = r#"
+/** Options of {@link connect}; all are optional. */
+export interface ConnectOptions {
+  /**
+   * What is spoken through the tunnel to the server's handler: `forward` (nothing: the
+   * server's fixed target), `http` (CONNECT), `socks5`, `relay` (gost relay). Default: the
+   * connector named by the server URL (`socks5+pht://...`), else `forward`.
+   */
+  connector?: "forward" | "http" | "socks5" | "relay";
+  /** `host:port` the server connects the tunnel to; required unless `forward`. */
+  target?: string;
+  /** Credentials for the connector handshake (override the URL's `user:pass@`). */
+  username?: string;
+  password?: string;
+  /** Endpoint paths; must match the server (defaults `/authorize`, `/push`, `/pull`). */
+  authorizePath?: string;
+  pushPath?: string;
+  pullPath?: string;
+  /** Bytes carried by one push POST at most (default 1 MiB). */
+  maxPushSize?: number;
+  /**
+   * `authorize` (default): ask the server for a token, works with every gost server;
+   * `mint`: make one locally and save a round trip (gost >= 3.3 and pht-server).
+   */
+  token?: "authorize" | "mint";
+  /**
+   * Extra request headers on every PHT request. Any such header makes a browser send a
+   * CORS preflight before each request.
+   */
+  headers?: Record<string, string>;
+}
+"#;
+
+const KNOWN: &[&str] = &[
+    "connector",
+    "target",
+    "username",
+    "password",
+    "authorizePath",
+    "pushPath",
+    "pullPath",
+    "maxPushSize",
+    "token",
+    "headers",
+];
+
+/// Everything `connect()` needs, checked.
+pub(crate) struct Plan {
+    pub config: TunnelConfig,
+    pub connector: Connector,
+    pub target: String,
+    pub auth: Option<Credentials>,
+}
+
+fn get(obj: &JsValue, key: &str) -> Result<Option<JsValue>, String> {
+    let v = Reflect::get(obj, &JsValue::from_str(key)).map_err(|_| format!("options.{key}"))?;
+    Ok((!v.is_undefined() && !v.is_null()).then_some(v))
+}
+
+fn get_string(obj: &JsValue, key: &str) -> Result<Option<String>, String> {
+    match get(obj, key)? {
+        None => Ok(None),
+        Some(v) => v
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| format!("options.{key} must be a string")),
+    }
+}
+
+/// Reads `serverUrl` and `options` (undefined, null or an object).
+pub(crate) fn plan(server_url: &str, options: &JsValue) -> Result<Plan, String> {
+    let mut node = NodeUrl::parse_server(server_url).map_err(|e| e.to_string())?;
+    let has_options = !options.is_undefined() && !options.is_null();
+    if has_options && !options.is_object() {
+        return Err("options must be an object".into());
+    }
+    let empty = JsValue::from(Object::new());
+    let o = if has_options { options } else { &empty };
+    if has_options {
+        for key in Object::keys(o.unchecked_ref::<Object>()).iter() {
+            let key = key.as_string().unwrap_or_default();
+            if !KNOWN.contains(&key.as_str()) {
+                return Err(format!(
+                    "unknown option {key:?} (known: {})",
+                    KNOWN.join(", ")
+                ));
+            }
+        }
+    }
+
+    for key in ["authorizePath", "pushPath", "pullPath", "token"] {
+        if let Some(v) = get_string(o, key)? {
+            node.set_param(key, v).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(v) = get(o, "maxPushSize")? {
+        let n = v
+            .as_f64()
+            .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= 9_007_199_254_740_991.0)
+            .ok_or("options.maxPushSize must be a positive whole number of bytes")?;
+        node.set_param("maxPushSize", format!("{n}"))
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(h) = get(o, "headers")? {
+        if !h.is_object() {
+            return Err("options.headers must be an object of strings".into());
+        }
+        for entry in Object::entries(h.unchecked_ref()).iter() {
+            let pair: js_sys::Array = entry.unchecked_into();
+            let (name, value) = (pair.get(0).as_string(), pair.get(1).as_string());
+            let (Some(name), Some(value)) = (name, value) else {
+                return Err("options.headers must be an object of strings".into());
+            };
+            node.set_param(&format!("header.{name}"), value)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let config = node.try_tunnel_config().map_err(|e| e.to_string())?;
+
+    let connector = get_string(o, "connector")?
+        .unwrap_or_else(|| node.connector.clone())
+        .parse::<Connector>()
+        .map_err(|e| e.to_string())?;
+    let target = get_string(o, "target")?.unwrap_or_default();
+    if connector != Connector::Forward && target.is_empty() {
+        return Err(format!(
+            "options.target (\"host:port\") is required for the {connector} connector"
+        ));
+    }
+
+    let mut auth = node.credentials();
+    let username = get_string(o, "username")?;
+    let password = get_string(o, "password")?;
+    match (username, password) {
+        (Some(u), p) => auth = Some(Credentials::new(u, p.unwrap_or_default())),
+        (None, Some(p)) => match auth.as_mut() {
+            Some(a) => a.password = p,
+            None => return Err("options.password needs options.username".into()),
+        },
+        (None, None) => {}
+    }
+
+    Ok(Plan {
+        config,
+        connector,
+        target,
+        auth,
+    })
+}

@@ -1,0 +1,187 @@
+//! Child processes (the real `pht-server` and `pht-client`), the open-file limit, and the
+//! figures the kernel keeps about a process in `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A started binary; killed when dropped. Its stderr goes to `log`.
+pub struct Child {
+    pub name: String,
+    pub pid: u32,
+    pub log: PathBuf,
+    child: std::process::Child,
+}
+
+impl Child {
+    /// Starts `bin` and waits (at most 20 s) until it logs that it listens on `port`.
+    pub async fn start(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        port: u16,
+        log: PathBuf,
+    ) -> Result<Child, String> {
+        let name = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(bin)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        let mut c = Child {
+            name,
+            pid: child.id(),
+            log,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let needle = format!(":{port}/");
+        loop {
+            if c.log_text().contains(&needle) {
+                return Ok(c);
+            }
+            if let Ok(Some(status)) = c.child.try_wait() {
+                return Err(format!("{} exited with {status}: {}", c.name, c.log_text()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not listen on port {port} within 20 s: {}",
+                    c.name,
+                    c.log_text()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 10 s.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Raises the open-file limit: the hard limit to `want` when allowed (root), and the soft
+/// limit to the hard one. Children inherit it. Returns the resulting soft limit.
+pub fn raise_nofile(want: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_max < want as libc::rlim_t {
+            let higher = libc::rlimit {
+                rlim_cur: want as libc::rlim_t,
+                rlim_max: want as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &higher) == 0 {
+                return want;
+            }
+        }
+        lim.rlim_cur = lim.rlim_max;
+        let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur as u64
+    }
+}
+
+/// `/proc/sys/fs/nr_open`: the highest open-file limit the kernel allows.
+pub fn nr_open() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20)
+}
+
+/// `pid`, or `None` for this process.
+fn proc_dir(pid: Option<u32>) -> String {
+    match pid {
+        Some(p) => format!("/proc/{p}"),
+        None => "/proc/self".to_string(),
+    }
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(pid: Option<u32>, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("{}/status", proc_dir(pid))).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// CPU seconds (user + system) the process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("{}/stat", proc_dir(pid))).ok()?;
+    // The command name is in parentheses and may contain anything: count after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tck = if tck > 0 { tck as f64 } else { 100.0 };
+    Some((utime + stime) as f64 / tck)
+}
+
+/// Open descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: Option<u32>) -> Option<usize> {
+    Some(std::fs::read_dir(format!("{}/fd", proc_dir(pid))).ok()?.count())
+}
+
+/// Established TCP connections whose local port is `port` (IPv4, `/proc/net/tcp`): the
+/// HTTP connections a server holds on its listening port.
+pub fn established_on(port: u16) -> usize {
+    let Ok(text) = std::fs::read_to_string("/proc/net/tcp") else {
+        return 0;
+    };
+    let want = format!(":{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let local = f.nth(1).unwrap_or("");
+            let state = f.nth(1).unwrap_or("");
+            local.ends_with(&want) && state == "01"
+        })
+        .count()
+}
