@@ -2,6 +2,7 @@
 //! command line or YAML/JSON files. The `pht-server` binary is a thin shell over it.
 
 pub mod config;
+pub mod forwarder;
 pub mod handler;
 pub mod listener;
 pub mod router;

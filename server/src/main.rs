@@ -119,7 +119,7 @@ async fn run(cfg: Config) -> Result<()> {
     for s in services {
         tasks.spawn(s.run(shutdown.clone()));
     }
-    shutdown_signal().await;
+    pht_client::shutdown_signal().await;
     info!("shutting down");
     shutdown.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -127,18 +127,4 @@ async fn run(cfg: Config) -> Result<()> {
     })
     .await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -77,8 +77,14 @@ where
     Ok(buf.split_off(end))
 }
 
-/// Index just past the blank line ending a head (`\r\n\r\n`, bare `\n` tolerated).
-fn head_end(buf: &[u8]) -> Option<usize> {
+/// Index just past the blank line ending an HTTP/1 head (`\r\n\r\n`, bare `\n`
+/// tolerated); shared with the server's HTTP handler.
+///
+/// ```
+/// assert_eq!(pht_core::http_head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(19));
+/// assert_eq!(pht_core::http_head_end(b"HTTP/1.1 200 OK\r\n"), None);
+/// ```
+pub fn head_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + p;

@@ -12,6 +12,7 @@
 //!   server mode.
 
 mod http;
+pub use http::head_end as http_head_end;
 mod relay;
 mod socks5;
 

@@ -134,7 +134,7 @@ async fn main() -> Result<()> {
     }
     tokio::select! {
         Some(res) = tasks.join_next() => res?,
-        _ = shutdown_signal() => { info!("shutting down"); Ok(()) }
+        _ = pht_client::shutdown_signal() => { info!("shutting down"); Ok(()) }
     }
 }
 
@@ -184,18 +184,4 @@ async fn run_stdio(fetch: &HyperFetch, node: &NodeUrl, target: Option<&str>) -> 
         Some(e) => Err(e).context("tunnel"),
         None => Ok(()),
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -126,20 +126,6 @@ impl Head {
     }
 }
 
-/// Index just past the blank line ending a head (`\r\n\r\n`, bare `\n` tolerated).
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + p;
-        match buf.get(nl + 1) {
-            Some(b'\n') => return Some(nl + 2),
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
-            _ => i = nl + 1,
-        }
-    }
-    None
-}
-
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -201,7 +187,7 @@ async fn read_head(
 ) -> io::Result<Result<(Head, usize), String>> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = head_end(buf) {
+        if let Some(end) = pht_core::http_head_end(buf) {
             return Ok(parse_head(&buf[..end]).map(|h| (h, end)));
         }
         match buf.iter().position(|&b| b == b'\n') {
@@ -719,7 +705,7 @@ mod tests {
     async fn read_response(c: &mut tokio::io::DuplexStream) -> String {
         // Head, then a 5-byte body.
         let mut got = Vec::new();
-        while head_end(&got).is_none() {
+        while pht_core::http_head_end(&got).is_none() {
             got.extend_from_slice(&read_n(c, 1).await);
         }
         got.extend_from_slice(&read_n(c, 5).await);

@@ -11,11 +11,11 @@
 //! Forbidden unless the `bind` option is true, and BadRequest (not implemented) if it is.
 //!
 //! Forward mode: when the service has forwarder nodes, the command and Addr are ignored
-//! and the nodes are dialled in round-robin order (ServiceUnavailable without nodes,
+//! and the nodes are dialled in the selector's order (ServiceUnavailable without nodes,
 //! HostUnreachable when every node fails).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::forwarder::Forwarder;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
@@ -56,8 +56,7 @@ const NETWORK_UNREACHABLE: u8 = 0x07;
 pub struct RelayHandler {
     common: Arc<Common>,
     bind: bool,
-    nodes: Vec<String>,
-    next: AtomicUsize,
+    forwarder: Option<Forwarder>,
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -149,41 +148,21 @@ fn response(status: u8) -> [u8; 4] {
 impl RelayHandler {
     pub fn new(svc: &ServiceConfig, router: Router) -> Result<Self, HandlerError> {
         let common = Arc::new(Common::new(svc, router)?);
-        let nodes = svc
-            .forwarder
-            .as_ref()
-            .map(|f| {
-                f.nodes
-                    .iter()
-                    .map(|n| n.addr.clone())
-                    .filter(|a| !a.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(RelayHandler {
             bind: common.flag("bind")?,
             common,
-            nodes,
-            next: AtomicUsize::new(0),
+            forwarder: Forwarder::for_service(svc),
         })
     }
 
-    /// Forward mode: the first forwarder node that answers, in round-robin order.
+    /// Forward mode: the first forwarder node that answers, in the selector's order.
     async fn dial_node(&self, peer: &str, tag: &str) -> Result<(String, Box<dyn Stream>), u8> {
-        if self.nodes.is_empty() {
+        let Some(f) = &self.forwarder else {
             return Err(SERVICE_UNAVAILABLE);
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..self.nodes.len() {
-            let node = &self.nodes[(start + i) % self.nodes.len()];
-            match self.common.router.dial(node).await {
-                Ok(s) => return Ok((node.clone(), s)),
-                Err(e) => {
-                    warn!(service = %self.common.service, %peer, token = tag, target = %node, "relay: dial failed: {e}")
-                }
-            }
-        }
-        Err(HOST_UNREACHABLE)
+        };
+        f.dial(&self.common.router, &self.common.service, peer, tag)
+            .await
+            .map_err(|_| HOST_UNREACHABLE)
     }
 
     /// Decides what to dial; `Err(status)` refuses the request.
@@ -196,7 +175,7 @@ impl RelayHandler {
         if !req.is_tcp() {
             return Err((BAD_REQUEST, "only TCP is supported".into()));
         }
-        if !self.nodes.is_empty() {
+        if self.forwarder.is_some() {
             return self
                 .dial_node(peer, tag)
                 .await

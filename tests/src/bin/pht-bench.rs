@@ -14,21 +14,21 @@
 
 #[path = "pht-bench/procs.rs"]
 mod procs;
-#[path = "pht-bench/scenarios.rs"]
-mod procs_scenarios;
 #[path = "pht-bench/report.rs"]
 mod report;
+#[path = "pht-bench/scenarios.rs"]
+mod scenarios;
 #[path = "pht-bench/targets.rs"]
 mod targets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use procs::Child;
-use procs_scenarios as sc;
 use report::{Cpu, Metric, Report, Scenario, Side};
+use scenarios as sc;
 
 const MIB: usize = 1024 * 1024;
 const ALL_SCENARIOS: [&str; 5] = ["download", "upload", "pingpong", "setup", "tunnels"];
@@ -101,7 +101,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("--size {s}: expected e.g. 256MiB"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("--size {s}: expected e.g. 256MiB"))?;
     let mul = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "m" | "mib" | "mb" => MIB,
         "k" | "kib" | "kb" => 1024,
@@ -124,14 +126,21 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
         None => 256 * MIB,
     };
     let mut scenarios = Vec::new();
-    for s in cli.scenarios.clone().unwrap_or_else(|| ALL_SCENARIOS.map(String::from).to_vec()) {
+    for s in cli
+        .scenarios
+        .clone()
+        .unwrap_or_else(|| ALL_SCENARIOS.map(String::from).to_vec())
+    {
         let s = match s.trim() {
             "concurrent" | "tunnel" => "tunnels".to_string(),
             "ping-pong" | "ping" => "pingpong".to_string(),
             other => other.to_string(),
         };
         if !ALL_SCENARIOS.contains(&s.as_str()) {
-            return Err(format!("--scenarios: unknown {s:?} (known: {})", ALL_SCENARIOS.join(",")));
+            return Err(format!(
+                "--scenarios: unknown {s:?} (known: {})",
+                ALL_SCENARIOS.join(",")
+            ));
         }
         if !scenarios.contains(&s) {
             scenarios.push(s);
@@ -148,8 +157,14 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
         proto: cli.proto.clone(),
         http: if cli.http == "2" { 2 } else { 1 },
         size,
-        pingpongs: cli.pingpongs.unwrap_or(if q { 200 } else { 2000 }).clamp(1, 1_000_000),
-        setups: cli.setups.unwrap_or(if q { 20 } else { 200 }).clamp(1, 100_000),
+        pingpongs: cli
+            .pingpongs
+            .unwrap_or(if q { 200 } else { 2000 })
+            .clamp(1, 1_000_000),
+        setups: cli
+            .setups
+            .unwrap_or(if q { 20 } else { 200 })
+            .clamp(1, 100_000),
         tunnels,
         scenarios,
         quick: q,
@@ -164,7 +179,10 @@ fn bin_dir(cli: &Cli) -> Result<PathBuf, String> {
         return if has(d) {
             Ok(d.clone())
         } else {
-            Err(format!("--bin-dir {}: no pht-server and pht-client there", d.display()))
+            Err(format!(
+                "--bin-dir {}: no pht-server and pht-client there",
+                d.display()
+            ))
         };
     }
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
@@ -212,7 +230,7 @@ fn main() {
 }
 
 /// The processes of the tunnel path.
-struct Path2 {
+struct TunnelPath {
     server: Child,
     client: Child,
     server_port: u16,
@@ -225,11 +243,15 @@ async fn start_tunnel(
     dir: &Path,
     work: &Path,
     target: std::net::SocketAddr,
-) -> Result<Path2, String> {
+) -> Result<TunnelPath, String> {
     let home = work.join("home");
     std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
     let sp = free_port();
-    let q = |p: &Option<String>| p.as_deref().filter(|s| !s.is_empty()).map(|s| format!("?{s}"));
+    let q = |p: &Option<String>| {
+        p.as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("?{s}"))
+    };
     let server_url = format!(
         "forward+{}://127.0.0.1:{sp}/{target}{}",
         plan.proto,
@@ -259,13 +281,18 @@ async fn start_tunnel(
     let lp = free_port();
     let client = Child::start(
         &dir.join("pht-client"),
-        &["-L".into(), format!("tcp://127.0.0.1:{lp}"), "-F".into(), node],
+        &[
+            "-L".into(),
+            format!("tcp://127.0.0.1:{lp}"),
+            "-F".into(),
+            node,
+        ],
         &[("HOME", &home)],
         lp,
         work.join("pht-client.log"),
     )
     .await?;
-    Ok(Path2 {
+    Ok(TunnelPath {
         server,
         client,
         server_port: sp,
@@ -274,7 +301,7 @@ async fn start_tunnel(
 }
 
 /// CPU seconds of server, client and this process at one moment.
-fn cpu_now(p: &Path2) -> Cpu {
+fn cpu_now(p: &TunnelPath) -> Cpu {
     Cpu {
         server: procs::cpu_seconds(Some(p.server.pid)).unwrap_or(0.0),
         client: procs::cpu_seconds(Some(p.client.pid)).unwrap_or(0.0),
@@ -283,7 +310,7 @@ fn cpu_now(p: &Path2) -> Cpu {
 }
 
 /// Runs `f` against `port`, with the CPU each process spent meanwhile.
-async fn measured<T, F: std::future::Future<Output = T>>(p: &Path2, f: F) -> (T, Cpu) {
+async fn measured<T, F: std::future::Future<Output = T>>(p: &TunnelPath, f: F) -> (T, Cpu) {
     let before = cpu_now(p);
     let out = f.await;
     let after = cpu_now(p);
@@ -319,7 +346,10 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
         );
     }
 
-    let bulk = plan.scenarios.iter().any(|s| s == "download" || s == "upload");
+    let bulk = plan
+        .scenarios
+        .iter()
+        .any(|s| s == "download" || s == "upload");
     let source_len = if bulk { plan.size } else { 1 };
     eprintln!("pht-bench: preparing {} of data", report::bytes(source_len));
     let source = Arc::new(pht_e2e::random_bytes(source_len, 0x5eed));
@@ -379,7 +409,11 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             "download" | "upload" => {
                 let mut sides = Vec::new();
                 for port in [direct_port, tunnel_port] {
-                    eprintln!("pht-bench: {name} {} via {}", report::bytes(plan.size), side_name(port, direct_port));
+                    eprintln!(
+                        "pht-bench: {name} {} via {}",
+                        report::bytes(plan.size),
+                        side_name(port, direct_port)
+                    );
                     let (b, cpu) = measured(&tunnel, async {
                         if name == "download" {
                             sc::download(port, &mut recv, &want).await
@@ -398,12 +432,21 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                 }
                 let tun = sides.pop().unwrap();
                 let dir_side = sides.pop().unwrap();
-                report.push(Scenario::new(&name, &format!("{name} {}", report::bytes(plan.size)), dir_side, tun));
+                report.push(Scenario::new(
+                    &name,
+                    &format!("{name} {}", report::bytes(plan.size)),
+                    dir_side,
+                    tun,
+                ));
             }
             "pingpong" => {
                 let mut sides = Vec::new();
                 for port in [direct_port, tunnel_port] {
-                    eprintln!("pht-bench: ping-pong x{} via {}", plan.pingpongs, side_name(port, direct_port));
+                    eprintln!(
+                        "pht-bench: ping-pong x{} via {}",
+                        plan.pingpongs,
+                        side_name(port, direct_port)
+                    );
                     let (l, cpu) = measured(&tunnel, sc::ping_pong(port, plan.pingpongs, 20)).await;
                     sides.push(latency_side(l, cpu));
                     settle().await;
@@ -420,20 +463,32 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             "setup" => {
                 let mut sides = Vec::new();
                 for port in [direct_port, tunnel_port] {
-                    eprintln!("pht-bench: setup x{} via {}", plan.setups, side_name(port, direct_port));
+                    eprintln!(
+                        "pht-bench: setup x{} via {}",
+                        plan.setups,
+                        side_name(port, direct_port)
+                    );
                     let (l, cpu) = measured(&tunnel, sc::setups(port, plan.setups)).await;
                     sides.push(latency_side(l, cpu));
                     settle().await;
                 }
                 let tun = sides.pop().unwrap();
                 let dir_side = sides.pop().unwrap();
-                report.push(Scenario::new("setup", &format!("setup x{}", plan.setups), dir_side, tun));
+                report.push(Scenario::new(
+                    "setup",
+                    &format!("setup x{}", plan.setups),
+                    dir_side,
+                    tun,
+                ));
             }
             "tunnels" => {
                 for &n in &plan.tunnels {
                     let mut sides = Vec::new();
                     for port in [direct_port, tunnel_port] {
-                        eprintln!("pht-bench: {n} tunnels at once via {}", side_name(port, direct_port));
+                        eprintln!(
+                            "pht-bench: {n} tunnels at once via {}",
+                            side_name(port, direct_port)
+                        );
                         let is_tunnel = port == tunnel_port;
                         sides.push(concurrent_side(&mut tunnel, &target, port, n, is_tunnel).await);
                         settle().await;
@@ -519,7 +574,13 @@ fn latency_side(l: sc::Latencies, cpu: Cpu) -> Side {
 }
 
 /// One run of `n` tunnels at once, with memory sampled while all are open.
-async fn concurrent_side(p: &mut Path2, target: &targets::Target, port: u16, n: usize, is_tunnel: bool) -> Side {
+async fn concurrent_side(
+    p: &mut TunnelPath,
+    target: &targets::Target,
+    port: u16,
+    n: usize,
+    is_tunnel: bool,
+) -> Side {
     let rss = |pid: Option<u32>| procs::status_kib(pid, "VmRSS").unwrap_or(0);
     let (spid, cpid) = (p.server.pid, p.client.pid);
     let before = (rss(Some(spid)), rss(Some(cpid)), rss(None));
@@ -529,7 +590,6 @@ async fn concurrent_side(p: &mut Path2, target: &targets::Target, port: u16, n: 
     let mut fds = (0usize, 0usize);
     let sp = p.server_port;
     let cpu0 = cpu_now(p);
-    let started = Instant::now();
     let c = sc::concurrent(
         port,
         n,
@@ -554,15 +614,21 @@ async fn concurrent_side(p: &mut Path2, target: &targets::Target, port: u16, n: 
     )
     .await;
     let cpu = cpu_now(p).minus(&cpu0);
-    let _ = started;
     let mut s = Side::new(c.requested, c.succeeded, cpu);
     s.error = c.first_error;
     if !c.closed_clean {
-        s.error.get_or_insert(format!("{} target connections still open 60 s after release", target.active()));
+        s.error.get_or_insert(format!(
+            "{} target connections still open 60 s after release",
+            target.active()
+        ));
     }
     let (median, p99) = sc::median_p99_us(&c.per_tunnel);
     s.metric(Metric::lower("total s", "total_s", c.open_secs));
-    s.metric(Metric::lower("per-tunnel median ms", "median_ms", median / 1000.0));
+    s.metric(Metric::lower(
+        "per-tunnel median ms",
+        "median_ms",
+        median / 1000.0,
+    ));
     s.metric(Metric::lower("per-tunnel p99 ms", "p99_ms", p99 / 1000.0));
     s.metric(Metric::lower("close all s", "close_s", c.close_secs));
     s.extra("errors", c.errors.into());
@@ -575,11 +641,31 @@ async fn concurrent_side(p: &mut Path2, target: &targets::Target, port: u16, n: 
                 peak.saturating_sub(before) as f64 / c.succeeded as f64
             }
         };
-        s.metric(Metric::info("server RSS KiB/tunnel", "server_rss_kib_per_tunnel", per(peak.0, before.0)));
-        s.metric(Metric::info("client RSS KiB/tunnel", "client_rss_kib_per_tunnel", per(peak.1, before.1)));
-        s.metric(Metric::info("server RSS at peak MiB", "server_rss_peak_mib", peak.0 as f64 / 1024.0));
-        s.metric(Metric::info("client RSS at peak MiB", "client_rss_peak_mib", peak.1 as f64 / 1024.0));
-        s.metric(Metric::info("HTTP connections at peak", "http_connections", conns as f64));
+        s.metric(Metric::info(
+            "server RSS KiB/tunnel",
+            "server_rss_kib_per_tunnel",
+            per(peak.0, before.0),
+        ));
+        s.metric(Metric::info(
+            "client RSS KiB/tunnel",
+            "client_rss_kib_per_tunnel",
+            per(peak.1, before.1),
+        ));
+        s.metric(Metric::info(
+            "server RSS at peak MiB",
+            "server_rss_peak_mib",
+            peak.0 as f64 / 1024.0,
+        ));
+        s.metric(Metric::info(
+            "client RSS at peak MiB",
+            "client_rss_peak_mib",
+            peak.1 as f64 / 1024.0,
+        ));
+        s.metric(Metric::info(
+            "HTTP connections at peak",
+            "http_connections",
+            conns as f64,
+        ));
         s.extra("server_rss_kib_before", before.0.into());
         s.extra("client_rss_kib_before", before.1.into());
         s.extra("server_rss_kib_peak", peak.0.into());

@@ -165,7 +165,11 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 
 /// Open descriptors of a process (entries of `/proc/<pid>/fd`).
 pub fn open_fds(pid: Option<u32>) -> Option<usize> {
-    Some(std::fs::read_dir(format!("{}/fd", proc_dir(pid))).ok()?.count())
+    Some(
+        std::fs::read_dir(format!("{}/fd", proc_dir(pid)))
+            .ok()?
+            .count(),
+    )
 }
 
 /// Established TCP connections whose local port is `port` (IPv4, `/proc/net/tcp`): the

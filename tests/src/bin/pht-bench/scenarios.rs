@@ -149,7 +149,9 @@ pub async fn ping_pong(port: u16, n: usize, warmup: usize) -> Latencies {
             s.read_exact(&mut back).await?;
             let rtt = t.elapsed();
             if back != msg {
-                return Err(std::io::Error::other(format!("round trip {i}: echo differs")));
+                return Err(std::io::Error::other(format!(
+                    "round trip {i}: echo differs"
+                )));
             }
             if i >= warmup {
                 samples.push(rtt);

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// Forwards a local TCP port through PHT tunnels: every local connection gets its own tunnel
+// (what `pht-client -L tcp://... -F ...` does natively), using the pht-wasm package and
+// Node's `net`.
+//
+//   node forward.mjs --listen 127.0.0.1:2222 --server forward+pht://server.example:8443
+//   node forward.mjs --listen 127.0.0.1:2222 --server http://server.example:8443 \
+//        --connector socks5 --target 10.0.0.5:22 --username u --password p
+//
+// Options: --listen host:port (required), --server URL (required), --connector
+// forward|http|socks5|relay, --target host:port, --username, --password, --token
+// authorize|mint. Logs go to stderr; stops on SIGINT/SIGTERM.
+import net from 'node:net';
+import { Readable, Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { connect } from 'pht-wasm';
+
+const { values: args } = parseArgs({
+  options: {
+    listen: { type: 'string' },
+    server: { type: 'string' },
+    connector: { type: 'string' },
+    target: { type: 'string' },
+    username: { type: 'string' },
+    password: { type: 'string' },
+    token: { type: 'string' },
+  },
+});
+if (!args.listen || !args.server) {
+  console.error('usage: node forward.mjs --listen host:port --server URL [--connector c --target host:port]');
+  process.exit(2);
+}
+const options = {};
+for (const k of ['connector', 'target', 'username', 'password', 'token']) {
+  if (args[k] !== undefined) options[k] = args[k];
+}
+
+const log = (msg) => console.error(`[forward] ${msg}`);
+
+async function serve(socket) {
+  const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+  socket.pause();
+  let tunnel;
+  try {
+    tunnel = await connect(args.server, options);
+  } catch (e) {
+    log(`${peer}: ${e.message}`);
+    socket.destroy();
+    return;
+  }
+  log(`${peer}: tunnel open`);
+  // Local EOF closes the writable, which closes the tunnel (PHT has no half-close); the
+  // tunnel's end ends the socket. A failure on either side tears down both.
+  const up = Readable.toWeb(socket).pipeTo(tunnel.writable);
+  const down = tunnel.readable.pipeTo(Writable.toWeb(socket));
+  const results = await Promise.allSettled([up, down]);
+  const failed = results.find((r) => r.status === 'rejected');
+  await tunnel.close();
+  if (failed) {
+    log(`${peer}: ${failed.reason?.message ?? failed.reason}`);
+    socket.destroy();
+  } else {
+    log(`${peer}: closed`);
+  }
+}
+
+const [host, port] = [args.listen.slice(0, args.listen.lastIndexOf(':')), args.listen.slice(args.listen.lastIndexOf(':') + 1)];
+const server = net.createServer((socket) => {
+  socket.on('error', () => {});
+  serve(socket).catch((e) => {
+    log(`unexpected: ${e.stack ?? e}`);
+    socket.destroy();
+  });
+});
+server.listen(Number(port), host.replace(/^\[|\]$/g, '') || '127.0.0.1', () => {
+  log(`listening on ${args.listen}, tunnels to ${args.server}`);
+});
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    server.close();
+    process.exit(0);
+  });
+}
