@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 
 echo "[test] formatting and lints" >&2
 cargo fmt --all -- --check
@@ -14,3 +14,6 @@ cargo build --locked --workspace --bins
 
 echo "[test] running tests" >&2
 cargo test --locked --workspace --no-fail-fast
+
+echo "[test] the wasm client: Node, headless Chromium, the web page" >&2
+bash scripts/test-wasm.sh

@@ -9,6 +9,7 @@ const params = new URLSearchParams(location.search);
 for (const f of FIELDS) {
   if (params.has(f)) $(f).value = params.get(f);
 }
+$('settings').addEventListener('submit', (e) => e.preventDefault());
 if (!$('server').value) $('server').value = `http://${location.hostname || '127.0.0.1'}:8443`;
 
 function log(msg, isError = false) {

@@ -294,7 +294,12 @@ enum PushJob {
     Close,
 }
 
-async fn push_loop<F: Fetch>(fetch: &F, cfg: &TunnelConfig, token: &str, shared: &Shared) -> PushEnd {
+async fn push_loop<F: Fetch>(
+    fetch: &F,
+    cfg: &TunnelConfig,
+    token: &str,
+    shared: &Shared,
+) -> PushEnd {
     let url = cfg.url(&cfg.push_path, Some(token));
     loop {
         let job = poll_fn(|cx| {

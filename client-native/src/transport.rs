@@ -77,7 +77,11 @@ impl TransportOptions {
                 None => Ok(None),
                 Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
                 Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
-                Some(v) => Err(TransportError::BadParam { key, value: v.into(), reason: "expected a boolean" }),
+                Some(v) => Err(TransportError::BadParam {
+                    key,
+                    value: v.into(),
+                    reason: "expected a boolean",
+                }),
             }
         };
         let tls = match node.dialer.as_str() {
@@ -86,7 +90,9 @@ impl TransportOptions {
                 secure: boolean("secure")?.unwrap_or(false),
                 server_name: p("serverName").filter(|s| !s.is_empty()),
                 ca_file: p("caFile").or_else(|| p("ca")).filter(|s| !s.is_empty()),
-                cert_file: p("certFile").or_else(|| p("cert")).filter(|s| !s.is_empty()),
+                cert_file: p("certFile")
+                    .or_else(|| p("cert"))
+                    .filter(|s| !s.is_empty()),
                 key_file: p("keyFile").or_else(|| p("key")).filter(|s| !s.is_empty()),
                 pin: p("pin").filter(|s| !s.is_empty()),
             }),
@@ -100,7 +106,11 @@ impl TransportOptions {
                 reason: "expected a number",
             })?),
         };
-        Ok(TransportOptions { tls, http2: boolean("http2")?, max_idle })
+        Ok(TransportOptions {
+            tls,
+            http2: boolean("http2")?,
+            max_idle,
+        })
     }
 }
 
@@ -127,7 +137,11 @@ impl HyperFetch {
     /// A client for `node` (`pht://` or `phts://`), with the node URL's transport options.
     pub fn for_node(node: &NodeUrl) -> Result<Self, TransportError> {
         let opts = TransportOptions::from_node(node)?;
-        let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&node.addr);
+        let host = node
+            .addr
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&node.addr);
         if let Some(tls) = &opts.tls {
             if !tls.verifies() {
                 warn!(
@@ -150,7 +164,11 @@ impl HyperFetch {
         let tls = match &opts.tls {
             None => None,
             Some(t) => {
-                let alpn: &[&[u8]] = if opts.http2 == Some(false) { &[b"http/1.1"] } else { &[b"h2", b"http/1.1"] };
+                let alpn: &[&[u8]] = if opts.http2 == Some(false) {
+                    &[b"http/1.1"]
+                } else {
+                    &[b"h2", b"http/1.1"]
+                };
                 let cfg = t.client_config(alpn)?;
                 Some((TlsConnector::from(Arc::new(cfg)), t.sni(host)?))
             }
@@ -173,7 +191,8 @@ impl HyperFetch {
                 .http2_only(h2_only);
             b.build(connector.clone())
         };
-        let h2 = h2_over_tls.then(|| (build(true), connector.clone(), tokio::sync::OnceCell::new()));
+        let h2 =
+            h2_over_tls.then(|| (build(true), connector.clone(), tokio::sync::OnceCell::new()));
         Ok(HyperFetch {
             inner: Arc::new(Inner {
                 client: build(h2c),
@@ -223,7 +242,12 @@ impl Fetch for HyperFetch {
         headers: &[(String, String)],
     ) -> Result<FetchResponse<HyperBody>, FetchError> {
         let req = self.request(Method::GET, url, headers, Bytes::new())?;
-        let resp = self.client().await.request(req).await.map_err(fetch_error)?;
+        let resp = self
+            .client()
+            .await
+            .request(req)
+            .await
+            .map_err(fetch_error)?;
         let status = resp.status().as_u16();
         Ok(FetchResponse {
             status,
@@ -238,7 +262,12 @@ impl Fetch for HyperFetch {
         body: Bytes,
     ) -> Result<(u16, Bytes), FetchError> {
         let req = self.request(Method::POST, url, headers, body)?;
-        let resp = self.client().await.request(req).await.map_err(fetch_error)?;
+        let resp = self
+            .client()
+            .await
+            .request(req)
+            .await
+            .map_err(fetch_error)?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_SMALL_BODY)
             .collect()
@@ -299,7 +328,9 @@ impl NodeConnector {
     async fn connect(self) -> io::Result<TokioIo<NodeIo>> {
         let NodeConnector { addr, tls } = self;
         {
-            let timeout = |what: &str| io::Error::new(io::ErrorKind::TimedOut, format!("{what} {addr} timed out"));
+            let timeout = |what: &str| {
+                io::Error::new(io::ErrorKind::TimedOut, format!("{what} {addr} timed out"))
+            };
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*addr))
                 .await
                 .map_err(|_| timeout("connect to"))??;
@@ -307,9 +338,12 @@ impl NodeConnector {
             let io = match tls.as_deref() {
                 None => NodeIo::Plain(stream),
                 Some((connector, name)) => {
-                    let s = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
-                        .await
-                        .map_err(|_| timeout("TLS handshake with"))??;
+                    let s = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        connector.connect(name.clone(), stream),
+                    )
+                    .await
+                    .map_err(|_| timeout("TLS handshake with"))??;
                     NodeIo::Tls(Box::new(s))
                 }
             };
@@ -341,7 +375,11 @@ impl Connection for NodeIo {
 }
 
 impl AsyncRead for NodeIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             NodeIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
             NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -350,13 +388,21 @@ impl AsyncRead for NodeIo {
 }
 
 impl AsyncWrite for NodeIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             NodeIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
             NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             NodeIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),

@@ -11,7 +11,7 @@
 // forward|http|socks5|relay, --target host:port, --username, --password, --token
 // authorize|mint. Logs go to stderr; stops on SIGINT/SIGTERM.
 import net from 'node:net';
-import { Readable, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { connect } from 'pht-wasm';
 
@@ -51,28 +51,38 @@ async function serve(socket) {
   log(`${peer}: tunnel open`);
   // Local EOF closes the writable, which closes the tunnel (PHT has no half-close); the
   // tunnel's end ends the socket. A failure on either side tears down both.
-  const up = Readable.toWeb(socket).pipeTo(tunnel.writable);
-  const down = tunnel.readable.pipeTo(Writable.toWeb(socket));
-  const results = await Promise.allSettled([up, down]);
-  const failed = results.find((r) => r.status === 'rejected');
-  await tunnel.close();
-  if (failed) {
-    log(`${peer}: ${failed.reason?.message ?? failed.reason}`);
+  let failure;
+  (async () => {
+    const writer = tunnel.writable.getWriter();
+    // The socket stays open for writing after the local EOF: the tunnel still delivers.
+    for await (const chunk of socket.iterator({ destroyOnReturn: false })) await writer.write(chunk);
+    await writer.close();
+  })().catch((e) => {
+    failure ??= e;
+    tunnel.close();
+  });
+  try {
+    await tunnel.readable.pipeTo(Writable.toWeb(socket));
+  } catch (e) {
+    failure ??= e;
     socket.destroy();
-  } else {
-    log(`${peer}: closed`);
   }
+  await tunnel.close();
+  log(failure ? `${peer}: ${failure.message ?? failure}` : `${peer}: closed`);
 }
 
-const [host, port] = [args.listen.slice(0, args.listen.lastIndexOf(':')), args.listen.slice(args.listen.lastIndexOf(':') + 1)];
-const server = net.createServer((socket) => {
+const colon = args.listen.lastIndexOf(':');
+const host = args.listen.slice(0, colon).replace(/^\[|\]$/g, '') || '127.0.0.1';
+const port = Number(args.listen.slice(colon + 1));
+// Half-open: a local FIN must not end the socket before the tunnel has delivered its end.
+const server = net.createServer({ allowHalfOpen: true }, (socket) => {
   socket.on('error', () => {});
   serve(socket).catch((e) => {
     log(`unexpected: ${e.stack ?? e}`);
     socket.destroy();
   });
 });
-server.listen(Number(port), host.replace(/^\[|\]$/g, '') || '127.0.0.1', () => {
+server.listen(port, host, () => {
   log(`listening on ${args.listen}, tunnels to ${args.server}`);
 });
 for (const sig of ['SIGINT', 'SIGTERM']) {

@@ -175,10 +175,7 @@ impl Fetch for GlooFetch {
 /// where the platform gives one, its cause's message.
 pub(crate) fn describe_js_error(e: &JsValue) -> String {
     let Some(err) = e.dyn_ref::<js_sys::Error>() else {
-        return e
-            .as_string()
-            .unwrap_or_else(|| format!("{e:?}"))
-            .to_string();
+        return e.as_string().unwrap_or_else(|| format!("{e:?}"));
     };
     let mut text = String::from(err.to_string());
     let cause = Reflect::get(err, &JsValue::from_str("cause")).unwrap_or(JsValue::UNDEFINED);

@@ -60,7 +60,8 @@ pub(crate) struct Plan {
 }
 
 fn get(obj: &JsValue, key: &str) -> Result<Option<JsValue>, String> {
-    let v = Reflect::get(obj, &JsValue::from_str(key)).map_err(|_| format!("options.{key}"))?;
+    let v = Reflect::get(obj, &JsValue::from_str(key))
+        .map_err(|_| format!("options.{key} cannot be read"))?;
     Ok((!v.is_undefined() && !v.is_null()).then_some(v))
 }
 

@@ -18,8 +18,9 @@ const USER: &str = "alice";
 const PASSWORD: &str = "s3cret";
 
 fn port(key: &str) -> u16 {
-    let cfg = option_env!("PHT_WASM_TEST")
-        .expect("PHT_WASM_TEST is not set: run these tests with scripts/test-wasm.sh");
+    let Some(cfg) = option_env!("PHT_WASM_TEST") else {
+        panic!("PHT_WASM_TEST is not set: run these tests with scripts/test-wasm.sh")
+    };
     cfg.split(',')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
@@ -289,6 +290,14 @@ async fn the_far_end_closes() {
         .await
         .unwrap_err();
     assert_eq!(message(&e), "tunnel closed");
+}
+
+#[wasm_bindgen_test]
+async fn forward_to_an_unreachable_target_ends_at_once() {
+    // The server dials its target once the tunnel exists: a failed dial ends the tunnel.
+    let t = open_ok(&server("fwd_dead"), &[]).await;
+    expect_end(&mut reader(&t)).await;
+    closed(&t).await.unwrap();
 }
 
 #[wasm_bindgen_test]

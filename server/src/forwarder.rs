@@ -25,7 +25,13 @@ impl Forwarder {
         }
         let backup = nodes
             .iter()
-            .map(|n| n.metadata.get_bool("backup").ok().flatten().unwrap_or(false))
+            .map(|n| {
+                n.metadata
+                    .get_bool("backup")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false)
+            })
             .collect();
         Some(Forwarder {
             nodes: nodes.iter().map(|n| n.addr.clone()).collect(),
@@ -35,7 +41,13 @@ impl Forwarder {
 
     /// Dials the nodes in the selector's order until one answers; failures are logged
     /// and counted against the node.
-    pub async fn dial(&self, router: &Router, service: &str, peer: &str, tag: &str) -> io::Result<(String, Box<dyn Stream>)> {
+    pub async fn dial(
+        &self,
+        router: &Router,
+        service: &str,
+        peer: &str,
+        tag: &str,
+    ) -> io::Result<(String, Box<dyn Stream>)> {
         let mut last = None;
         for i in self.selector.order() {
             let node = &self.nodes[i];

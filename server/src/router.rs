@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pht_client::{HyperFetch, TransportOptions};
-use rustls::pki_types::ServerName;
-use tokio_rustls::TlsConnector;
 use pht_core::{Connector, Credentials, NodeUrl};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tracing::{debug, warn};
 
@@ -106,7 +106,13 @@ impl Router {
             let backup = hop
                 .nodes
                 .iter()
-                .map(|n| n.metadata.get_bool("backup").ok().flatten().unwrap_or(false))
+                .map(|n| {
+                    n.metadata
+                        .get_bool("backup")
+                        .ok()
+                        .flatten()
+                        .unwrap_or(false)
+                })
                 .collect();
             hops.push(Hop {
                 nodes,
@@ -137,7 +143,11 @@ fn build_node(chain: &str, n: &NodeConfig) -> Result<ChainNode, RouteError> {
         node: n.name.clone(),
         reason,
     };
-    let connector_kind = if n.connector.kind.is_empty() { "http" } else { &n.connector.kind };
+    let connector_kind = if n.connector.kind.is_empty() {
+        "http"
+    } else {
+        &n.connector.kind
+    };
     let connector: Connector = connector_kind
         .parse()
         .map_err(|_| bad(format!("connector {connector_kind:?} is not supported (supported: http, socks5, relay, forward)")))?;
@@ -166,9 +176,16 @@ fn build_node(chain: &str, n: &NodeConfig) -> Result<ChainNode, RouteError> {
             }
             let host = n.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&n.addr);
             let cfg = tls.client_config(&[]).map_err(|e| bad(e.to_string()))?;
-            Dialer::Tls(TlsConnector::from(Arc::new(cfg)), tls.sni(host).map_err(|e| bad(e.to_string()))?)
+            Dialer::Tls(
+                TlsConnector::from(Arc::new(cfg)),
+                tls.sni(host).map_err(|e| bad(e.to_string()))?,
+            )
         }
-        other => return Err(bad(format!("dialer {other:?} is not supported (supported: tcp, tls, pht, phts)"))),
+        other => {
+            return Err(bad(format!(
+                "dialer {other:?} is not supported (supported: tcp, tls, pht, phts)"
+            )));
+        }
     };
     Ok(ChainNode {
         name: n.name.clone(),
@@ -225,7 +242,9 @@ async fn dial_tcp(addr: &str) -> io::Result<Box<dyn Stream>> {
     };
     let s = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("dial {addr}: timed out")))??;
+        .map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("dial {addr}: timed out"))
+        })??;
     let _ = s.set_nodelay(true);
     Ok(Box::new(s))
 }
@@ -256,7 +275,12 @@ impl Chain {
         Err(last_err.unwrap_or_else(|| io_err(format!("chain {}: no node", self.name))))
     }
 
-    async fn dial_from(&self, first: &ChainNode, picks: &[usize], target: &str) -> io::Result<Box<dyn Stream>> {
+    async fn dial_from(
+        &self,
+        first: &ChainNode,
+        picks: &[usize],
+        target: &str,
+    ) -> io::Result<Box<dyn Stream>> {
         let mut stream: Box<dyn Stream> = match &first.dialer {
             Dialer::Tcp => dial_tcp(&first.addr).await?,
             Dialer::Tls(c, name) => tls_over(dial_tcp(&first.addr).await?, c, name, first).await?,
@@ -293,13 +317,22 @@ async fn tls_over(
 ) -> io::Result<Box<dyn Stream>> {
     let s = tokio::time::timeout(DIAL_TIMEOUT, c.connect(name.clone(), stream))
         .await
-        .map_err(|_| io_err(format!("node {} ({}): TLS handshake timed out", node.name, node.addr)))?
+        .map_err(|_| {
+            io_err(format!(
+                "node {} ({}): TLS handshake timed out",
+                node.name, node.addr
+            ))
+        })?
         .map_err(|e| io_err(format!("node {} ({}): TLS: {e}", node.name, node.addr)))?;
     Ok(Box::new(s))
 }
 
 /// Asks `node`'s connector, over `stream`, to connect to `addr`.
-async fn connect_via(stream: Box<dyn Stream>, node: &ChainNode, addr: &str) -> io::Result<Box<dyn Stream>> {
+async fn connect_via(
+    stream: Box<dyn Stream>,
+    node: &ChainNode,
+    addr: &str,
+) -> io::Result<Box<dyn Stream>> {
     if node.connector == Connector::Forward {
         return Ok(stream);
     }

@@ -79,11 +79,21 @@ impl Selector {
         let alive = |i: &usize| {
             let h = &health[*i];
             h.fails < self.max_fails
-                || h.last_fail.is_none_or(|t| now.duration_since(t) >= self.fail_timeout)
+                || h.last_fail
+                    .is_none_or(|t| now.duration_since(t) >= self.fail_timeout)
         };
         // Live primaries, then live backups, then the rest (better a retry than nothing).
-        let mut out: Vec<usize> = rotated.iter().copied().filter(|i| !self.backup[*i] && alive(i)).collect();
-        out.extend(rotated.iter().copied().filter(|i| self.backup[*i] && alive(i)));
+        let mut out: Vec<usize> = rotated
+            .iter()
+            .copied()
+            .filter(|i| !self.backup[*i] && alive(i))
+            .collect();
+        out.extend(
+            rotated
+                .iter()
+                .copied()
+                .filter(|i| self.backup[*i] && alive(i)),
+        );
         out.extend(rotated.iter().copied().filter(|i| !alive(i)));
         out
     }
@@ -130,7 +140,11 @@ mod tests {
         s.report(2, false);
         assert_eq!(s.order(), vec![0, 1, 2], "failed node 2 goes last");
         s.report(2, true);
-        assert_eq!(s.order(), vec![0, 1, 2], "healthy again, and the rotation goes on");
+        assert_eq!(
+            s.order(),
+            vec![0, 1, 2],
+            "healthy again, and the rotation goes on"
+        );
     }
 
     #[test]
@@ -139,6 +153,10 @@ mod tests {
         assert_eq!(s.order(), vec![0, 1, 2]);
         s.report(0, false);
         s.report(1, false);
-        assert_eq!(s.order(), vec![2, 0, 1], "backup used when primaries are down");
+        assert_eq!(
+            s.order(),
+            vec![2, 0, 1],
+            "backup used when primaries are down"
+        );
     }
 }

@@ -38,7 +38,8 @@ impl Service {
             name: cfg.name.clone(),
             source,
         };
-        let router = Router::for_chain(cfg.handler.chain.as_deref(), chains).map_err(|e| err(e.into()))?;
+        let router =
+            Router::for_chain(cfg.handler.chain.as_deref(), chains).map_err(|e| err(e.into()))?;
         let handler = handler::build(cfg, router).map_err(|e| err(e.into()))?;
         let listener = listener::bind(&cfg.listener, global_tls, &cfg.addr, &cfg.name, shutdown)
             .await

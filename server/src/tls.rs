@@ -37,23 +37,36 @@ pub fn server_config(
     alpn: &[&[u8]],
 ) -> Result<ServerTls, TlsError> {
     let with_files = |t: &&TlsConfig| !t.cert_file.is_empty() && !t.key_file.is_empty();
-    let (certs, key, source) = if let Some(t) = listener.filter(with_files).or(global.filter(with_files)) {
-        (load_certs(&t.cert_file)?, load_key(&t.key_file)?, t.cert_file.clone())
-    } else if Path::new("cert.pem").is_file() && Path::new("key.pem").is_file() {
-        (load_certs("cert.pem")?, load_key("key.pem")?, "./cert.pem".into())
-    } else {
-        auto_certificate(global)?
-    };
+    let (certs, key, source) =
+        if let Some(t) = listener.filter(with_files).or(global.filter(with_files)) {
+            (
+                load_certs(&t.cert_file)?,
+                load_key(&t.key_file)?,
+                t.cert_file.clone(),
+            )
+        } else if Path::new("cert.pem").is_file() && Path::new("key.pem").is_file() {
+            (
+                load_certs("cert.pem")?,
+                load_key("key.pem")?,
+                "./cert.pem".into(),
+            )
+        } else {
+            auto_certificate(global)?
+        };
     let ca = listener
         .map(|t| t.ca_file.as_str())
         .filter(|c| !c.is_empty())
         .or(global.map(|t| t.ca_file.as_str()).filter(|c| !c.is_empty()));
-    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match ca {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
-                .build()
-                .map_err(|e| TlsError::Rustls(rustls::Error::General(format!("caFile {ca}: {e}"))))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| {
+                        TlsError::Rustls(rustls::Error::General(format!("caFile {ca}: {e}")))
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -69,7 +82,10 @@ pub fn server_config(
 }
 
 fn auto_dir(global: Option<&TlsConfig>) -> PathBuf {
-    match global.map(|t| t.auto_cert_dir.as_str()).filter(|d| !d.is_empty()) {
+    match global
+        .map(|t| t.auto_cert_dir.as_str())
+        .filter(|d| !d.is_empty())
+    {
         Some(d) => PathBuf::from(d),
         None => std::env::var_os("HOME")
             .map(PathBuf::from)
@@ -87,9 +103,17 @@ fn auto_certificate(global: Option<&TlsConfig>) -> Result<Pair, TlsError> {
         let c = cert_path.to_string_lossy().into_owned();
         return Ok((load_certs(&c)?, load_key(&key_path.to_string_lossy())?, c));
     }
-    let gen_err = |e: rcgen::Error| TlsError::Rustls(rustls::Error::General(format!("generate certificate: {e}")));
-    let cn = global.map(|t| t.common_name.as_str()).filter(|s| !s.is_empty()).unwrap_or("gost.run");
-    let org = global.map(|t| t.organization.as_str()).filter(|s| !s.is_empty()).unwrap_or("GOST");
+    let gen_err = |e: rcgen::Error| {
+        TlsError::Rustls(rustls::Error::General(format!("generate certificate: {e}")))
+    };
+    let cn = global
+        .map(|t| t.common_name.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("gost.run");
+    let org = global
+        .map(|t| t.organization.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("GOST");
     let days = global
         .and_then(|t| crate::config::parse_duration(&t.validity))
         .map(|d| d.as_secs() / 86_400)
@@ -97,8 +121,12 @@ fn auto_certificate(global: Option<&TlsConfig>) -> Result<Pair, TlsError> {
         .unwrap_or(365);
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
     let mut params = rcgen::CertificateParams::new(vec![cn.to_string()]).map_err(gen_err)?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(days as i64);
@@ -122,7 +150,13 @@ fn auto_certificate(global: Option<&TlsConfig>) -> Result<Pair, TlsError> {
     Ok((vec![der], key, source))
 }
 
-fn persist(dir: &Path, cert: &Path, key: &Path, pem_cert: &str, pem_key: &str) -> std::io::Result<()> {
+fn persist(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    pem_cert: &str,
+    pem_key: &str,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(cert, pem_cert)?;
     #[cfg(unix)]
@@ -156,12 +190,18 @@ mod tests {
         };
         let a = server_config(None, Some(&global), &[b"h2"]).unwrap();
         let b = server_config(None, Some(&global), &[b"h2"]).unwrap();
-        assert_eq!(a.fingerprint, b.fingerprint, "second start reuses the saved certificate");
+        assert_eq!(
+            a.fingerprint, b.fingerprint,
+            "second start reuses the saved certificate"
+        );
         assert!(dir.join(AUTO_KEY).is_file());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(AUTO_KEY)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join(AUTO_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -174,7 +214,10 @@ mod tests {
             key_file: "/nonexistent/key.pem".into(),
             ..Default::default()
         };
-        let e = server_config(Some(&t), None, &[]).err().unwrap().to_string();
+        let e = server_config(Some(&t), None, &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.starts_with("read /nonexistent/cert.pem: "), "{e}");
     }
 }

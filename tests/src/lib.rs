@@ -141,7 +141,9 @@ pub async fn echo_target() -> SocketAddr {
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
-                return;
+                // A connection reset before accept: keep serving the others.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
             };
             tokio::spawn(async move {
                 let (mut r, mut w) = s.split();
@@ -161,7 +163,9 @@ pub async fn bulk_target() -> SocketAddr {
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
-                return;
+                // A connection reset before accept: keep serving the others.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
             };
             tokio::spawn(async move {
                 let mut cmd = [0u8; 1];
@@ -255,7 +259,10 @@ pub async fn http_target() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];

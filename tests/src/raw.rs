@@ -142,6 +142,8 @@ impl RawConn {
                 }
             }
         };
-        tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_ok()
+        tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+            .await
+            .is_ok()
     }
 }

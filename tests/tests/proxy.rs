@@ -11,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// connector (and credentials) and a pht dialer.
 fn client_yaml(local: u16, server: u16, connector: &str, auth: Option<(&str, &str)>) -> String {
     let auth = auth
-        .map(|(u, p)| format!("\n          auth:\n            username: {u}\n            password: {p}"))
+        .map(|(u, p)| {
+            format!("\n          auth:\n            username: {u}\n            password: {p}")
+        })
         .unwrap_or_default();
     format!(
         "services:
@@ -39,11 +41,18 @@ chains:
 
 /// Starts `-L <scheme>://127.0.0.1:PORT` as the PHT server and the YAML client; returns
 /// the client's local proxy port (and keeps both processes alive in the tuple).
-async fn pair(server_scheme: &str, connector: &str, auth: Option<(&str, &str)>) -> (Proc, Proc, u16) {
+async fn pair(
+    server_scheme: &str,
+    connector: &str,
+    auth: Option<(&str, &str)>,
+) -> (Proc, Proc, u16) {
     let sp = free_port();
     let srv = server(&["-L", &server_scheme.replace("PORT", &sp.to_string())], sp).await;
     let cp = free_port();
-    let cfg = temp_file(&format!("client-{cp}.yaml"), &client_yaml(cp, sp, connector, auth));
+    let cfg = temp_file(
+        &format!("client-{cp}.yaml"),
+        &client_yaml(cp, sp, connector, auth),
+    );
     let cli = server(&["-C", &cfg], cp).await;
     (srv, cli, cp)
 }
@@ -78,40 +87,96 @@ async fn credentials_right_wrong_and_missing() {
     ] {
         let (_s, _c, cp) = pair(scheme, connector, Some(("alice", "s3cret"))).await;
         let (code, out, err) = curl(&["-x", &format!("http://127.0.0.1:{cp}"), &url]).await;
-        assert_eq!((code, out.as_str()), (0, HELLO), "{connector} right credentials: {err}");
+        assert_eq!(
+            (code, out.as_str()),
+            (0, HELLO),
+            "{connector} right credentials: {err}"
+        );
         let (_s, _c, cp) = pair(scheme, connector, Some(("alice", "wrong"))).await;
         // The chain cannot connect: the local http service answers 503.
-        let (_, out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-x", &format!("http://127.0.0.1:{cp}"), &url]).await;
+        let (_, out, _) = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            &format!("http://127.0.0.1:{cp}"),
+            &url,
+        ])
+        .await;
         assert_eq!(out, "503", "{connector} wrong credentials");
     }
 
     // Straight at the server's handlers through a forward tunnel, to see their own answers.
     let sp = free_port();
-    let _srv = server(&["-L", &format!("http+pht://alice:s3cret@127.0.0.1:{sp}")], sp).await;
+    let _srv = server(
+        &["-L", &format!("http+pht://alice:s3cret@127.0.0.1:{sp}")],
+        sp,
+    )
+    .await;
     let (_cli, local) = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
     let proxy = format!("http://127.0.0.1:{local}");
     let (_, out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-x", &proxy, &url]).await;
     assert_eq!(out, "407", "missing credentials");
-    let (_, out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", "--proxy-user", "alice:nope", "-x", &proxy, &url]).await;
+    let (_, out, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--proxy-user",
+        "alice:nope",
+        "-x",
+        &proxy,
+        &url,
+    ])
+    .await;
     assert_eq!(out, "407", "wrong credentials");
     let (code, out, _) = curl(&["--proxy-user", "alice:s3cret", "-x", &proxy, &url]).await;
     assert_eq!((code, out.as_str()), (0, HELLO));
     let (_, out, _) = curl(&["-D", "-", "-o", "/dev/null", "-x", &proxy, &url]).await;
-    assert!(out.contains("Proxy-Authenticate: Basic realm=\"gost\""), "{out}");
+    assert!(
+        out.contains("Proxy-Authenticate: Basic realm=\"gost\""),
+        "{out}"
+    );
 
     let sp = free_port();
-    let _srv = server(&["-L", &format!("socks5+pht://alice:s3cret@127.0.0.1:{sp}")], sp).await;
+    let _srv = server(
+        &["-L", &format!("socks5+pht://alice:s3cret@127.0.0.1:{sp}")],
+        sp,
+    )
+    .await;
     let (_cli, local) = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
-    let (code, _, err) = curl(&["--socks5", &format!("127.0.0.1:{local}"), "--proxy-user", "alice:nope", &url]).await;
+    let (code, _, err) = curl(&[
+        "--socks5",
+        &format!("127.0.0.1:{local}"),
+        "--proxy-user",
+        "alice:nope",
+        &url,
+    ])
+    .await;
     assert_eq!(code, 97, "socks5 wrong credentials: {err}");
-    let (code, out, err) = curl(&["--socks5", &format!("127.0.0.1:{local}"), "--proxy-user", "alice:s3cret", &url]).await;
+    let (code, out, err) = curl(&[
+        "--socks5",
+        &format!("127.0.0.1:{local}"),
+        "--proxy-user",
+        "alice:s3cret",
+        &url,
+    ])
+    .await;
     assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
 
     let sp = free_port();
-    let _srv = server(&["-L", &format!("relay+pht://alice:s3cret@127.0.0.1:{sp}")], sp).await;
-    let node = pht_core::NodeUrl::parse(&format!("relay+pht://alice:wrong@127.0.0.1:{sp}")).unwrap();
+    let _srv = server(
+        &["-L", &format!("relay+pht://alice:s3cret@127.0.0.1:{sp}")],
+        sp,
+    )
+    .await;
+    let node =
+        pht_core::NodeUrl::parse(&format!("relay+pht://alice:wrong@127.0.0.1:{sp}")).unwrap();
     let fetch = pht_client::HyperFetch::for_node(&node).unwrap();
-    let mut s = pht_client::connect_to(&fetch, &node, &origin.to_string()).await.unwrap();
+    let mut s = pht_client::connect_to(&fetch, &node, &origin.to_string())
+        .await
+        .unwrap();
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let mut b = [0u8; 16];
     let err = s.read(&mut b).await.unwrap_err();
@@ -124,7 +189,16 @@ async fn seed_port_forwarding_cli_and_yaml() {
     let url = format!("http://{origin}/");
     // gost -L pht://:8443/:1080 -L socks5://:1080, on free ports.
     let (sp, s5) = (free_port(), free_port());
-    let _srv = server(&["-L", &format!("pht://:{sp}/:{s5}"), "-L", &format!("socks5://:{s5}")], sp).await;
+    let _srv = server(
+        &[
+            "-L",
+            &format!("pht://:{sp}/:{s5}"),
+            "-L",
+            &format!("socks5://:{s5}"),
+        ],
+        sp,
+    )
+    .await;
     let (_cli, local) = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
     let (code, out, err) = curl(&["--socks5-hostname", &format!("127.0.0.1:{local}"), &url]).await;
     assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
@@ -163,21 +237,39 @@ async fn printed_config_loads_and_behaves_the_same() {
     let origin = http_target().await;
     let sp = free_port();
     let out = std::process::Command::new(bin("pht-server"))
-        .args(["-L", &format!("http+pht://127.0.0.1:{sp}?authorizePath=/a&pushPath=/p&pullPath=/q"), "-O", "yaml"])
+        .args([
+            "-L",
+            &format!("http+pht://127.0.0.1:{sp}?authorizePath=/a&pushPath=/p&pullPath=/q"),
+            "-O",
+            "yaml",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let yaml = String::from_utf8(out.stdout).unwrap();
-    assert!(yaml.contains("type: pht") && yaml.contains("authorizePath: /a"), "{yaml}");
+    assert!(
+        yaml.contains("type: pht") && yaml.contains("authorizePath: /a"),
+        "{yaml}"
+    );
     let _srv = server(&["-C", &temp_file("printed.yaml", &yaml)], sp).await;
     // A client with the same paths works; the default paths do not.
     let cp = free_port();
     let _c = server(
-        &["-L", &format!("http://127.0.0.1:{cp}"), "-F", &format!("http+pht://127.0.0.1:{sp}?authorizePath=/a&pushPath=/p&pullPath=/q")],
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{cp}"),
+            "-F",
+            &format!("http+pht://127.0.0.1:{sp}?authorizePath=/a&pushPath=/p&pullPath=/q"),
+        ],
         cp,
     )
     .await;
-    let (code, body, err) = curl(&["-x", &format!("http://127.0.0.1:{cp}"), &format!("http://{origin}/")]).await;
+    let (code, body, err) = curl(&[
+        "-x",
+        &format!("http://127.0.0.1:{cp}"),
+        &format!("http://{origin}/"),
+    ])
+    .await;
     assert_eq!((code, body.as_str()), (0, HELLO), "{err}");
     let json = std::process::Command::new(bin("pht-server"))
         .args(["-C", &temp_file("printed2.yaml", &yaml), "-O", "json"])
@@ -190,8 +282,12 @@ async fn printed_config_loads_and_behaves_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_seed_yaml_block_loads() {
     // The seed (gost's PHT page) lives in the steering repo's shared/, beside this clone.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seeds/000_ffd7b4a5783fc357.txt");
-    let seed = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("seed document {path}: {e}"));
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/seeds/000_ffd7b4a5783fc357.txt"
+    );
+    let seed =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("seed document {path}: {e}"));
     let mut blocks = Vec::new();
     let mut cur: Option<Vec<String>> = None;
     for line in seed.lines() {
@@ -212,7 +308,11 @@ async fn every_seed_yaml_block_loads() {
             .args(["-C", &temp_file(&format!("seed-{i}.yaml"), b), "-O", "yaml"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "block {i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "block {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let printed = String::from_utf8_lossy(&out.stdout);
         assert!(printed.contains("name: service-0"), "block {i}: {printed}");
     }
@@ -240,7 +340,9 @@ async fn garbage_at_a_handler_leaves_a_transfer_beside_it_intact() {
     let (_cli, local) = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
     let beside = tokio::spawn(async move {
         // SOCKS5 CONNECT to the echo target through the auto handler, then 4 MiB of echo.
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", local))
+            .await
+            .unwrap();
         s.write_all(&[5, 1, 0]).await.unwrap();
         let mut r = [0u8; 2];
         s.read_exact(&mut r).await.unwrap();
@@ -268,11 +370,16 @@ async fn garbage_at_a_handler_leaves_a_transfer_beside_it_intact() {
         assert_eq!(sha256(&got), sha256(&data));
     });
     for i in 0..20u64 {
-        let mut g = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+        let mut g = tokio::net::TcpStream::connect(("127.0.0.1", local))
+            .await
+            .unwrap();
         let _ = g.write_all(&random_bytes(2048, 100 + i)).await;
         let mut sink = Vec::new();
         let r = tokio::time::timeout(Duration::from_secs(20), g.read_to_end(&mut sink)).await;
         assert!(r.is_ok(), "garbage connection {i} was not closed");
     }
-    tokio::time::timeout(Duration::from_secs(60), beside).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), beside)
+        .await
+        .unwrap()
+        .unwrap();
 }

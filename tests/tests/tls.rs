@@ -49,7 +49,11 @@ impl Pki {
     }
 
     fn server_args(&self) -> String {
-        format!("certFile={}&keyFile={}", self.path("server.pem"), self.path("server-key.pem"))
+        format!(
+            "certFile={}&keyFile={}",
+            self.path("server.pem"),
+            self.path("server-key.pem")
+        )
     }
 }
 
@@ -61,7 +65,9 @@ impl Drop for Pki {
 
 async fn try_tunnel(node: &str) -> Result<(), String> {
     let node = NodeUrl::parse(node).map_err(|e| e.to_string())?;
-    let mut s = pht_client::connect(&node).await.map_err(|e| e.to_string())?;
+    let mut s = pht_client::connect(&node)
+        .await
+        .map_err(|e| e.to_string())?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(b"tls!").await.map_err(|e| e.to_string())?;
     let mut b = [0u8; 4];
@@ -87,9 +93,15 @@ async fn phts_with_self_made_certificate_and_a_client_without_tls_settings() {
         &[("HOME", &h)],
     )
     .await;
-    assert!(home.join(".gost/auto-ca-cert.pem").is_file(), "certificate saved under $HOME/.gost");
+    assert!(
+        home.join(".gost/auto-ca-cert.pem").is_file(),
+        "certificate saved under $HOME/.gost"
+    );
     let log = srv.log_text();
-    assert!(log.contains("fingerprint=sha256:"), "fingerprint logged: {log}");
+    assert!(
+        log.contains("fingerprint=sha256:"),
+        "fingerprint logged: {log}"
+    );
     let (_cli, local) = client(&format!("forward+phts://127.0.0.1:{sp}")).await;
     let data = random_bytes(8 * 1024 * 1024, 11);
     let (digest, _) = upload(local, &data).await;
@@ -105,26 +117,64 @@ async fn verification_with_ca_files_and_pins() {
     let pki = Pki::new("verify");
     let target = echo_target().await;
     let sp = free_port();
-    let _srv = server(&["-L", &format!("forward+phts://127.0.0.1:{sp}/{target}?{}", pki.server_args())], sp).await;
+    let _srv = server(
+        &[
+            "-L",
+            &format!(
+                "forward+phts://127.0.0.1:{sp}/{target}?{}",
+                pki.server_args()
+            ),
+        ],
+        sp,
+    )
+    .await;
     let base = format!("forward+phts://127.0.0.1:{sp}");
 
-    try_tunnel(&format!("{base}?secure=true&caFile={}", pki.path("ca.pem"))).await.unwrap();
-    try_tunnel(&format!("{base}?secure=true&caFile={}&serverName=localhost", pki.path("ca.pem"))).await.unwrap();
-
-    let e = try_tunnel(&format!("{base}?secure=true&caFile={}", pki.path("other-ca.pem"))).await.unwrap_err();
-    assert!(e.contains("invalid peer certificate: UnknownIssuer"), "{e}");
-    let e = try_tunnel(&format!("{base}?secure=true&caFile={}&serverName=wrong.example", pki.path("ca.pem")))
+    try_tunnel(&format!("{base}?secure=true&caFile={}", pki.path("ca.pem")))
         .await
-        .unwrap_err();
-    assert!(e.contains("invalid peer certificate: certificate not valid for name"), "{e}");
+        .unwrap();
+    try_tunnel(&format!(
+        "{base}?secure=true&caFile={}&serverName=localhost",
+        pki.path("ca.pem")
+    ))
+    .await
+    .unwrap();
+
+    let e = try_tunnel(&format!(
+        "{base}?secure=true&caFile={}",
+        pki.path("other-ca.pem")
+    ))
+    .await
+    .unwrap_err();
+    assert!(e.contains("invalid peer certificate: UnknownIssuer"), "{e}");
+    let e = try_tunnel(&format!(
+        "{base}?secure=true&caFile={}&serverName=wrong.example",
+        pki.path("ca.pem")
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("invalid peer certificate: certificate not valid for name"),
+        "{e}"
+    );
     // caFile without secure checks the chain only (gost's rule).
-    try_tunnel(&format!("{base}?caFile={}&serverName=wrong.example", pki.path("ca.pem"))).await.unwrap();
+    try_tunnel(&format!(
+        "{base}?caFile={}&serverName=wrong.example",
+        pki.path("ca.pem")
+    ))
+    .await
+    .unwrap();
 
     let pin = pht_client::tls::fingerprint(&pki.server_der);
     try_tunnel(&format!("{base}?pin={pin}")).await.unwrap();
     let wrong = format!("sha256:{}", "00".repeat(32));
-    let e = try_tunnel(&format!("{base}?pin={wrong}")).await.unwrap_err();
-    assert!(e.contains(&format!("certificate pin mismatch: server presented {pin}")), "{e}");
+    let e = try_tunnel(&format!("{base}?pin={wrong}"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains(&format!("certificate pin mismatch: server presented {pin}")),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,16 +183,27 @@ async fn mutual_tls_requires_a_client_certificate() {
     let target = echo_target().await;
     let sp = free_port();
     let _srv = server(
-        &["-L", &format!("forward+phts://127.0.0.1:{sp}/{target}?{}&caFile={}", pki.server_args(), pki.path("ca.pem"))],
+        &[
+            "-L",
+            &format!(
+                "forward+phts://127.0.0.1:{sp}/{target}?{}&caFile={}",
+                pki.server_args(),
+                pki.path("ca.pem")
+            ),
+        ],
         sp,
     )
     .await;
     let base = format!("forward+phts://127.0.0.1:{sp}");
     let e = try_tunnel(&base).await.unwrap_err();
     assert!(e.contains("authorize request failed"), "{e}");
-    try_tunnel(&format!("{base}?certFile={}&keyFile={}", pki.path("client.pem"), pki.path("client-key.pem")))
-        .await
-        .unwrap();
+    try_tunnel(&format!(
+        "{base}?certFile={}&keyFile={}",
+        pki.path("client.pem"),
+        pki.path("client-key.pem")
+    ))
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +211,17 @@ async fn bad_input_on_a_tls_port_and_unreadable_certificate() {
     let pki = Pki::new("bad");
     let target = echo_target().await;
     let sp = free_port();
-    let _srv = server(&["-L", &format!("forward+phts://127.0.0.1:{sp}/{target}?{}", pki.server_args())], sp).await;
+    let _srv = server(
+        &[
+            "-L",
+            &format!(
+                "forward+phts://127.0.0.1:{sp}/{target}?{}",
+                pki.server_args()
+            ),
+        ],
+        sp,
+    )
+    .await;
     // Plain HTTP and random bytes: those connections fail...
     let mut plain = pht_e2e::raw::RawConn::connect(sp).await;
     plain.go_get("/authorize").await;
@@ -159,7 +230,9 @@ async fn bad_input_on_a_tls_port_and_unreadable_certificate() {
     junk.write_raw(&random_bytes(4096, 1)).await;
     assert!(junk.closed().await);
     // ...and TLS clients go on.
-    try_tunnel(&format!("forward+phts://127.0.0.1:{sp}")).await.unwrap();
+    try_tunnel(&format!("forward+phts://127.0.0.1:{sp}"))
+        .await
+        .unwrap();
 
     let out = std::process::Command::new(bin("pht-server"))
         .args(["-L", "forward+phts://127.0.0.1:1/127.0.0.1:2?certFile=/nonexistent/c.pem&keyFile=/nonexistent/k.pem"])
@@ -167,7 +240,10 @@ async fn bad_input_on_a_tls_port_and_unreadable_certificate() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("read /nonexistent/c.pem: No such file or directory"), "{err}");
+    assert!(
+        err.contains("read /nonexistent/c.pem: No such file or directory"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +251,18 @@ async fn thousand_tunnels_over_http2_share_few_connections() {
     let pki = Pki::new("h2");
     let target = echo_target().await;
     let sp = free_port();
-    let srv = server(&["-D", "-L", &format!("forward+phts://127.0.0.1:{sp}/{target}?{}", pki.server_args())], sp).await;
+    let srv = server(
+        &[
+            "-D",
+            "-L",
+            &format!(
+                "forward+phts://127.0.0.1:{sp}/{target}?{}",
+                pki.server_args()
+            ),
+        ],
+        sp,
+    )
+    .await;
     let (_cli, local) = client(&format!("forward+phts://127.0.0.1:{sp}")).await;
     let mut tasks = Vec::new();
     for i in 0..1000u64 {
@@ -185,9 +272,15 @@ async fn thousand_tunnels_over_http2_share_few_connections() {
         }));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(180), t).await.expect("a tunnel stalled").unwrap();
+        tokio::time::timeout(Duration::from_secs(180), t)
+            .await
+            .expect("a tunnel stalled")
+            .unwrap();
     }
     let conns = srv.log_text().matches("pht connection accepted").count();
-    assert!((1..=4).contains(&conns), "{conns} TCP connections for 1000 tunnels");
+    assert!(
+        (1..=4).contains(&conns),
+        "{conns} TCP connections for 1000 tunnels"
+    );
     println!("1000 tunnels over HTTP/2 used {conns} TCP connection(s)");
 }

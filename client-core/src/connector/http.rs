@@ -15,7 +15,8 @@ pub(super) fn request(target: &Target, auth: Option<&Credentials>) -> Vec<u8> {
     let mut req =
         format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: pht-client\r\n");
     if let Some(c) = auth {
-        let token = base64_simd::STANDARD.encode_to_string(format!("{}:{}", c.username, c.password));
+        let token =
+            base64_simd::STANDARD.encode_to_string(format!("{}:{}", c.username, c.password));
         req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     req.push_str("Proxy-Connection: keep-alive\r\n\r\n");

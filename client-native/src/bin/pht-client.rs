@@ -67,7 +67,11 @@ fn parse_entry(s: &str) -> Result<Entry> {
 }
 
 /// Opens one tunnel for `entry`: plain for `forward`, else through the node's connector.
-async fn open(fetch: &HyperFetch, node: &NodeUrl, target: Option<&str>) -> Result<(Box<dyn Stream>, String)> {
+async fn open(
+    fetch: &HyperFetch,
+    node: &NodeUrl,
+    target: Option<&str>,
+) -> Result<(Box<dyn Stream>, String)> {
     match target {
         _ if node.connector == "forward" => {
             let t = connect_with(fetch, node).await?;

@@ -4,9 +4,9 @@ use base64::Engine;
 use pht_core::{GostUrl, UrlError};
 
 use super::{
-    TlsConfig, AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig, ForwardNodeConfig,
+    AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig, ForwardNodeConfig,
     ForwarderConfig, HandlerConfig, HopConfig, ListenerConfig, Metadata, NodeConfig,
-    SelectorConfig, ServiceConfig,
+    SelectorConfig, ServiceConfig, TlsConfig,
 };
 
 /// Handler names gost registers: a scheme word outside this list means `auto`.
@@ -94,7 +94,9 @@ fn tls_of(u: &GostUrl, listener: bool) -> Option<TlsConfig> {
             Some("certFile") => t.cert_file = v.clone(),
             Some("keyFile") => t.key_file = v.clone(),
             Some("caFile") => t.ca_file = v.clone(),
-            Some("secure") if !listener => t.secure = matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"),
+            Some("secure") if !listener => {
+                t.secure = matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True")
+            }
             Some("serverName") if !listener => t.server_name = v.clone(),
             _ => {}
         }

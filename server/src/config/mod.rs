@@ -244,7 +244,13 @@ impl Config {
     /// Resolves references between sections (today: authers into their handlers' users).
     pub fn resolve(&mut self) -> Result<(), ResolveError> {
         for svc in &mut self.services {
-            let names: Vec<String> = svc.handler.auther.iter().chain(&svc.handler.authers).cloned().collect();
+            let names: Vec<String> = svc
+                .handler
+                .auther
+                .iter()
+                .chain(&svc.handler.authers)
+                .cloned()
+                .collect();
             for name in names {
                 let a = self
                     .authers
@@ -256,10 +262,12 @@ impl Config {
                     })?;
                 svc.handler.users.extend(a.auths.iter().cloned());
                 if let Some(f) = a.file.as_ref().filter(|f| !f.path.is_empty()) {
-                    let text = std::fs::read_to_string(&f.path).map_err(|source| ResolveError::AutherFile {
-                        name: a.name.clone(),
-                        path: f.path.clone(),
-                        source,
+                    let text = std::fs::read_to_string(&f.path).map_err(|source| {
+                        ResolveError::AutherFile {
+                            name: a.name.clone(),
+                            path: f.path.clone(),
+                            source,
+                        }
                     })?;
                     svc.handler.users.extend(parse_users(&text));
                 }
@@ -291,7 +299,11 @@ mod tests {
     #[test]
     fn authers_resolve_inline_and_file_users() {
         let path = std::env::temp_dir().join(format!("pht-auth-{}.txt", std::process::id()));
-        std::fs::write(&path, "# users\nfile-user secret  # trailing comment\n\nbob  pw2\n").unwrap();
+        std::fs::write(
+            &path,
+            "# users\nfile-user secret  # trailing comment\n\nbob  pw2\n",
+        )
+        .unwrap();
         let yaml = format!(
             "services:\n- name: s\n  addr: :1\n  handler: {{type: http, auther: a1}}\n  listener: {{type: tcp}}\n\
              authers:\n- name: a1\n  auths:\n  - {{username: u, password: p}}\n  file: {{path: {}}}\n",
@@ -305,7 +317,10 @@ mod tests {
             .iter()
             .map(|a| (a.username.as_str(), a.password.as_str()))
             .collect();
-        assert_eq!(users, vec![("u", "p"), ("file-user", "secret"), ("bob", "pw2")]);
+        assert_eq!(
+            users,
+            vec![("u", "p"), ("file-user", "secret"), ("bob", "pw2")]
+        );
         c.services[0].handler.auther = Some("nope".into());
         assert_eq!(
             c.resolve().unwrap_err().to_string(),

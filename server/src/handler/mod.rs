@@ -32,7 +32,9 @@ pub trait Handler: Send + Sync {
 /// Why a handler could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("handler type {0:?} is not supported (supported: forward, tcp, http, socks5, socks, socks4, socks4a, relay, auto)")]
+    #[error(
+        "handler type {0:?} is not supported (supported: forward, tcp, http, socks5, socks, socks4, socks4a, relay, auto)"
+    )]
     Unsupported(String),
     #[error("handler {kind}: {reason}")]
     Invalid { kind: String, reason: String },

@@ -14,8 +14,8 @@
 //! and the nodes are dialled in the selector's order (ServiceUnavailable without nodes,
 //! HostUnreachable when every node fails).
 
-use std::sync::Arc;
 use crate::forwarder::Forwarder;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;

@@ -99,7 +99,9 @@ pub async fn bind(
         "tcp" | "" => Ok(Box::new(tcp::TcpListener::bind(addr).await?)),
         "tls" => {
             let acceptor = server_tls(cfg, global_tls, &[], service)?;
-            Ok(Box::new(tls::TlsListener::bind(addr, acceptor, shutdown).await?))
+            Ok(Box::new(
+                tls::TlsListener::bind(addr, acceptor, shutdown).await?,
+            ))
         }
         kind @ ("pht" | "phts") => {
             let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
@@ -107,7 +109,9 @@ pub async fn bind(
                 "phts" => Some(server_tls(cfg, global_tls, &[b"h2", b"http/1.1"], service)?),
                 _ => None,
             };
-            Ok(Box::new(pht::PhtListener::bind(addr, opts, acceptor, service, shutdown).await?))
+            Ok(Box::new(
+                pht::PhtListener::bind(addr, opts, acceptor, service, shutdown).await?,
+            ))
         }
         other => Err(ListenError::Unsupported(other.to_string())),
     }

@@ -24,7 +24,11 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Handshakes run in their own tasks, so one slow client delays nobody.
-    pub async fn bind(addr: &str, acceptor: TlsAcceptor, shutdown: CancellationToken) -> Result<Self, ListenError> {
+    pub async fn bind(
+        addr: &str,
+        acceptor: TlsAcceptor,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ListenError> {
         let tcp = super::bind_tcp(addr).await?;
         let local = tcp.local_addr().map_err(|source| ListenError::Bind {
             addr: addr.to_string(),
@@ -49,7 +53,13 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            let _ = tx.send(Accepted { stream: Box::new(s), peer, tag: None }).await;
+                            let _ = tx
+                                .send(Accepted {
+                                    stream: Box::new(s),
+                                    peer,
+                                    tag: None,
+                                })
+                                .await;
                         }
                         Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),

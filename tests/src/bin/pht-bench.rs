@@ -22,7 +22,6 @@ mod scenarios;
 mod targets;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -82,6 +81,9 @@ struct Cli {
     /// Keep the work directory (server and client logs) even when everything succeeded.
     #[arg(long)]
     keep_logs: bool,
+    /// Internal: run as the target server on this port (with --size bytes of source).
+    #[arg(long, hide = true, value_name = "PORT")]
+    serve_target: Option<u16>,
 }
 
 /// What one run measures, after `--quick` and the options are applied.
@@ -208,6 +210,9 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// Seed of the bulk data (both processes make the same bytes from it).
+const SEED: u64 = 0x5eed;
+
 fn main() {
     let cli = Cli::parse();
     let plan = match plan(&cli) {
@@ -219,6 +224,9 @@ fn main() {
     };
     let want = procs::nr_open().min(1 << 20);
     let nofile = procs::raise_nofile(want);
+    if let Some(port) = cli.serve_target {
+        std::process::exit(targets::serve_main(port, plan.size, SEED));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,21 +237,45 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The processes of the tunnel path.
+/// The processes of the benchmark: the target, and those of the tunnel path.
 struct TunnelPath {
+    target: Child,
+    target_port: u16,
     server: Child,
     client: Child,
     server_port: u16,
     local_port: u16,
 }
 
-async fn start_tunnel(
+/// Starts this executable as the target server (see `targets`).
+async fn start_target(work: &Path, size: usize) -> Result<(Child, u16), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let port = free_port();
+    let child = Child::start(
+        &exe,
+        &[
+            "--serve-target".into(),
+            port.to_string(),
+            "--size".into(),
+            format!("{size}b"),
+        ],
+        &[],
+        port,
+        work.join("target.log"),
+    )
+    .await?;
+    Ok((child, port))
+}
+
+async fn start_all(
     cli: &Cli,
     plan: &Plan,
     dir: &Path,
     work: &Path,
-    target: std::net::SocketAddr,
+    source_len: usize,
 ) -> Result<TunnelPath, String> {
+    let (target_child, target_port) = start_target(work, source_len).await?;
+    let target = format!("127.0.0.1:{target_port}");
     let home = work.join("home");
     std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
     let sp = free_port();
@@ -293,6 +325,8 @@ async fn start_tunnel(
     )
     .await?;
     Ok(TunnelPath {
+        target: target_child,
+        target_port,
         server,
         client,
         server_port: sp,
@@ -302,10 +336,15 @@ async fn start_tunnel(
 
 /// CPU seconds of server, client and this process at one moment.
 fn cpu_now(p: &TunnelPath) -> Cpu {
+    let t = |pid| procs::cpu_seconds(pid).unwrap_or((0.0, 0.0));
+    let (server, client) = (t(Some(p.server.pid)), t(Some(p.client.pid)));
     Cpu {
-        server: procs::cpu_seconds(Some(p.server.pid)).unwrap_or(0.0),
-        client: procs::cpu_seconds(Some(p.client.pid)).unwrap_or(0.0),
-        bench: procs::cpu_seconds(None).unwrap_or(0.0),
+        server: server.0,
+        client: client.0,
+        bench: t(None).0,
+        target: t(Some(p.target.pid)).0,
+        server_sys: server.1,
+        client_sys: client.1,
     }
 }
 
@@ -336,13 +375,12 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
     } else {
         0
     };
-    // This process holds both ends of every direct connection and the entry end of
-    // every tunnel: two descriptors per tunnel, and headroom.
-    if (nofile as usize) < 2 * max_tunnels + 256 {
+    // This process holds one end of every connection, the target process the other.
+    if (nofile as usize) < max_tunnels + 256 {
         eprintln!(
             "pht-bench: warning: open-file limit {nofile} is too low for {max_tunnels} tunnels \
              at once (needs about {}); expect failures",
-            2 * max_tunnels + 256
+            max_tunnels + 256
         );
     }
 
@@ -352,34 +390,28 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
         .any(|s| s == "download" || s == "upload");
     let source_len = if bulk { plan.size } else { 1 };
     eprintln!("pht-bench: preparing {} of data", report::bytes(source_len));
-    let source = Arc::new(pht_e2e::random_bytes(source_len, 0x5eed));
+    let source = pht_e2e::random_bytes(source_len, SEED);
     let want = pht_e2e::sha256(&source);
-    let target = match targets::start(source.clone()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("pht-bench: target: {e}");
-            return 1;
-        }
-    };
-    let mut tunnel = match start_tunnel(&cli, &plan, &dir, &work, target.addr).await {
+    let mut tunnel = match start_all(&cli, &plan, &dir, &work, source_len).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("pht-bench: {e}");
             return 1;
         }
     };
-    let direct_port = target.addr.port();
+    let direct_port = tunnel.target_port;
     let tunnel_port = tunnel.local_port;
     eprintln!(
-        "pht-bench: {} HTTP/{} | binaries {} | server pid {} port {} | client pid {} port {} | target {} | open files {}",
+        "pht-bench: {} {} | binaries {} | server pid {} port {} | client pid {} port {} | target pid {} port {} | open files {}",
         plan.proto,
-        plan.http,
+        report::http_name(plan.http),
         dir.display(),
         tunnel.server.pid,
         tunnel.server_port,
         tunnel.client.pid,
         tunnel.local_port,
-        target.addr,
+        tunnel.target.pid,
+        tunnel.target_port,
         nofile
     );
 
@@ -490,7 +522,7 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                             side_name(port, direct_port)
                         );
                         let is_tunnel = port == tunnel_port;
-                        sides.push(concurrent_side(&mut tunnel, &target, port, n, is_tunnel).await);
+                        sides.push(concurrent_side(&mut tunnel, port, n, is_tunnel).await);
                         settle().await;
                     }
                     let tun = sides.pop().unwrap();
@@ -505,22 +537,26 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             }
             _ => unreachable!("checked in plan()"),
         }
-        if !tunnel.server.alive() || !tunnel.client.alive() {
-            eprintln!("pht-bench: a tunnel process died; stopping");
+        if !tunnel.server.alive() || !tunnel.client.alive() || !tunnel.target.alive() {
+            eprintln!("pht-bench: a process died; stopping");
             break;
         }
     }
 
     report.finish(
-        procs::status_kib(Some(tunnel.server.pid), "VmHWM"),
-        procs::status_kib(Some(tunnel.client.pid), "VmHWM"),
-        procs::status_kib(None, "VmHWM"),
+        [
+            procs::status_kib(Some(tunnel.server.pid), "VmHWM"),
+            procs::status_kib(Some(tunnel.client.pid), "VmHWM"),
+            procs::status_kib(None, "VmHWM"),
+            procs::status_kib(Some(tunnel.target.pid), "VmHWM"),
+        ],
         cpu_now(&tunnel),
     );
     let server_alive = tunnel.server.alive();
     let client_alive = tunnel.client.alive();
     tunnel.client.terminate();
     tunnel.server.terminate();
+    tunnel.target.terminate();
 
     print!("{}", report.table());
     let mut code = 0;
@@ -574,22 +610,17 @@ fn latency_side(l: sc::Latencies, cpu: Cpu) -> Side {
 }
 
 /// One run of `n` tunnels at once, with memory sampled while all are open.
-async fn concurrent_side(
-    p: &mut TunnelPath,
-    target: &targets::Target,
-    port: u16,
-    n: usize,
-    is_tunnel: bool,
-) -> Side {
+async fn concurrent_side(p: &mut TunnelPath, port: u16, n: usize, is_tunnel: bool) -> Side {
     let rss = |pid: Option<u32>| procs::status_kib(pid, "VmRSS").unwrap_or(0);
     let (spid, cpid) = (p.server.pid, p.client.pid);
     let before = (rss(Some(spid)), rss(Some(cpid)), rss(None));
-    let baseline = target.active();
+    let baseline = targets::active(p.target_port).await.unwrap_or(0);
     let mut peak = (0u64, 0u64, 0u64);
     let mut conns = 0usize;
     let mut fds = (0usize, 0usize);
     let sp = p.server_port;
     let cpu0 = cpu_now(p);
+    let tcp0 = procs::tcp_counters();
     let c = sc::concurrent(
         port,
         n,
@@ -609,19 +640,14 @@ async fn concurrent_side(
                 procs::open_fds(Some(cpid)).unwrap_or(0),
             );
         }),
-        || target.active(),
+        p.target_port,
         baseline,
     )
     .await;
     let cpu = cpu_now(p).minus(&cpu0);
+    let tcp1 = procs::tcp_counters();
     let mut s = Side::new(c.requested, c.succeeded, cpu);
     s.error = c.first_error;
-    if !c.closed_clean {
-        s.error.get_or_insert(format!(
-            "{} target connections still open 60 s after release",
-            target.active()
-        ));
-    }
     let (median, p99) = sc::median_p99_us(&c.per_tunnel);
     s.metric(Metric::lower("total s", "total_s", c.open_secs));
     s.metric(Metric::lower(
@@ -631,8 +657,27 @@ async fn concurrent_side(
     ));
     s.metric(Metric::lower("per-tunnel p99 ms", "p99_ms", p99 / 1000.0));
     s.metric(Metric::lower("close all s", "close_s", c.close_secs));
+    // System-wide counters: other work on the machine adds to them.
+    s.metric(Metric::info(
+        "listen queue overflows",
+        "listen_overflows",
+        tcp1.0.saturating_sub(tcp0.0) as f64,
+    ));
+    s.metric(Metric::info(
+        "SYN retransmits",
+        "syn_retransmits",
+        tcp1.1.saturating_sub(tcp0.1) as f64,
+    ));
     s.extra("errors", c.errors.into());
     s.extra("closed_clean", c.closed_clean.into());
+    s.extra("target_connections_left_open", c.left_open.into());
+    if !c.closed_clean {
+        s.note = Some(format!(
+            "{} target connection(s) still open {} s after every tunnel was closed",
+            c.left_open,
+            sc::CLOSE_WAIT.as_secs()
+        ));
+    }
     if is_tunnel {
         let per = |peak: u64, before: u64| {
             if c.succeeded == 0 {

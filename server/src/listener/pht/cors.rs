@@ -101,21 +101,33 @@ mod tests {
         assert_eq!(Cors::from_metadata(&md(&[])).unwrap(), None);
         let any = Cors::from_metadata(&md(&[("cors", "*")])).unwrap().unwrap();
         assert_eq!(any.allow(None).unwrap(), "*");
-        let list = Cors::from_metadata(&md(&[("cors", "http://a:1, http://b:2/"), ("corsMaxAge", "60")]))
-            .unwrap()
-            .unwrap();
+        let list = Cors::from_metadata(&md(&[
+            ("cors", "http://a:1, http://b:2/"),
+            ("corsMaxAge", "60"),
+        ]))
+        .unwrap()
+        .unwrap();
         let b = HeaderValue::from_static("http://b:2");
         assert_eq!(list.allow(Some(&b)).unwrap(), "http://b:2");
-        assert_eq!(list.allow(Some(&HeaderValue::from_static("http://evil"))), None);
+        assert_eq!(
+            list.allow(Some(&HeaderValue::from_static("http://evil"))),
+            None
+        );
         let pre: Response<()> = list.preflight(&{
             let mut h = HeaderMap::new();
             h.insert(header::ORIGIN, b.clone());
-            h.insert(header::ACCESS_CONTROL_REQUEST_HEADERS, HeaderValue::from_static("x-k"));
+            h.insert(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                HeaderValue::from_static("x-k"),
+            );
             h
         });
         assert_eq!(pre.status(), 204);
         assert_eq!(pre.headers()[header::ACCESS_CONTROL_MAX_AGE], "60");
         assert_eq!(pre.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS], "x-k");
-        assert_eq!(pre.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://b:2");
+        assert_eq!(
+            pre.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://b:2"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! streams out of it, and the service's handler gets the other end as an accepted stream.
 
 mod cors;
+mod pipe;
 mod registry;
 mod routes;
 
@@ -37,6 +38,9 @@ pub struct PhtOptions {
     /// `backlog`: tunnels created but not yet taken by the handler (default 128); beyond
     /// it new tunnels are refused with 429.
     pub backlog: usize,
+    /// `backlogWait`: how long a new tunnel waits for room in a full backlog before it is
+    /// refused with 429 (default 2s; gost refuses at once).
+    pub backlog_wait: Duration,
     /// `heartbeat`: an idle pull stream gets a `\n` after this long (default 10s).
     pub heartbeat: Duration,
     /// `maxPushBody`: largest push body in bytes (default 8 MiB); larger → 413.
@@ -69,6 +73,7 @@ impl Default for PhtOptions {
             push_path: pht_core::defaults::PUSH_PATH.into(),
             pull_path: pht_core::defaults::PULL_PATH.into(),
             backlog: 128,
+            backlog_wait: Duration::from_secs(2),
             heartbeat: Duration::from_secs(10),
             max_push_body: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
@@ -107,6 +112,9 @@ impl PhtOptions {
         };
         if let Some(v) = positive("backlog", md.get_size("backlog")?)? {
             o.backlog = v;
+        }
+        if let Some(v) = md.get_duration("backlogWait")? {
+            o.backlog_wait = v;
         }
         if let Some(v) = md.get_duration("heartbeat")? {
             o.heartbeat = v.max(Duration::from_millis(10));
@@ -233,7 +241,8 @@ async fn serve(
             let served = match tls {
                 None => builder.serve_connection(TokioIo::new(stream), svc).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
                         Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), svc).await,
                         Ok(Err(e)) => {
                             debug!(%peer, "TLS handshake failed: {e}");

@@ -7,21 +7,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pht_client::logging::token_prefix;
-use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::PhtOptions;
+use super::pipe::Pipe;
 use crate::listener::Accepted;
 
 /// The HTTP side of one tunnel.
 pub(super) struct ServerTunnel {
     pub token: String,
-    /// Read by the (single) pull stream.
-    pub reader: Arc<tokio::sync::Mutex<Option<ReadHalf<DuplexStream>>>>,
-    /// Written by push requests, one at a time.
-    pub writer: tokio::sync::Mutex<Option<WriteHalf<DuplexStream>>>,
+    /// The bytes between HTTP requests and the handler.
+    pub pipe: Arc<Pipe>,
+    /// Set while a pull request streams this tunnel (a second one gets 409).
+    pub pull_busy: AtomicBool,
     /// Fired when the tunnel is torn down, so pending requests let go at once.
     pub cancel: CancellationToken,
     pub pull_attached: AtomicBool,
@@ -37,14 +37,10 @@ impl ServerTunnel {
         *self.last_active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops the HTTP end of the pipe: the handler reads what is left, then EOF.
-    fn shut(self: &Arc<Self>) {
+    /// Ends the HTTP side: pending requests let go, the handler reads what is left, then EOF.
+    fn shut(&self) {
         self.cancel.cancel();
-        let t = self.clone();
-        tokio::spawn(async move {
-            t.writer.lock().await.take();
-            t.reader.lock().await.take();
-        });
+        self.pipe.close();
     }
 }
 
@@ -85,38 +81,47 @@ impl Registry {
     }
 
     /// Finds `token`, creating its tunnel when `create` is set and it was never seen
-    /// (gost ≥ 3.3 clients choose their own tokens).
-    pub fn lookup(&self, token: &str, peer: SocketAddr, create: bool) -> Lookup {
-        let mut map = self.map();
-        match map.get(token) {
-            Some(Slot::Live(t)) => Lookup::Live(t.clone()),
-            Some(Slot::Closed(_)) => Lookup::Closed,
-            None if !create => Lookup::Unknown,
-            None => {
-                let (ours, theirs) = tokio::io::duplex(self.opts.tunnel_buffer);
-                let accepted = Accepted {
-                    stream: Box::new(theirs),
-                    peer,
-                    tag: Some(token_prefix(token).to_string()),
-                };
-                if self.queue.try_send(accepted).is_err() {
-                    debug!(service = %self.service, %peer, "pht backlog full: tunnel refused");
-                    return Lookup::QueueFull;
-                }
-                let (r, w) = tokio::io::split(ours);
-                let t = Arc::new(ServerTunnel {
-                    token: token.to_string(),
-                    reader: Arc::new(tokio::sync::Mutex::new(Some(r))),
-                    writer: tokio::sync::Mutex::new(Some(w)),
-                    cancel: CancellationToken::new(),
-                    pull_attached: AtomicBool::new(false),
-                    last_active: Mutex::new(Instant::now()),
-                });
-                map.insert(token.to_string(), Slot::Live(t.clone()));
-                debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = map.len(), "tunnel opened");
-                Lookup::Live(t)
-            }
+    /// (gost ≥ 3.3 clients choose their own tokens). A full backlog is waited on for
+    /// `backlogWait` before the answer is 429.
+    pub async fn lookup(&self, token: &str, peer: SocketAddr, create: bool) -> Lookup {
+        match self.map().get(token) {
+            Some(Slot::Live(t)) => return Lookup::Live(t.clone()),
+            Some(Slot::Closed(_)) => return Lookup::Closed,
+            None if !create => return Lookup::Unknown,
+            None => {}
         }
+        let permit = match tokio::time::timeout(self.opts.backlog_wait, self.queue.reserve()).await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                debug!(service = %self.service, %peer, "pht backlog full: tunnel refused");
+                return Lookup::QueueFull;
+            }
+        };
+        let mut map = self.map();
+        // Another request for the same token may have won while this one waited.
+        match map.get(token) {
+            Some(Slot::Live(t)) => return Lookup::Live(t.clone()),
+            Some(Slot::Closed(_)) => return Lookup::Closed,
+            None => {}
+        }
+        let (pipe, end) = Pipe::new(self.opts.tunnel_buffer);
+        permit.send(Accepted {
+            stream: Box::new(end),
+            peer,
+            tag: Some(token_prefix(token).to_string()),
+        });
+        let t = Arc::new(ServerTunnel {
+            token: token.to_string(),
+            pipe,
+            pull_busy: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            pull_attached: AtomicBool::new(false),
+            last_active: Mutex::new(Instant::now()),
+        });
+        map.insert(token.to_string(), Slot::Live(t.clone()));
+        debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = map.len(), "tunnel opened");
+        Lookup::Live(t)
     }
 
     /// Closes `token` and leaves a tombstone.
@@ -176,19 +181,29 @@ mod tests {
     async fn backlog_full_refuses_and_creates_nothing() {
         let opts = PhtOptions {
             backlog: 1,
+            backlog_wait: std::time::Duration::from_millis(20),
             ..Default::default()
         };
         let (tx, mut rx) = mpsc::channel(opts.backlog);
         let reg = Registry::new(opts, tx, "s".into());
-        assert!(matches!(reg.lookup("a", peer(), true), Lookup::Live(_)));
+        assert!(matches!(
+            reg.lookup("a", peer(), true).await,
+            Lookup::Live(_)
+        ));
         // The handler has not taken "a" yet: the queue is full.
-        assert!(matches!(reg.lookup("b", peer(), true), Lookup::QueueFull));
+        assert!(matches!(
+            reg.lookup("b", peer(), true).await,
+            Lookup::QueueFull
+        ));
         assert!(
-            matches!(reg.lookup("b", peer(), false), Lookup::Unknown),
+            matches!(reg.lookup("b", peer(), false).await, Lookup::Unknown),
             "no half-made tunnel"
         );
         assert_eq!(rx.recv().await.unwrap().tag.as_deref(), Some("a"));
-        assert!(matches!(reg.lookup("b", peer(), true), Lookup::Live(_)));
+        assert!(matches!(
+            reg.lookup("b", peer(), true).await,
+            Lookup::Live(_)
+        ));
     }
 
     #[tokio::test]
@@ -199,10 +214,19 @@ mod tests {
         };
         let (tx, _rx) = mpsc::channel(8);
         let reg = Registry::new(opts, tx, "s".into());
-        assert!(matches!(reg.lookup("a", peer(), true), Lookup::Live(_)));
+        assert!(matches!(
+            reg.lookup("a", peer(), true).await,
+            Lookup::Live(_)
+        ));
         reg.close("a", "test");
-        assert!(matches!(reg.lookup("a", peer(), true), Lookup::Closed));
+        assert!(matches!(
+            reg.lookup("a", peer(), true).await,
+            Lookup::Closed
+        ));
         reg.reap();
-        assert!(matches!(reg.lookup("a", peer(), false), Lookup::Unknown));
+        assert!(matches!(
+            reg.lookup("a", peer(), false).await,
+            Lookup::Unknown
+        ));
     }
 }

@@ -14,8 +14,6 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use percent_encoding::percent_decode_str;
 use pht_client::logging::token_prefix;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf};
-use tokio::sync::OwnedMutexGuard;
 use tracing::debug;
 
 use super::registry::{Lookup, Registry, ServerTunnel};
@@ -57,11 +55,15 @@ pub(super) async fn route(
     resp
 }
 
-async fn route_pht(req: Request<Incoming>, reg: &Arc<Registry>, peer: SocketAddr) -> Response<Body> {
+async fn route_pht(
+    req: Request<Incoming>,
+    reg: &Arc<Registry>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path();
     let o = &reg.opts;
     if path == o.authorize_path {
-        authorize(reg, peer)
+        authorize(reg, peer).await
     } else if path == o.push_path {
         if req.method() != Method::POST {
             return text(StatusCode::BAD_REQUEST, "push must be POST\n");
@@ -75,7 +77,7 @@ async fn route_pht(req: Request<Incoming>, reg: &Arc<Registry>, peer: SocketAddr
             return text(StatusCode::BAD_REQUEST, "pull must be GET\n");
         }
         match token_of(&req) {
-            Ok(token) => pull(reg, &token, peer),
+            Ok(token) => pull(reg, &token, peer).await,
             Err(r) => r,
         }
     } else {
@@ -100,9 +102,9 @@ fn token_of(req: &Request<Incoming>) -> Result<String, Response<Body>> {
     Ok(token)
 }
 
-fn authorize(reg: &Registry, peer: SocketAddr) -> Response<Body> {
+async fn authorize(reg: &Registry, peer: SocketAddr) -> Response<Body> {
     let token = pht_core::mint_token();
-    match reg.lookup(&token, peer, true) {
+    match reg.lookup(&token, peer, true).await {
         Lookup::Live(_) => {
             let mut r = text(StatusCode::OK, "");
             *r.body_mut() = Full::new(Bytes::from(format!("token={token}"))).boxed_unsync();
@@ -124,7 +126,7 @@ async fn push(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     // An empty POST is a close: never create a tunnel just to close it.
-    let t = match reg.lookup(token, peer, declared != Some(0)) {
+    let t = match reg.lookup(token, peer, declared != Some(0)).await {
         Lookup::Live(t) => t,
         Lookup::Closed | Lookup::Unknown if declared == Some(0) => return text(StatusCode::OK, ""),
         Lookup::Closed | Lookup::Unknown => return text(StatusCode::GONE, "tunnel closed\n"),
@@ -161,7 +163,7 @@ async fn push(
             return text(StatusCode::BAD_REQUEST, "invalid base64\n");
         }
     };
-    match write_into(&t, &data, reg.opts.push_timeout).await {
+    match write_into(&t, data, reg.opts.push_timeout).await {
         Ok(()) => {
             t.touch();
             text(StatusCode::OK, "")
@@ -173,11 +175,10 @@ async fn push(
     }
 }
 
-async fn write_into(t: &ServerTunnel, data: &[u8], limit: Duration) -> Result<(), &'static str> {
+async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<(), &'static str> {
     let write = async {
-        let mut w = t.writer.lock().await;
-        let w = w.as_mut().ok_or("tunnel closed")?;
-        w.write_all(data)
+        t.pipe
+            .push(Bytes::from(data))
             .await
             .map_err(|_| "handler closed its end")
     };
@@ -187,8 +188,8 @@ async fn write_into(t: &ServerTunnel, data: &[u8], limit: Duration) -> Result<()
     }
 }
 
-fn pull(reg: &Arc<Registry>, token: &str, peer: SocketAddr) -> Response<Body> {
-    let t = match reg.lookup(token, peer, true) {
+async fn pull(reg: &Arc<Registry>, token: &str, peer: SocketAddr) -> Response<Body> {
+    let t = match reg.lookup(token, peer, true).await {
         Lookup::Live(t) => t,
         // A closed token: an empty, finished 200 is what every gost client reads as EOF.
         Lookup::Closed | Lookup::Unknown => {
@@ -196,20 +197,16 @@ fn pull(reg: &Arc<Registry>, token: &str, peer: SocketAddr) -> Response<Body> {
         }
         Lookup::QueueFull => return text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
     };
-    let Ok(guard) = t.reader.clone().try_lock_owned() else {
+    if t.pull_busy.swap(true, Ordering::AcqRel) {
         return text(
             StatusCode::CONFLICT,
             "another pull is active for this token\n",
         );
-    };
-    if guard.is_none() {
-        return stream_response(Full::new(Bytes::new()).boxed_unsync());
     }
     t.pull_attached.store(true, Ordering::Release);
     t.touch();
     let state = PullState {
-        guard,
-        buf: vec![0u8; reg.opts.pull_line_payload],
+        max: reg.opts.pull_line_payload,
         heartbeat: reg.opts.heartbeat,
         tunnel: t,
         registry: reg.clone(),
@@ -230,8 +227,7 @@ fn stream_response(body: Body) -> Response<Body> {
 }
 
 struct PullState {
-    guard: OwnedMutexGuard<Option<ReadHalf<DuplexStream>>>,
-    buf: Vec<u8>,
+    max: usize,
     heartbeat: Duration,
     tunnel: Arc<ServerTunnel>,
     registry: Arc<Registry>,
@@ -239,16 +235,15 @@ struct PullState {
 
 impl PullState {
     async fn next_line(&mut self) -> Option<Bytes> {
-        let reader = self.guard.as_mut()?;
         tokio::select! {
             biased;
             _ = self.tunnel.cancel.cancelled() => None,
-            r = tokio::time::timeout(self.heartbeat, reader.read(&mut self.buf)) => match r {
+            r = tokio::time::timeout(self.heartbeat, self.tunnel.pipe.pull(self.max)) => match r {
                 Err(_) => Some(Bytes::from_static(b"\n")),
-                Ok(Ok(0)) | Ok(Err(_)) => None,
-                Ok(Ok(n)) => {
-                    let mut line = Vec::with_capacity(n.div_ceil(3) * 4 + 1);
-                    pht_core::encode_pull_line(&self.buf[..n], &mut line);
+                Ok(None) => None,
+                Ok(Some(data)) => {
+                    let mut line = Vec::with_capacity(data.len().div_ceil(3) * 4 + 1);
+                    pht_core::encode_pull_line(&data, &mut line);
                     Some(Bytes::from(line))
                 }
             },
@@ -261,6 +256,7 @@ impl Drop for PullState {
     /// broken pull, so the tunnel ends with it.
     fn drop(&mut self) {
         self.tunnel.pull_attached.store(false, Ordering::Release);
+        self.tunnel.pull_busy.store(false, Ordering::Release);
         self.registry.close(&self.tunnel.token, "pull ended");
     }
 }

@@ -1,11 +1,13 @@
 //! Child processes (the real `pht-server` and `pht-client`), the open-file limit, and the
 //! figures the kernel keeps about a process in `/proc`.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A started binary; killed when dropped. Its stderr goes to `log`.
+/// A started binary; killed when dropped, and sent SIGTERM by the kernel should this
+/// process die first. Its stdin is a pipe held open until then; its stderr goes to `log`.
 pub struct Child {
     pub name: String,
     pub pid: u32,
@@ -15,6 +17,8 @@ pub struct Child {
 
 impl Child {
     /// Starts `bin` and waits (at most 20 s) until it logs that it listens on `port`.
+    /// Call it from the thread that outlives the child (the kernel's parent-death signal
+    /// follows the thread that forked).
     pub async fn start(
         bin: &Path,
         args: &[String],
@@ -27,10 +31,18 @@ impl Child {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -148,8 +160,8 @@ pub fn status_kib(pid: Option<u32>, key: &str) -> Option<u64> {
     })
 }
 
-/// CPU seconds (user + system) the process has used so far, from `/proc/<pid>/stat`.
-pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+/// CPU seconds the process has used so far, from `/proc/<pid>/stat`: (user + system, system).
+pub fn cpu_seconds(pid: Option<u32>) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(format!("{}/stat", proc_dir(pid))).ok()?;
     // The command name is in parentheses and may contain anything: count after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
@@ -160,7 +172,7 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let tck = if tck > 0 { tck as f64 } else { 100.0 };
-    Some((utime + stime) as f64 / tck)
+    Some(((utime + stime) as f64 / tck, stime as f64 / tck))
 }
 
 /// Open descriptors of a process (entries of `/proc/<pid>/fd`).
@@ -188,4 +200,26 @@ pub fn established_on(port: u16) -> usize {
             local.ends_with(&want) && state == "01"
         })
         .count()
+}
+
+/// Kernel TCP counters (whole network namespace) from `/proc/net/netstat`:
+/// `(ListenOverflows, TCPSynRetrans)`. A full accept queue drops the handshake and the
+/// connecting side retries after a second: these show when that happened.
+pub fn tcp_counters() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/net/netstat") else {
+        return (0, 0);
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else {
+        return (0, 0);
+    };
+    let get = |key: &str| {
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == key)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("ListenOverflows"), get("TCPSynRetrans"))
 }

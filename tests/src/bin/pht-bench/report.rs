@@ -10,6 +10,10 @@ pub struct Cpu {
     pub server: f64,
     pub client: f64,
     pub bench: f64,
+    pub target: f64,
+    /// Of `server` and `client`: the part spent in the kernel.
+    pub server_sys: f64,
+    pub client_sys: f64,
 }
 
 impl Cpu {
@@ -18,6 +22,9 @@ impl Cpu {
             server: self.server - o.server,
             client: self.client - o.client,
             bench: self.bench - o.bench,
+            target: self.target - o.target,
+            server_sys: self.server_sys - o.server_sys,
+            client_sys: self.client_sys - o.client_sys,
         }
     }
 
@@ -26,6 +33,9 @@ impl Cpu {
             "server": round(self.server, 3),
             "client": round(self.client, 3),
             "bench": round(self.bench, 3),
+            "target": round(self.target, 3),
+            "server_sys": round(self.server_sys, 3),
+            "client_sys": round(self.client_sys, 3),
         })
     }
 }
@@ -80,6 +90,8 @@ pub struct Side {
     pub succeeded: usize,
     pub hash_ok: Option<bool>,
     pub error: Option<String>,
+    /// Something worth knowing that is not a failed request (e.g. a slow close).
+    pub note: Option<String>,
     pub cpu: Cpu,
     metrics: Vec<Metric>,
     extra: Map<String, Value>,
@@ -92,6 +104,7 @@ impl Side {
             succeeded,
             hash_ok: None,
             error: None,
+            note: None,
             cpu,
             metrics: Vec::new(),
             extra: Map::new(),
@@ -110,8 +123,9 @@ impl Side {
         self.metrics.iter().find(|m| m.key == key).map(|m| m.value)
     }
 
+    /// Every request answered, every hash right.
     fn ok(&self) -> bool {
-        self.succeeded == self.requested && self.hash_ok != Some(false) && self.error.is_none()
+        self.succeeded == self.requested && self.hash_ok != Some(false)
     }
 
     fn json(&self, tunnel: bool) -> Value {
@@ -126,19 +140,25 @@ impl Side {
             "error".into(),
             self.error.clone().map_or(Value::Null, Value::from),
         );
+        o.insert(
+            "note".into(),
+            self.note.clone().map_or(Value::Null, Value::from),
+        );
         let mut m = Map::new();
         for x in &self.metrics {
-            m.insert(x.key.into(), round(x.value, 3).into());
+            m.insert(x.key.into(), round(x.value, 6).into());
         }
         o.insert("metrics".into(), Value::Object(m));
-        // Direct runs have no server or client: only this process's CPU counts.
+        // Direct runs have no server or client: only this process and the target count.
         let cpu = if tunnel {
             self.cpu
         } else {
             Cpu {
                 server: 0.0,
                 client: 0.0,
-                bench: self.cpu.bench,
+                server_sys: 0.0,
+                client_sys: 0.0,
+                ..self.cpu
             }
         };
         o.insert("cpu_s".into(), cpu.json());
@@ -174,8 +194,8 @@ impl Scenario {
     }
 
     fn cpu_total(&self) -> (f64, f64) {
-        let t = self.tunnel.cpu;
-        (self.direct.cpu.bench, t.server + t.client + t.bench)
+        let (d, t) = (self.direct.cpu, self.tunnel.cpu);
+        (d.bench + d.target, t.server + t.client + t.bench + t.target)
     }
 }
 
@@ -188,7 +208,8 @@ pub struct Report {
     plan: Plan,
     nofile: u64,
     scenarios: Vec<Scenario>,
-    procs: Option<[Proc; 3]>,
+    procs: Option<[Proc; 4]>,
+    load_start: String,
 }
 
 impl Report {
@@ -198,6 +219,7 @@ impl Report {
             nofile,
             scenarios: Vec::new(),
             procs: None,
+            load_start: loadavg(),
         }
     }
 
@@ -205,28 +227,14 @@ impl Report {
         self.scenarios.push(s);
     }
 
-    /// Peak RSS (VmHWM) and CPU totals of server, client and this process at the end.
-    pub fn finish(
-        &mut self,
-        server: Option<u64>,
-        client: Option<u64>,
-        bench: Option<u64>,
-        cpu: Cpu,
-    ) {
-        self.procs = Some([
-            Proc {
-                peak_rss_kib: server,
-                cpu_s: cpu.server,
-            },
-            Proc {
-                peak_rss_kib: client,
-                cpu_s: cpu.client,
-            },
-            Proc {
-                peak_rss_kib: bench,
-                cpu_s: cpu.bench,
-            },
-        ]);
+    /// Peak RSS (VmHWM, KiB) of server, client, this process and the target at the end,
+    /// and their CPU totals.
+    pub fn finish(&mut self, hwm: [Option<u64>; 4], cpu: Cpu) {
+        let cpus = [cpu.server, cpu.client, cpu.bench, cpu.target];
+        self.procs = Some(std::array::from_fn(|i| Proc {
+            peak_rss_kib: hwm[i],
+            cpu_s: cpus[i],
+        }));
     }
 
     pub fn all_ok(&self) -> bool {
@@ -350,10 +358,10 @@ impl Report {
                 })
             })
             .collect();
-        let procs = self.procs.as_ref().map(|[s, c, b]| {
+        let procs = self.procs.as_ref().map(|[s, c, b, t]| {
             let one =
                 |p: &Proc| json!({"peak_rss_kib": p.peak_rss_kib, "cpu_s": round(p.cpu_s, 3)});
-            json!({"server": one(s), "client": one(c), "bench": one(b)})
+            json!({"server": one(s), "client": one(c), "bench": one(b), "target": one(t)})
         });
         let targets: Vec<Value> = self
             .targets()
@@ -375,6 +383,8 @@ impl Report {
                 "open_file_limit": self.nofile,
                 "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
                 "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+                "loadavg_start": self.load_start,
+                "loadavg_end": loadavg(),
             },
             "scenarios": scenarios,
             "processes": procs,
@@ -390,17 +400,19 @@ impl Report {
             .map(|n| n.get())
             .unwrap_or(0);
         out += &format!(
-            "\npht-bench: {} over HTTP/{}{}, {cores} cores, 127.0.0.1\n\n",
+            "\npht-bench: {} over {}{}, {cores} cores, 127.0.0.1 (load average at start {}, end {})\n\n",
             p.proto,
-            p.http,
+            http_name(p.http),
             match (p.proto.as_str(), p.http) {
                 ("phts", 2) => " (h2 by ALPN)",
                 ("pht", 2) => " (h2c)",
                 _ => "",
-            }
+            },
+            self.load_start,
+            loadavg()
         );
         let row = |a: &str, b: &str, c: &str, d: &str, e: &str, f: &str| {
-            format!("{a:<24} {b:<26} {c:>12} {d:>12} {e:>16}  {f}\n")
+            format!("{a:<22} {b:<25} {c:>10} {d:>13} {e:>14}  {f}\n")
         };
         out += &row(
             "scenario",
@@ -410,7 +422,7 @@ impl Report {
             "tunnel/direct",
             "ok (direct, tunnel)",
         );
-        out += &format!("{}\n", "-".repeat(24 + 26 + 12 + 12 + 16 + 26));
+        out += &format!("{}\n", "-".repeat(22 + 25 + 10 + 13 + 14 + 28));
         for s in &self.scenarios {
             let mut first = true;
             let ok = format!(
@@ -452,35 +464,54 @@ impl Report {
             } else {
                 "—".into()
             };
-            out += &line("CPU s (all processes)", num(cd), num(ct), r);
+            out += &line("CPU s, all processes", cpu(cd), cpu(ct), r);
             out += &line(
                 "CPU s server / client",
                 "—".into(),
                 format!(
                     "{} / {}",
-                    num(s.tunnel.cpu.server),
-                    num(s.tunnel.cpu.client)
+                    cpu(s.tunnel.cpu.server),
+                    cpu(s.tunnel.cpu.client)
+                ),
+                "—".into(),
+            );
+            out += &line(
+                "  of which kernel",
+                "—".into(),
+                format!(
+                    "{} / {}",
+                    cpu(s.tunnel.cpu.server_sys),
+                    cpu(s.tunnel.cpu.client_sys)
                 ),
                 "—".into(),
             );
             for (label, side) in [("direct", &s.direct), ("tunnel", &s.tunnel)] {
                 if let Some(e) = &side.error {
-                    out += &format!("{:<24} ! {label}: {e}\n", "");
+                    out += &format!("{:<22} ! {label}: {e}\n", "");
+                }
+                if let Some(n) = &side.note {
+                    out += &format!("{:<22} ! {label}: {n}\n", "");
                 }
             }
         }
-        if let Some([sv, cl, be]) = &self.procs {
-            out += "\nprocess      peak RSS (VmHWM)   CPU s (whole run)\n";
-            for (name, pr) in [("pht-server", sv), ("pht-client", cl), ("pht-bench", be)] {
+        if let Some([sv, cl, be, tg]) = &self.procs {
+            out += "\nprocess        peak RSS (VmHWM)   CPU s (whole run)\n";
+            let all = [
+                ("pht-server", sv),
+                ("pht-client", cl),
+                ("bench", be),
+                ("bench target", tg),
+            ];
+            for (name, pr) in all {
                 let rss = pr
                     .peak_rss_kib
                     .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                     .unwrap_or("?".into());
-                out += &format!("{name:<12} {rss:>16}   {:>17}\n", num(pr.cpu_s));
+                out += &format!("{name:<14} {rss:>16}   {:>17}\n", cpu(pr.cpu_s));
             }
-            out += "(pht-bench holds the test data and both ends of direct connections)\n";
+            out += "(bench and bench target hold the test data, and one end each of every connection)\n";
         }
-        out += "\ntarget                   this run                                      goal\n";
+        out += &format!("\n{:<24} {:<45} goal\n", "target", "this run");
         for (what, value, goal, met) in self.targets() {
             let verdict = match met {
                 Some(true) => "met",
@@ -497,27 +528,37 @@ impl Report {
     }
 }
 
+/// The 1-minute load average: other work on the machine skews every figure.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn round(v: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (v * m).round() / m
 }
 
-/// A number with three significant digits or so.
+/// A number with four significant digits (no exponent).
 pub fn num(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a >= 1000.0 {
-        format!("{v:.0}")
-    } else if a >= 100.0 {
-        format!("{v:.1}")
-    } else if a >= 10.0 {
-        format!("{v:.2}")
-    } else if a >= 0.01 {
-        format!("{v:.3}")
-    } else {
-        format!("{v:.2e}")
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
     }
+    let mag = v.abs().log10().floor() as i32;
+    let decimals = (3 - mag).clamp(0, 6) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// CPU seconds: the kernel counts in ticks of 10 ms.
+fn cpu(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+/// "HTTP/1.1" or "HTTP/2".
+pub fn http_name(v: u8) -> &'static str {
+    if v == 2 { "HTTP/2" } else { "HTTP/1.1" }
 }
 
 pub fn bytes(n: usize) -> String {

@@ -8,6 +8,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How long the target may take to see every tunnel closed once all are released.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(20);
+
 /// Time allowed for any single connect, echo or setup.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -225,6 +228,8 @@ pub struct Concurrent {
     /// From the release of all tunnels until the target holds no connection.
     pub close_secs: f64,
     pub closed_clean: bool,
+    /// Connections the target still held when the close wait ended.
+    pub left_open: usize,
     pub first_error: Option<String>,
     pub errors: usize,
 }
@@ -234,12 +239,12 @@ pub type AtPeak<'a> = Box<dyn FnMut() + 'a>;
 
 /// `n` tunnels at once: each connects, sends 1 KiB, reads it back, then stays open until
 /// all have done so (or failed); `at_peak` runs then; all are closed together, and the
-/// close is done when `target_active()` is back to `baseline`.
+/// close is done when the target at `target_port` holds `baseline` connections again.
 pub async fn concurrent(
     port: u16,
     n: usize,
     mut at_peak: AtPeak<'_>,
-    target_active: impl Fn() -> usize,
+    target_port: u16,
     baseline: usize,
 ) -> Concurrent {
     let open_deadline = Duration::from_secs(120);
@@ -316,16 +321,21 @@ pub async fn concurrent(
     })
     .await;
     tasks.abort_all();
-    // Every tunnel closed end to end: the target has let go of its connections.
-    let close_deadline = released + Duration::from_secs(60);
+    // Every tunnel closed end to end: the target has let go of its connections. (Waiting
+    // longer than the server's idle timeout, 60 s by default, would hide tunnels that
+    // only the idle reaper closes.)
+    let close_deadline = released + CLOSE_WAIT;
     let mut closed_clean = false;
+    let mut left = None;
     while Instant::now() < close_deadline {
-        if target_active() <= baseline {
+        left = crate::targets::active(target_port).await;
+        if left.is_some_and(|a| a <= baseline) {
             closed_clean = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let left_open = left.map_or(0, |l| l.saturating_sub(baseline));
     Concurrent {
         requested: n,
         succeeded,
@@ -333,6 +343,7 @@ pub async fn concurrent(
         per_tunnel,
         close_secs: released.elapsed().as_secs_f64(),
         closed_clean,
+        left_open,
         first_error,
         errors,
     }

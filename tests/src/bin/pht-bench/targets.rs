@@ -4,7 +4,12 @@
 //! - `D <len:u64>`: sends the first `len` bytes of the shared source buffer;
 //! - `U <len:u64>` then `len` bytes: reads them into a pre-faulted buffer, answers `K`
 //!   at once (the timing point), then the SHA-256 of what it read;
-//! - `E`: echoes every further byte.
+//! - `E`: echoes every further byte;
+//! - `A`: answers the number of other connections the target holds (u64).
+//!
+//! It runs in a process of its own (`pht-bench --serve-target PORT`), so that the
+//! benchmark process and the target each hold one end of every connection within their
+//! open-file limits, and its CPU time is counted apart.
 //!
 //! Hashing happens outside the timed part on both sides, so the hash speed of this
 //! machine does not cap the figures of the direct path.
@@ -21,15 +26,45 @@ use tokio::sync::Mutex;
 /// Listen backlog of the target (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: u32 = 8192;
 
-pub struct Target {
-    pub addr: SocketAddr,
-    /// Connections the target holds right now.
-    active: Arc<AtomicUsize>,
+/// The target process's main: serves on 127.0.0.1:`port` a source of `size` bytes made
+/// by `random_bytes(size, seed)`, until stdin closes (the benchmark has gone) or two
+/// hours have passed.
+pub fn serve_main(port: u16, size: usize, seed: u64) -> i32 {
+    std::thread::spawn(|| {
+        let mut b = [0u8; 64];
+        use std::io::Read;
+        while matches!(std::io::stdin().read(&mut b), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let source = Arc::new(pht_e2e::random_bytes(size, seed));
+        let addr = match start(port, source) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("target: listen on 127.0.0.1:{port}: {e}");
+                return 1;
+            }
+        };
+        eprintln!("target listening on {addr}/tcp");
+        tokio::time::sleep(std::time::Duration::from_secs(2 * 3600)).await;
+        0
+    })
 }
 
-impl Target {
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+/// How many connections the target at `port` holds, besides the one asking.
+pub async fn active(port: u16) -> Option<usize> {
+    let q = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"A").await?;
+        s.read_u64().await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), q).await {
+        Ok(Ok(n)) => Some(n as usize),
+        _ => None,
     }
 }
 
@@ -49,10 +84,10 @@ impl Drop for Active {
 }
 
 /// Starts the target; `source` is what downloads send, uploads may be as long as it.
-pub fn start(source: Arc<Vec<u8>>) -> std::io::Result<Target> {
+fn start(port: u16, source: Arc<Vec<u8>>) -> std::io::Result<SocketAddr> {
     let sock = TcpSocket::new_v4()?;
     sock.set_reuseaddr(true)?;
-    sock.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    sock.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let listener = sock.listen(BACKLOG)?;
     let addr = listener.local_addr()?;
     let active = Arc::new(AtomicUsize::new(0));
@@ -82,7 +117,7 @@ pub fn start(source: Arc<Vec<u8>>) -> std::io::Result<Target> {
             });
         }
     });
-    Ok(Target { addr, active })
+    Ok(addr)
 }
 
 async fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
@@ -116,7 +151,7 @@ async fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
             drain(&mut s).await
         }
         b'E' => {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; 16 * 1024];
             loop {
                 let n = s.read(&mut buf).await?;
                 if n == 0 {
@@ -124,6 +159,10 @@ async fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 }
                 s.write_all(&buf[..n]).await?;
             }
+        }
+        b'A' => {
+            let others = shared.active.load(Ordering::Relaxed).saturating_sub(1);
+            s.write_u64(others as u64).await
         }
         _ => Ok(()),
     }

@@ -1,0 +1,244 @@
+//! The in-memory pipe between a tunnel's HTTP side (push and pull requests) and the
+//! service's handler.
+//!
+//! Bytes move as `Bytes` chunks: a decoded push body goes to the handler without a copy,
+//! and the pull request takes what the handler wrote without a read buffer of its own, so
+//! an idle tunnel costs no buffer memory at all.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes};
+use futures::future::poll_fn;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    /// The writing side is done: the reader gets EOF once the queue is empty.
+    eof: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+fn wake(w: &mut Option<Waker>) {
+    if let Some(w) = w.take() {
+        w.wake();
+    }
+}
+
+impl Queue {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.chunks.push_back(b);
+            wake(&mut self.reader);
+        }
+    }
+
+    /// Up to `max` bytes from the front, as one chunk.
+    fn take(&mut self, max: usize) -> Option<Bytes> {
+        let front = self.chunks.front_mut()?;
+        let b = if front.len() <= max {
+            self.chunks.pop_front()?
+        } else {
+            front.split_to(max)
+        };
+        self.len -= b.len();
+        wake(&mut self.writer);
+        Some(b)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// HTTP (push) → handler.
+    down: Queue,
+    /// Handler → HTTP (pull).
+    up: Queue,
+}
+
+/// Both ends of one tunnel's pipe.
+pub(super) struct Pipe {
+    state: Mutex<State>,
+    /// Bytes buffered per direction before the writer waits.
+    cap: usize,
+}
+
+impl Pipe {
+    /// A pipe and the handler's end of it.
+    pub fn new(cap: usize) -> (Arc<Pipe>, HandlerEnd) {
+        let p = Arc::new(Pipe {
+            state: Mutex::new(State::default()),
+            cap: cap.max(1),
+        });
+        (p.clone(), HandlerEnd(p))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands pushed bytes to the handler once there is room; `Err` when the handler has
+    /// gone.
+    pub async fn push(&self, data: Bytes) -> io::Result<()> {
+        let mut data = Some(data);
+        poll_fn(|cx| {
+            let mut st = self.lock();
+            if st.up.eof && st.down.eof {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if st.down.len >= self.cap {
+                st.down.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            st.down.push(data.take().unwrap_or_default());
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// The next bytes the handler wrote (at most `max`), or `None` once it has finished.
+    pub async fn pull(&self, max: usize) -> Option<Bytes> {
+        poll_fn(|cx| {
+            let mut st = self.lock();
+            if let Some(b) = st.up.take(max) {
+                return Poll::Ready(Some(b));
+            }
+            if st.up.eof {
+                return Poll::Ready(None);
+            }
+            st.up.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The HTTP side is gone: the handler reads what is left, then EOF; its writes fail.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.down.eof = true;
+        st.up.eof = true;
+        st.up.chunks.clear();
+        st.up.len = 0;
+        wake(&mut st.down.reader);
+        wake(&mut st.down.writer);
+        wake(&mut st.up.reader);
+        wake(&mut st.up.writer);
+    }
+}
+
+/// The handler's end: an ordinary byte stream.
+pub(super) struct HandlerEnd(Arc<Pipe>);
+
+impl AsyncRead for HandlerEnd {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut st = self.0.lock();
+        let q = &mut st.down;
+        if let Some(front) = q.chunks.front_mut() {
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front[..n]);
+            front.advance(n);
+            if front.is_empty() {
+                q.chunks.pop_front();
+            }
+            q.len -= n;
+            wake(&mut q.writer);
+            return Poll::Ready(Ok(()));
+        }
+        if q.eof {
+            return Poll::Ready(Ok(()));
+        }
+        q.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for HandlerEnd {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let cap = self.0.cap;
+        let mut st = self.0.lock();
+        if st.up.eof {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let room = cap.saturating_sub(st.up.len);
+        if room == 0 {
+            st.up.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = room.min(buf.len());
+        st.up.push(Bytes::copy_from_slice(&buf[..n]));
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.0.lock();
+        st.up.eof = true;
+        wake(&mut st.up.reader);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for HandlerEnd {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.up.eof = true;
+        st.down.eof = true;
+        st.down.chunks.clear();
+        st.down.len = 0;
+        wake(&mut st.up.reader);
+        wake(&mut st.down.writer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn bytes_flow_both_ways_and_end_in_order() {
+        let (pipe, mut h) = Pipe::new(8);
+        pipe.push(Bytes::from_static(b"hello")).await.unwrap();
+        let mut b = [0u8; 5];
+        h.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"hello");
+        h.write_all(b"01234567").await.unwrap(); // exactly the capacity
+        assert_eq!(pipe.pull(4).await.unwrap(), "0123");
+        h.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        while let Some(c) = pipe.pull(100).await {
+            rest.extend_from_slice(&c);
+        }
+        assert_eq!(rest, b"4567");
+    }
+
+    #[tokio::test]
+    async fn close_gives_the_handler_the_rest_then_eof() {
+        let (pipe, mut h) = Pipe::new(64);
+        pipe.push(Bytes::from_static(b"last")).await.unwrap();
+        pipe.close();
+        let mut got = Vec::new();
+        h.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last");
+        assert!(h.write_all(b"x").await.is_err());
+        drop(h);
+        assert!(pipe.push(Bytes::from_static(b"y")).await.is_err());
+    }
+}

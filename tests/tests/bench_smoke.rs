@@ -1,0 +1,119 @@
+//! The benchmark binary runs end to end in `--quick` mode against the debug builds: it
+//! exits 0, and its JSON has every scenario with every request answered and every hash
+//! right. No timing is asserted: this checks the benchmark, not the machine.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SCENARIOS: [&str; 5] = ["download", "upload", "pingpong", "setup", "tunnels_50"];
+
+fn run_quick(name: &str, extra: &[&str]) -> Value {
+    let json = std::env::temp_dir().join(format!(
+        "pht-bench-smoke-{name}-{}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&json);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pht-bench"))
+        .args(["--quick", "--strict", "--json"])
+        .arg(&json)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start pht-bench");
+    // The benchmark bounds itself; this is a backstop so the test cannot hang.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pht-bench {name} did not finish within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pht-bench {name}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+    let text = std::fs::read_to_string(&json).expect("JSON written");
+    let _ = std::fs::remove_file(&json);
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn check(name: &str, doc: &Value) {
+    let scenarios = doc["scenarios"].as_array().expect("scenarios");
+    for want in SCENARIOS {
+        let s = scenarios
+            .iter()
+            .find(|s| s["name"] == want)
+            .unwrap_or_else(|| panic!("{name}: scenario {want} missing: {doc:#}"));
+        for side in ["direct", "tunnel"] {
+            let r = &s[side];
+            let requested = r["requested"].as_u64().expect("requested");
+            assert!(requested > 0, "{name} {want} {side}: nothing requested");
+            assert_eq!(
+                r["succeeded"].as_u64(),
+                Some(requested),
+                "{name} {want} {side}: {r:#}"
+            );
+            assert_eq!(r["ok"], true, "{name} {want} {side}: {r:#}");
+            if want == "download" || want == "upload" {
+                assert_eq!(r["hash_ok"], true, "{name} {want} {side}: hash");
+            }
+            let metrics = r["metrics"].as_object().expect("metrics");
+            assert!(!metrics.is_empty(), "{name} {want} {side}: no metrics");
+        }
+        assert!(
+            s["ratio"].as_object().is_some_and(|r| !r.is_empty()),
+            "{name} {want}: no ratios"
+        );
+    }
+    let requested: Vec<u64> = scenarios
+        .iter()
+        .map(|s| s["tunnel"]["requested"].as_u64().unwrap())
+        .collect();
+    // Quick sizes: one 4 MiB transfer each way, 200 round trips, 20 setups, 50 tunnels.
+    assert_eq!(requested, [1, 1, 200, 20, 50], "{name}");
+    assert_eq!(doc["all_ok"], true, "{name}");
+    for p in ["server", "client"] {
+        assert!(
+            doc["processes"][p]["peak_rss_kib"]
+                .as_u64()
+                .is_some_and(|k| k > 0),
+            "{name}: {p} RSS"
+        );
+    }
+    assert_eq!(
+        doc["targets"].as_array().map(Vec::len),
+        Some(5),
+        "{name}: targets"
+    );
+}
+
+#[test]
+fn quick_benchmark_over_pht_http1() {
+    let doc = run_quick("pht1", &["--proto", "pht", "--http", "1"]);
+    check("pht HTTP/1.1", &doc);
+    assert_eq!(doc["config"]["proto"], "pht");
+    assert_eq!(doc["config"]["http"], 1);
+}
+
+#[test]
+fn quick_benchmark_over_phts_http2() {
+    let doc = run_quick("phts2", &["--proto", "phts", "--http", "2"]);
+    check("phts HTTP/2", &doc);
+    let conns = doc["scenarios"][4]["tunnel"]["metrics"]["http_connections"]
+        .as_f64()
+        .unwrap();
+    // HTTP/2 multiplexes the 50 tunnels on few connections.
+    assert!(
+        (1.0..=4.0).contains(&conns),
+        "HTTP/2: {conns} connections for 50 tunnels"
+    );
+}
