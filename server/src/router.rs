@@ -81,6 +81,11 @@ impl Router {
         Router { chain: None }
     }
 
+    /// True when targets are dialled directly from this machine.
+    pub fn is_direct(&self) -> bool {
+        self.chain.is_none()
+    }
+
     /// The router for a service whose handler names `chain` (none: direct).
     pub fn for_chain(chain: Option<&str>, chains: &[ChainConfig]) -> Result<Self, RouteError> {
         let Some(name) = chain.filter(|c| !c.is_empty()) else {

@@ -383,3 +383,81 @@ async fn garbage_at_a_handler_leaves_a_transfer_beside_it_intact() {
         .unwrap()
         .unwrap();
 }
+
+async fn reply_of(s: &mut tokio::net::TcpStream) -> std::net::SocketAddr {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[..2], &[5, 0], "socks5 reply code");
+    assert_eq!(head[3], 1, "IPv4 address");
+    let mut a = [0u8; 6];
+    s.read_exact(&mut a).await.unwrap();
+    std::net::SocketAddr::from(([a[0], a[1], a[2], a[3]], u16::from_be_bytes([a[4], a[5]])))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_udp_associate_and_bind_when_enabled() {
+    let sp = free_port();
+    let _srv = server(
+        &["-L", &format!("socks5://127.0.0.1:{sp}?udp=true&bind=true")],
+        sp,
+    )
+    .await;
+
+    // UDP ASSOCIATE to a UDP echo target.
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut b = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut b).await {
+            let _ = echo.send_to(&b[..n], from).await;
+        }
+    });
+    let mut ctl = tokio::net::TcpStream::connect(("127.0.0.1", sp))
+        .await
+        .unwrap();
+    ctl.write_all(&[5, 1, 0]).await.unwrap();
+    let mut r = [0u8; 2];
+    ctl.read_exact(&mut r).await.unwrap();
+    ctl.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let relay = reply_of(&mut ctl).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut dgram = vec![0, 0, 0, 1, 127, 0, 0, 1];
+    dgram.extend_from_slice(&echo_addr.port().to_be_bytes());
+    dgram.extend_from_slice(b"datagram!");
+    udp.send_to(&dgram, relay).await.unwrap();
+    let mut b = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), udp.recv_from(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, relay);
+    assert_eq!(
+        &b[..n],
+        &dgram[..],
+        "the echo comes back with a header naming its source"
+    );
+
+    // BIND: the server listens, reports the port, accepts one peer, then splices.
+    let mut ctl = tokio::net::TcpStream::connect(("127.0.0.1", sp))
+        .await
+        .unwrap();
+    ctl.write_all(&[5, 1, 0]).await.unwrap();
+    ctl.read_exact(&mut r).await.unwrap();
+    ctl.write_all(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let listen = reply_of(&mut ctl).await;
+    let mut inbound = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let from = reply_of(&mut ctl).await;
+    assert_eq!(from, inbound.local_addr().unwrap());
+    inbound.write_all(b"from the peer").await.unwrap();
+    let mut got = [0u8; 13];
+    ctl.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"from the peer");
+    ctl.write_all(b"back").await.unwrap();
+    let mut got = [0u8; 4];
+    inbound.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"back");
+}

@@ -284,3 +284,60 @@ async fn thousand_tunnels_over_http2_share_few_connections() {
     );
     println!("1000 tunnels over HTTP/2 used {conns} TCP connection(s)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_phts_cli_and_yaml_with_a_gost_shaped_client() {
+    let home = std::env::temp_dir().join(format!("pht-e2e-home-seed-{}", std::process::id()));
+    let h = home.to_string_lossy().into_owned();
+    let origin = http_target().await;
+    let url = format!("http://{origin}/");
+
+    // gost -L "http+phts://:8443?authorizePath=/authorize&pushPath=/push&pullPath=/pull"
+    let sp = free_port();
+    let _srv = Proc::start_env(
+        "pht-server",
+        &[
+            "-L",
+            &format!("http+phts://:{sp}?authorizePath=/authorize&pushPath=/push&pullPath=/pull"),
+        ],
+        sp,
+        &[("HOME", &h)],
+    )
+    .await;
+    // The client: a local http service whose chain node dials phts with no tls block.
+    let cp = free_port();
+    let yaml = format!(
+        "services:\n- name: client\n  addr: 127.0.0.1:{cp}\n  handler: {{type: http, chain: chain-0}}\n  listener: {{type: tcp}}\n\
+         chains:\n- name: chain-0\n  hops:\n  - name: hop-0\n    nodes:\n    - name: node-0\n      addr: 127.0.0.1:{sp}\n      connector: {{type: http}}\n      dialer: {{type: phts}}\n"
+    );
+    let _cli = server(&["-C", &temp_file("phts-client.yaml", &yaml)], cp).await;
+    let (code, out, err) = curl(&["-x", &format!("http://127.0.0.1:{cp}"), &url]).await;
+    assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
+
+    // The seed's YAML form, with the certificate saved by the first server.
+    let sp = free_port();
+    let yaml = format!(
+        "services:\n- name: service-0\n  addr: \":{sp}\"\n  handler:\n    type: http\n  listener:\n    type: phts\n    metadata:\n      authorizePath: /authorize\n      pushPath: /push\n      pullPath: /pull\n"
+    );
+    let _srv2 = Proc::start_env(
+        "pht-server",
+        &["-C", &temp_file("phts-server.yaml", &yaml)],
+        sp,
+        &[("HOME", &h)],
+    )
+    .await;
+    let cp = free_port();
+    let _cli2 = server(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{cp}"),
+            "-F",
+            &format!("http+phts://127.0.0.1:{sp}"),
+        ],
+        cp,
+    )
+    .await;
+    let (code, out, err) = curl(&["-p", "-x", &format!("http://127.0.0.1:{cp}"), &url]).await;
+    assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -181,3 +181,24 @@ async fn stdio_entry_carries_bytes_like_an_ssh_proxy_command() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_tunnels_and_exits_cleanly() {
+    let target = echo_target().await;
+    let sp = free_port();
+    let mut srv = server(&["-L", &format!("pht://127.0.0.1:{sp}/{target}")], sp).await;
+    let (_cli, local) = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
+    let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    let mut buf = [0u8; 4];
+    s.write_all(b"ping").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || srv.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    // The open tunnel ends: its local connection reaches EOF (or is reset).
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("no EOF after shutdown");
+    assert!(matches!(r, Ok(0) | Err(_)));
+}

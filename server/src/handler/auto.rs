@@ -44,6 +44,7 @@ impl Handler for AutoHandler {
                 mut stream,
                 peer,
                 tag,
+                local,
             } = conn;
             let c = &self.common;
             let first = match within(c.read_timeout, stream.read_u8()).await {
@@ -57,6 +58,7 @@ impl Handler for AutoHandler {
                 stream: Box::new(Rewind::new(vec![first], stream)),
                 peer,
                 tag,
+                local,
             };
             match first {
                 0x05 => self.socks5.handle(conn).await,

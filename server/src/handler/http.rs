@@ -297,6 +297,7 @@ impl Handler for HttpHandler {
                 mut stream,
                 peer,
                 tag,
+                ..
             } = conn;
             let tag_s = tag.unwrap_or_default();
             let tag = tag_s.as_str();

@@ -12,6 +12,8 @@ mod interop_tests;
 mod relay;
 mod socks4;
 mod socks5;
+mod socks5_bind;
+mod socks5_udp;
 #[cfg(test)]
 mod testutil;
 

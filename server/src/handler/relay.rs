@@ -205,6 +205,7 @@ impl Handler for RelayHandler {
                 mut stream,
                 peer,
                 tag,
+                ..
             } = conn;
             let tag = tag.as_deref().unwrap_or("");
             let c = &self.common;

@@ -106,6 +106,7 @@ impl Handler for Socks4Handler {
                 mut stream,
                 peer,
                 tag,
+                ..
             } = conn;
             let tag = tag.as_deref().unwrap_or("");
             let c = &self.common;

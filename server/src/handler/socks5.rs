@@ -4,11 +4,11 @@
 //! Method choice: with an authenticator `02` if offered, else `FF`; without one `00` if
 //! offered, else `FF`. gost's TLS methods `80`/`82` are never chosen (no TLS here).
 //!
-//! Commands: CONNECT is served. BIND (and gost's MUXBIND `F2`) is refused with `02` unless
-//! the `bind` option is true; UDP ASSOCIATE (and gost's UDPTun `F3`) with `02` unless `udp`
-//! is true. With the option on they are still not implemented and get `07` (command not
-//! supported) — a refusal a client can tell apart from a policy refusal. Any other command
-//! gets `07`.
+//! Commands: CONNECT is served. BIND and UDP ASSOCIATE are refused with `02` unless the
+//! `bind` / `udp` option is true; with it they are served on this machine's sockets when
+//! the service dials directly and the client came over TCP (a chain or a tunnel has no
+//! socket the client could reach: `07`). gost's MUXBIND `F2` and UDPTun `F3` get `02`
+//! when off and `07` when on. Any other command gets `07`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use super::common::{Common, read_socks_addr, send, send_and_close, within};
 use super::{Handler, HandlerError};
+use super::{socks5_bind, socks5_udp};
 use crate::config::ServiceConfig;
 use crate::listener::{Accepted, Stream};
 use crate::router::Router;
@@ -157,6 +158,7 @@ impl Handler for Socks5Handler {
                 mut stream,
                 peer,
                 tag,
+                local,
             } = conn;
             let tag = tag.as_deref().unwrap_or("");
             let c = &self.common;
@@ -175,6 +177,21 @@ impl Handler for Socks5Handler {
                 CMD_CONNECT => None,
                 CMD_BIND | CMD_MUXBIND if !self.bind => Some(REP_NOT_ALLOWED),
                 CMD_UDP | CMD_UDPTUN if !self.udp => Some(REP_NOT_ALLOWED),
+                // Served directly only: through a chain, or over a tunnel, there is no
+                // local socket a client could reach.
+                CMD_BIND | CMD_UDP if c.router.is_direct() && local.is_some() => {
+                    let local = local.expect("checked");
+                    let res = if cmd == CMD_BIND {
+                        socks5_bind::serve(&mut stream, &target, local).await
+                    } else {
+                        socks5_udp::serve(&mut stream, peer, local).await
+                    };
+                    if let Err(e) = res {
+                        debug!(service = %c.service, %peer, %target, "socks5: command {cmd:#04x}: {e}");
+                    }
+                    c.log_done(peer, tag, &target, 0, 0, started, None);
+                    return;
+                }
                 _ => Some(REP_CMD_UNSUPPORTED),
             };
             if let Some(rep) = refuse {

@@ -58,6 +58,7 @@ pub fn start(h: Arc<dyn Handler>) -> DuplexStream {
         stream: Box::new(server),
         peer: "127.0.0.1:40000".parse().unwrap(),
         tag: None,
+        local: None,
     };
     tokio::spawn(async move { h.handle(conn).await });
     client

@@ -25,6 +25,9 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// Extra context for logs (a PHT token prefix).
     pub tag: Option<String>,
+    /// This side's address of a direct TCP connection (SOCKS5 BIND and UDP replies name
+    /// it); `None` for tunnels.
+    pub local: Option<SocketAddr>,
 }
 
 /// A bound listener.

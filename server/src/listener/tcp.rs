@@ -28,10 +28,12 @@ impl Listener for TcpListener {
         Box::pin(async move {
             let (stream, peer) = self.inner.accept().await?;
             let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().ok();
             Ok(Accepted {
                 stream: Box::new(stream),
                 peer,
                 tag: None,
+                local,
             })
         })
     }

@@ -50,6 +50,7 @@ impl TlsListener {
                 };
                 let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let local = stream.local_addr().ok();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
@@ -58,6 +59,7 @@ impl TlsListener {
                                     stream: Box::new(s),
                                     peer,
                                     tag: None,
+                                    local,
                                 })
                                 .await;
                         }

@@ -110,6 +110,7 @@ impl Registry {
             stream: Box::new(end),
             peer,
             tag: Some(token_prefix(token).to_string()),
+            local: None,
         });
         let t = Arc::new(ServerTunnel {
             token: token.to_string(),

@@ -1,0 +1,88 @@
+//! SOCKS5 BIND (RFC 1928 §4, gost's reading): listen where the request says, report the
+//! listening address, accept one connection, report its peer, then splice.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use pht_client::pipe;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+use super::common::{send, send_and_close};
+use crate::listener::Stream;
+
+const REP_OK: u8 = 0x00;
+const REP_FAILURE: u8 = 0x01;
+
+/// A reply naming `addr` (ATYP 1 or 4).
+pub(super) fn reply_addr(rep: u8, addr: SocketAddr) -> Vec<u8> {
+    let mut r = vec![0x05, rep, 0x00];
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            r.push(0x01);
+            r.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            r.push(0x04);
+            r.extend_from_slice(&ip.octets());
+        }
+    }
+    r.extend_from_slice(&addr.port().to_be_bytes());
+    r
+}
+
+/// The address to listen on: the request's IP, or (unspecified, or a name) the address
+/// the client reached this server on, with the requested port.
+fn listen_addr(target: &str, local: SocketAddr) -> SocketAddr {
+    let (host, port) = target.rsplit_once(':').unwrap_or((target, "0"));
+    let port = port.parse().unwrap_or(0);
+    let ip = host
+        .trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(match local.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        });
+    SocketAddr::new(ip, port)
+}
+
+/// Serves one BIND request on the control stream `s`.
+pub(super) async fn serve(
+    s: &mut Box<dyn Stream>,
+    target: &str,
+    local: SocketAddr,
+) -> io::Result<()> {
+    let listener = match TcpListener::bind(listen_addr(target, local)).await {
+        Ok(l) => l,
+        Err(e) => {
+            send_and_close(
+                s,
+                &reply_addr(REP_FAILURE, SocketAddr::from(([0, 0, 0, 0], 0))),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    send(s, &reply_addr(REP_OK, listener.local_addr()?)).await?;
+    let mut probe = [0u8; 1];
+    let (mut inbound, from) = tokio::select! {
+        r = listener.accept() => match r {
+            Ok(x) => x,
+            Err(e) => {
+                send_and_close(s, &reply_addr(REP_FAILURE, SocketAddr::from(([0, 0, 0, 0], 0)))).await;
+                return Err(e);
+            }
+        },
+        // The client hung up (or broke protocol by sending first): stop listening.
+        _ = s.read(&mut probe) => return Ok(()),
+    };
+    drop(listener);
+    let _ = inbound.set_nodelay(true);
+    send(s, &reply_addr(REP_OK, from)).await?;
+    match pipe(s, &mut inbound).await {
+        (_, Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}

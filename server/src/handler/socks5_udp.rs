@@ -1,0 +1,123 @@
+//! SOCKS5 UDP ASSOCIATE (RFC 1928 §7): a UDP relay that lives as long as the control
+//! connection. Datagrams from the client carry `RSV(2) FRAG ATYP ADDR PORT DATA`; replies
+//! from targets go back to the client with the same header naming their source.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::UdpSocket;
+
+use super::common::{send, send_and_close};
+use super::socks5_bind::reply_addr;
+use crate::listener::Stream;
+
+/// Largest datagram plus the largest header.
+const MAX_DATAGRAM: usize = 65_535 + 262;
+
+/// `ATYP ADDR PORT` at the start of `d`: the destination and the header length it took.
+fn parse_addr(d: &[u8]) -> Option<(String, usize)> {
+    let (&atyp, rest) = d.split_first()?;
+    let (host, used) = match atyp {
+        0x01 => (
+            Ipv4Addr::from(<[u8; 4]>::try_from(rest.get(..4)?).ok()?).to_string(),
+            4,
+        ),
+        0x04 => (
+            format!(
+                "[{}]",
+                Ipv6Addr::from(<[u8; 16]>::try_from(rest.get(..16)?).ok()?)
+            ),
+            16,
+        ),
+        0x03 => {
+            let len = *rest.first()? as usize;
+            (
+                String::from_utf8_lossy(rest.get(1..1 + len)?).into_owned(),
+                1 + len,
+            )
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes(rest.get(used..used + 2)?.try_into().ok()?);
+    Some((format!("{host}:{port}"), 1 + used + 2))
+}
+
+async fn resolve(dst: &str) -> Option<SocketAddr> {
+    if let Ok(a) = dst.parse() {
+        return Some(a);
+    }
+    tokio::net::lookup_host(dst).await.ok()?.next()
+}
+
+/// Serves one UDP ASSOCIATE request for `client` on the control stream `s`.
+pub(super) async fn serve(
+    s: &mut Box<dyn Stream>,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<()> {
+    let bind_ip = match local.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let sock = match UdpSocket::bind((bind_ip, 0)).await {
+        Ok(u) => u,
+        Err(e) => {
+            send_and_close(s, &reply_addr(0x01, SocketAddr::from(([0, 0, 0, 0], 0)))).await;
+            return Err(e);
+        }
+    };
+    send(s, &reply_addr(0x00, sock.local_addr()?)).await?;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut ctl = [0u8; 256];
+    // The client's UDP address: the first datagram from its IP names it.
+    let mut client_udp: Option<SocketAddr> = None;
+    loop {
+        tokio::select! {
+            r = s.read(&mut ctl) => match r {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => {} // nothing is expected on the control connection
+            },
+            r = sock.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                let from_client = match client_udp {
+                    Some(c) => from == c,
+                    None => from.ip() == client.ip(),
+                };
+                if from_client {
+                    client_udp = Some(from);
+                    // RSV RSV FRAG: fragments are not reassembled, so they are dropped.
+                    if n < 4 || buf[2] != 0 {
+                        continue;
+                    }
+                    let Some((dst, hlen)) = parse_addr(&buf[3..n]) else { continue };
+                    if let Some(dst) = resolve(&dst).await {
+                        let _ = sock.send_to(&buf[3 + hlen..n], dst).await;
+                    }
+                } else if let Some(c) = client_udp {
+                    let mut out = reply_addr(0x00, from);
+                    out[1] = 0x00; // RSV RSV FRAG = 0 0 0, then ATYP ADDR PORT
+                    out[0] = 0x00;
+                    out.extend_from_slice(&buf[..n]);
+                    let _ = sock.send_to(&out, c).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_parse_with_their_length() {
+        assert_eq!(
+            parse_addr(&[1, 127, 0, 0, 1, 0, 53, 9]),
+            Some(("127.0.0.1:53".into(), 7))
+        );
+        assert_eq!(parse_addr(&[3, 1, b'h', 0, 80]), Some(("h:80".into(), 5)));
+        assert_eq!(parse_addr(&[3, 5, b'h']), None);
+        assert_eq!(parse_addr(&[9, 0, 0]), None);
+    }
+}
