@@ -1,7 +1,7 @@
 //! Splicing two byte streams together, as every forwarder and handler does.
 //!
 //! Unlike `tokio::io::copy_bidirectional`, the buffers start small and grow only while a
-//! direction keeps filling them: ten thousand idle tunnels cost 16 KiB each, a bulk
+//! direction keeps filling them: ten thousand idle tunnels cost 8 KiB each, a bulk
 //! transfer still moves 256 KiB per system call. And a writer is never waited on for a
 //! flush before more is read: a PHT tunnel flushes by itself, and waiting for each
 //! push to finish would turn coalesced uploads back into stop-and-wait.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// First buffer per direction.
-const MIN_BUFFER: usize = 8 * 1024;
+const MIN_BUFFER: usize = 4 * 1024;
 /// Largest buffer per direction.
 const MAX_BUFFER: usize = 256 * 1024;
 
