@@ -41,7 +41,7 @@ fn encode_line_into(data: &[u8], out: &mut Vec<u8>) {
 pub fn decode_push_body(body: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
     let mut out = Vec::new();
     let mut any = false;
-    for line in body.split(|&b| b == b'\n') {
+    for line in LinesOf(body) {
         let line = trim_cr(line);
         if line.is_empty() {
             continue;
@@ -50,6 +50,26 @@ pub fn decode_push_body(body: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
         decode_append(line, &mut out)?;
     }
     Ok(any.then_some(out))
+}
+
+/// `\n`-separated pieces (with the last, possibly empty, one), found with SIMD.
+struct LinesOf<'a>(&'a [u8]);
+
+impl<'a> Iterator for LinesOf<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.0.is_empty() {
+            return None;
+        }
+        match memchr::memchr(b'\n', self.0) {
+            Some(i) => {
+                let (line, rest) = (&self.0[..i], &self.0[i + 1..]);
+                self.0 = rest;
+                Some(line)
+            }
+            None => Some(std::mem::take(&mut self.0)),
+        }
+    }
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -62,6 +82,104 @@ fn decode_append(line: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         out.truncate(start);
         DecodeError::Base64(e.to_string())
     })
+}
+
+/// Incremental decoder for a push body arriving in pieces, so a server can pass data on
+/// before the whole POST has arrived. Accepts what [`decode_push_body`] accepts.
+///
+/// ```
+/// use pht_core::PushDecoder;
+/// let mut d = PushDecoder::default();
+/// let mut out = Vec::new();
+/// d.feed(b"aGVs", &mut out).unwrap();
+/// d.feed(b"bG8=\n", &mut out).unwrap();
+/// assert_eq!(out, b"hello");
+/// assert!(d.finish(&mut out).unwrap(), "the body carried data");
+/// ```
+#[derive(Debug, Default)]
+pub struct PushDecoder {
+    /// Characters of the current line not decoded yet (fewer than four, or a `\r`).
+    carry: Vec<u8>,
+    /// The current line already ended with padding: only its newline may follow.
+    padded: bool,
+    any: bool,
+}
+
+impl PushDecoder {
+    /// Decodes what `chunk` completes, appending the bytes to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(nl) => {
+                    self.take(&rest[..nl], out)?;
+                    self.end_line(out)?;
+                    rest = &rest[nl + 1..];
+                }
+                None => {
+                    self.take(rest, out)?;
+                    rest = &[];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the body; `Ok(false)` when it carried no data at all (PHT/1's close).
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<bool, DecodeError> {
+        self.end_line(out)?;
+        Ok(self.any)
+    }
+
+    /// Adds part of a line, decoding every complete four-character group.
+    fn take(&mut self, part: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        if part.is_empty() {
+            return Ok(());
+        }
+        if self.padded && !(part == b"\r" && self.carry.is_empty()) {
+            return Err(DecodeError::Base64("data after padding".into()));
+        }
+        let text: std::borrow::Cow<'_, [u8]> = if self.carry.is_empty() {
+            part.into()
+        } else {
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(part);
+            joined.into()
+        };
+        let keep = decodable(&text);
+        self.decode_groups(&text[..keep], out)?;
+        self.carry = text[keep..].to_vec();
+        Ok(())
+    }
+
+    fn decode_groups(&mut self, groups: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        self.any = true;
+        decode_append(groups, out)?;
+        self.padded = groups.ends_with(b"=");
+        Ok(())
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let line = std::mem::take(&mut self.carry);
+        let line = trim_cr(&line);
+        if !line.is_empty() {
+            if self.padded {
+                return Err(DecodeError::Base64("data after padding".into()));
+            }
+            self.any = true;
+            decode_append(line, out)?;
+        }
+        self.padded = false;
+        Ok(())
+    }
+}
+
+/// Length of the longest prefix made of whole four-character groups.
+fn decodable(text: &[u8]) -> usize {
+    text.len() - text.len() % 4
 }
 
 /// One decoded line of a pull stream.
@@ -104,7 +222,7 @@ impl PullDecoder {
         mut chunk: &[u8],
         emit: &mut impl FnMut(PullEvent),
     ) -> Result<(), DecodeError> {
-        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', chunk) {
             let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
             chunk = rest;
             if self.partial.is_empty() {
@@ -236,6 +354,45 @@ mod tests {
         let mut d = PullDecoder::new(64);
         collect(&mut d, &[b"aGk="]).unwrap();
         assert_eq!(d.finish(), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn push_decoder_matches_the_whole_body_decoder_at_every_split() {
+        let mut body = Vec::new();
+        encode_line_into(b"hello, world!", &mut body);
+        encode_line_into(b"second line", &mut body);
+        body.extend_from_slice(b"dGhpcmQ=\r\n");
+        let whole = decode_push_body(&body).unwrap().unwrap();
+        for a in 0..body.len() {
+            for b in a..body.len() {
+                let mut d = PushDecoder::default();
+                let mut out = Vec::new();
+                d.feed(&body[..a], &mut out).unwrap();
+                d.feed(&body[a..b], &mut out).unwrap();
+                d.feed(&body[b..], &mut out).unwrap();
+                assert!(d.finish(&mut out).unwrap());
+                assert_eq!(out, whole, "splits {a}/{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn push_decoder_rejects_what_the_whole_decoder_rejects() {
+        for bad in [&b"aGk=YQ==\n"[..], b"aGk\n", b"!!!!\n", b"aGk=\rx\n"] {
+            assert!(decode_push_body(bad).is_err(), "{bad:?}");
+            let mut d = PushDecoder::default();
+            let mut out = Vec::new();
+            let r = d
+                .feed(bad, &mut out)
+                .and_then(|_| d.finish(&mut out).map(|_| ()));
+            assert!(r.is_err(), "{bad:?}");
+        }
+        for empty in [&b""[..], b"\n", b"\r\n\n"] {
+            let mut out = Vec::new();
+            let mut d = PushDecoder::default();
+            d.feed(empty, &mut out).unwrap();
+            assert!(!d.finish(&mut out).unwrap(), "{empty:?} is a close");
+        }
     }
 
     #[test]

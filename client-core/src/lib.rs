@@ -29,7 +29,9 @@ mod token;
 mod tunnel;
 mod url;
 
-pub use codec::{PullDecoder, PullEvent, decode_push_body, encode_pull_line, encode_push_body};
+pub use codec::{
+    PullDecoder, PullEvent, PushDecoder, decode_push_body, encode_pull_line, encode_push_body,
+};
 pub use connector::http_head_end;
 pub use connector::{Connected, Connector, ConnectorError, Credentials, handshake};
 pub use error::{DecodeError, Error, FetchError, UrlError};

@@ -84,11 +84,13 @@ impl Dir {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         if self.need_flush {
-                            // Kick buffered writers (TLS); never wait for them here.
-                            if let Poll::Ready(Err(e)) = w.as_mut().poll_flush(cx) {
-                                return Poll::Ready(Err(e));
+                            // Drive buffered writers (stdout, TLS) until their flush is
+                            // done, without ever making the read side wait for it.
+                            match w.as_mut().poll_flush(cx) {
+                                Poll::Ready(Ok(())) => self.need_flush = false,
+                                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                                Poll::Pending => {}
                             }
-                            self.need_flush = false;
                         }
                         return Poll::Pending;
                     }
@@ -152,6 +154,25 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn buffered_writers_are_flushed_while_the_stream_stays_open() {
+        let (mut a_user, mut a) = tokio::io::duplex(1024);
+        let (b, mut b_user) = tokio::io::duplex(1024);
+        // Like tokio's stdout: nothing reaches the other side before a flush.
+        let mut b = tokio::io::BufWriter::new(b);
+        tokio::spawn(async move { pipe(&mut a, &mut b).await });
+        a_user.write_all(b"tail").await.unwrap();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            b_user.read_exact(&mut got),
+        )
+        .await
+        .expect("buffered bytes were never flushed")
+        .unwrap();
+        assert_eq!(&got, b"tail");
+    }
 
     #[tokio::test]
     async fn copies_both_ways_with_half_close_and_counts() {

@@ -128,7 +128,7 @@ async fn main() -> Result<()> {
                 tasks.spawn(async move { run_stdio(&fetch, &node, target.as_deref()).await });
             }
             Kind::Tcp(addr) => {
-                let listener = TcpListener::bind(&addr)
+                let listener = pht_client::listen(&addr)
                     .await
                     .with_context(|| format!("listen on {addr}"))?;
                 info!(addr = %listener.local_addr()?, node = %node.addr, "listening on {}/tcp", listener.local_addr()?);
@@ -149,7 +149,16 @@ async fn run_tcp(
     target: Option<String>,
 ) -> Result<()> {
     loop {
-        let (mut local, peer) = listener.accept().await?;
+        let (mut local, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before accept: the
+                // other tunnels go on; back off a little and keep accepting.
+                warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let _ = local.set_nodelay(true);
         let (fetch, node, target) = (fetch.clone(), node.clone(), target.clone());
         tokio::spawn(async move {

@@ -62,11 +62,9 @@ pub fn bind_addr(addr: &str) -> String {
 
 pub(crate) async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, ListenError> {
     let a = bind_addr(addr);
-    let res = match tokio::net::TcpListener::bind(&a).await {
+    let res = match pht_client::listen(&a).await {
         // Hosts without IPv6 still get `:port` on IPv4.
-        Err(_) if addr.starts_with(':') => {
-            tokio::net::TcpListener::bind(format!("0.0.0.0{addr}")).await
-        }
+        Err(_) if addr.starts_with(':') => pht_client::listen(&format!("0.0.0.0{addr}")).await,
         r => r,
     };
     res.map_err(|source| ListenError::Bind {

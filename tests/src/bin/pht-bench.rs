@@ -81,6 +81,9 @@ struct Cli {
     /// Keep the work directory (server and client logs) even when everything succeeded.
     #[arg(long)]
     keep_logs: bool,
+    /// Start server and client with -D (debug logs; slows them down), keep the logs.
+    #[arg(long)]
+    debug_logs: bool,
     /// Internal: run as the target server on this port (with --size bytes of source).
     #[arg(long, hide = true, value_name = "PORT")]
     serve_target: Option<u16>,
@@ -289,9 +292,14 @@ async fn start_all(
         plan.proto,
         q(&cli.server_params).unwrap_or_default()
     );
+    let debug: &[String] = if cli.debug_logs {
+        &["-D".to_string()]
+    } else {
+        &[]
+    };
     let server = Child::start(
         &dir.join("pht-server"),
-        &["-L".into(), server_url],
+        &[debug, &["-L".into(), server_url]].concat(),
         &[("HOME", &home)],
         sp,
         work.join("pht-server.log"),
@@ -314,11 +322,15 @@ async fn start_all(
     let client = Child::start(
         &dir.join("pht-client"),
         &[
-            "-L".into(),
-            format!("tcp://127.0.0.1:{lp}"),
-            "-F".into(),
-            node,
-        ],
+            debug,
+            &[
+                "-L".into(),
+                format!("tcp://127.0.0.1:{lp}"),
+                "-F".into(),
+                node,
+            ],
+        ]
+        .concat(),
         &[("HOME", &home)],
         lp,
         work.join("pht-client.log"),
@@ -578,7 +590,7 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
         if cli.strict && code == 0 {
             code = 3;
         }
-    } else if cli.keep_logs {
+    } else if cli.keep_logs || cli.debug_logs {
         eprintln!("pht-bench: logs in {}", work.display());
     } else {
         let _ = std::fs::remove_dir_all(&work);

@@ -11,13 +11,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::future::poll_fn;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 #[derive(Default)]
 struct Queue {
     chunks: VecDeque<Bytes>,
+    /// Bytes written in small pieces (by the handler), gathered without an allocation per
+    /// write; the allocation is reused once the pull has sent what it took.
+    tail: BytesMut,
     len: usize,
     /// The writing side is done: the reader gets EOF once the queue is empty.
     eof: bool,
@@ -42,15 +45,21 @@ impl Queue {
 
     /// Up to `max` bytes from the front, as one chunk.
     fn take(&mut self, max: usize) -> Option<Bytes> {
-        let front = self.chunks.front_mut()?;
-        let b = if front.len() <= max {
-            self.chunks.pop_front()?
-        } else {
-            front.split_to(max)
+        let b = match self.chunks.front_mut() {
+            Some(front) if front.len() <= max => self.chunks.pop_front()?,
+            Some(front) => front.split_to(max),
+            None if self.tail.is_empty() => return None,
+            None => self.tail.split_to(max.min(self.tail.len())).freeze(),
         };
         self.len -= b.len();
         wake(&mut self.writer);
         Some(b)
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail = BytesMut::new();
+        self.len = 0;
     }
 }
 
@@ -118,13 +127,17 @@ impl Pipe {
         .await
     }
 
+    /// What [`Pipe::pull`] would return now, without waiting (`None`: nothing ready).
+    pub fn try_pull(&self, max: usize) -> Option<Bytes> {
+        self.lock().up.take(max)
+    }
+
     /// The HTTP side is gone: the handler reads what is left, then EOF; its writes fail.
     pub fn close(&self) {
         let mut st = self.lock();
         st.down.eof = true;
         st.up.eof = true;
-        st.up.chunks.clear();
-        st.up.len = 0;
+        st.up.clear();
         wake(&mut st.down.reader);
         wake(&mut st.down.writer);
         wake(&mut st.up.reader);
@@ -179,7 +192,9 @@ impl AsyncWrite for HandlerEnd {
             return Poll::Pending;
         }
         let n = room.min(buf.len());
-        st.up.push(Bytes::copy_from_slice(&buf[..n]));
+        st.up.tail.extend_from_slice(&buf[..n]);
+        st.up.len += n;
+        wake(&mut st.up.reader);
         Poll::Ready(Ok(n))
     }
 
@@ -200,8 +215,7 @@ impl Drop for HandlerEnd {
         let mut st = self.0.lock();
         st.up.eof = true;
         st.down.eof = true;
-        st.down.chunks.clear();
-        st.down.len = 0;
+        st.down.clear();
         wake(&mut st.up.reader);
         wake(&mut st.down.writer);
     }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use percent_encoding::percent_decode_str;
 use pht_client::logging::token_prefix;
@@ -19,6 +19,12 @@ use tracing::debug;
 use super::registry::{Lookup, Registry, ServerTunnel};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Decoded push bytes handed to the handler at a time while a large body is still arriving.
+const PUSH_SLICE: usize = 128 * 1024;
+
+/// Bytes of pull lines gathered into one response chunk when the handler has more ready.
+const PULL_CHUNK: usize = 256 * 1024;
 
 /// Longest token accepted in a query string.
 const MAX_TOKEN_LEN: usize = 256;
@@ -139,40 +145,89 @@ async fn push(
         reg.close(token, "push body too large");
         return text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n");
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            reg.close(token, "push body too large");
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n");
+    // Decoded as it arrives and handed on in slices, so the handler forwards the start of
+    // a large push while the rest is still on the wire.
+    let mut body = req.into_body();
+    let mut decoder = pht_core::PushDecoder::default();
+    let mut out = Vec::new();
+    let mut received = 0usize;
+    let mut failure = None;
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                debug!(token = token_prefix(token), %peer, "push body: {e}");
+                failure = Some((
+                    StatusCode::BAD_REQUEST,
+                    "push body broken",
+                    "push body broken\n",
+                ));
+                break;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len();
+        if received > max {
+            failure = Some((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "push body too large",
+                "push body too large\n",
+            ));
+            break;
         }
-        Err(e) => {
-            debug!(token = token_prefix(token), %peer, "push body: {e}");
-            reg.close(token, "push body broken");
-            return text(StatusCode::BAD_REQUEST, "push body broken\n");
-        }
-    };
-    let data = match pht_core::decode_push_body(&body) {
-        Ok(Some(data)) => data,
-        Ok(None) => {
-            reg.close(token, "closed by client");
-            return text(StatusCode::OK, "");
-        }
-        Err(e) => {
+        if let Err(e) = decoder.feed(&data, &mut out) {
             debug!(token = token_prefix(token), %peer, "push: {e}");
-            reg.close(token, "invalid base64 in push");
-            return text(StatusCode::BAD_REQUEST, "invalid base64\n");
+            failure = Some((
+                StatusCode::BAD_REQUEST,
+                "invalid base64 in push",
+                "invalid base64\n",
+            ));
+            break;
         }
-    };
-    match write_into(&t, data, reg.opts.push_timeout).await {
-        Ok(()) => {
-            t.touch();
-            text(StatusCode::OK, "")
-        }
-        Err(reason) => {
-            reg.close(token, reason);
-            text(StatusCode::GONE, "tunnel closed\n")
+        if out.len() >= PUSH_SLICE {
+            if let Err(reason) =
+                write_into(&t, std::mem::take(&mut out), reg.opts.push_timeout).await
+            {
+                reg.close(token, reason);
+                return text(StatusCode::GONE, "tunnel closed\n");
+            }
         }
     }
+    let had_data = match failure {
+        Some(_) => false,
+        None => match decoder.finish(&mut out) {
+            Ok(had) => had,
+            Err(e) => {
+                debug!(token = token_prefix(token), %peer, "push: {e}");
+                failure = Some((
+                    StatusCode::BAD_REQUEST,
+                    "invalid base64 in push",
+                    "invalid base64\n",
+                ));
+                false
+            }
+        },
+    };
+    if let Some((status, reason, body)) = failure {
+        // PHT/1 cannot resend: the stream has a gap now, so the tunnel ends.
+        reg.close(token, reason);
+        return text(status, body);
+    }
+    if !had_data {
+        reg.close(token, "closed by client");
+        return text(StatusCode::OK, "");
+    }
+    if !out.is_empty() {
+        if let Err(reason) = write_into(&t, out, reg.opts.push_timeout).await {
+            reg.close(token, reason);
+            return text(StatusCode::GONE, "tunnel closed\n");
+        }
+    }
+    t.touch();
+    text(StatusCode::OK, "")
 }
 
 async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<(), &'static str> {
@@ -242,9 +297,15 @@ impl PullState {
                 Err(_) => Some(Bytes::from_static(b"\n")),
                 Ok(None) => None,
                 Ok(Some(data)) => {
-                    let mut line = Vec::with_capacity(data.len().div_ceil(3) * 4 + 1);
-                    pht_core::encode_pull_line(&data, &mut line);
-                    Some(Bytes::from(line))
+                    // Lines stay under the gost client's limit, but whatever else is
+                    // already waiting goes out in the same chunk: one write, not many.
+                    let mut chunk = Vec::with_capacity(data.len().div_ceil(3) * 4 + 1);
+                    pht_core::encode_pull_line(&data, &mut chunk);
+                    while chunk.len() < PULL_CHUNK {
+                        let Some(more) = self.tunnel.pipe.try_pull(self.max) else { break };
+                        pht_core::encode_pull_line(&more, &mut chunk);
+                    }
+                    Some(Bytes::from(chunk))
                 }
             },
         }

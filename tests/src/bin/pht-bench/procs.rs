@@ -131,7 +131,7 @@ pub fn raise_nofile(want: u64) -> u64 {
         lim.rlim_cur = lim.rlim_max;
         let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur as u64
+        lim.rlim_cur
     }
 }
 
