@@ -341,3 +341,51 @@ async fn seed_phts_cli_and_yaml_with_a_gost_shaped_client() {
     assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_and_dialer() {
+    let home = std::env::temp_dir().join(format!("pht-e2e-home-tls-{}", std::process::id()));
+    let h = home.to_string_lossy().into_owned();
+    let origin = http_target().await;
+    let url = format!("http://{origin}/");
+    // -L relay+tls://, reached by a chain node with the tls dialer (gost: -F relay+tls://).
+    let sp = free_port();
+    let _srv = Proc::start_env(
+        "pht-server",
+        &["-L", &format!("relay+tls://127.0.0.1:{sp}")],
+        sp,
+        &[("HOME", &h)],
+    )
+    .await;
+    let cp = free_port();
+    let _cli = server(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{cp}"),
+            "-F",
+            &format!("relay+tls://127.0.0.1:{sp}"),
+        ],
+        cp,
+    )
+    .await;
+    let (code, out, err) = curl(&["-x", &format!("http://127.0.0.1:{cp}"), &url]).await;
+    assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
+    // -L https:// (= http+tls): an HTTPS proxy, as curl speaks to it.
+    let hp = free_port();
+    let _https = Proc::start_env(
+        "pht-server",
+        &["-L", &format!("https://127.0.0.1:{hp}")],
+        hp,
+        &[("HOME", &h)],
+    )
+    .await;
+    let (code, out, err) = curl(&[
+        "--proxy-insecure",
+        "-x",
+        &format!("https://127.0.0.1:{hp}"),
+        &url,
+    ])
+    .await;
+    assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
