@@ -16,6 +16,7 @@ use tracing::info;
 use super::HandlerError;
 use super::auth::{self, Authenticator};
 use crate::config::{Metadata, MetadataError, ServiceConfig};
+use crate::listener::Stream;
 use crate::router::Router;
 
 /// gost's default for `readTimeout`: how long a client may take to send its request.
@@ -108,6 +109,26 @@ impl Common {
             error = err.map(|e| e.to_string()),
             "{peer} >< {target}"
         );
+    }
+
+    /// The end every proxy handler shares once its target is connected: send the
+    /// protocol's success `reply`, splice the two streams, log the outcome.
+    pub async fn reply_and_splice(
+        &self,
+        stream: &mut Box<dyn Stream>,
+        upstream: &mut Box<dyn Stream>,
+        reply: &[u8],
+        conn: (SocketAddr, &str, &str),
+        started: Instant,
+    ) {
+        let (peer, tag, target) = conn;
+        if let Err(e) = send(stream, reply).await {
+            self.log_done(peer, tag, target, 0, 0, started, Some(e));
+            return;
+        }
+        tracing::debug!(service = %self.service, %peer, token = tag, "{peer} <-> {target}");
+        let (stats, err) = pht_client::pipe(stream, upstream).await;
+        self.log_done(peer, tag, target, stats.a_to_b, stats.b_to_a, started, err);
     }
 }
 

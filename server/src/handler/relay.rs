@@ -19,11 +19,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use pht_client::pipe;
 use tokio::io::AsyncReadExt;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::common::{Common, parse_socks_addr, send, send_and_close, within};
+use super::common::{Common, parse_socks_addr, send_and_close, within};
 use super::{Handler, HandlerError};
 use crate::config::ServiceConfig;
 use crate::listener::{Accepted, Stream};
@@ -234,13 +233,14 @@ impl Handler for RelayHandler {
                     return;
                 }
             };
-            if let Err(e) = send(&mut stream, &response(OK)).await {
-                c.log_done(peer, tag, &target, 0, 0, started, Some(e));
-                return;
-            }
-            debug!(service = %c.service, %peer, token = tag, "{peer} <-> {target}");
-            let (stats, err) = pipe(&mut stream, &mut upstream).await;
-            c.log_done(peer, tag, &target, stats.a_to_b, stats.b_to_a, started, err);
+            c.reply_and_splice(
+                &mut stream,
+                &mut upstream,
+                &response(OK),
+                (peer, tag, &target),
+                started,
+            )
+            .await;
         })
     }
 }

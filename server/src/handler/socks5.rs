@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use pht_client::pipe;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, warn};
 
@@ -208,13 +207,14 @@ impl Handler for Socks5Handler {
                     return;
                 }
             };
-            if let Err(e) = send(&mut stream, &reply(REP_OK)).await {
-                c.log_done(peer, tag, &target, 0, 0, started, Some(e));
-                return;
-            }
-            debug!(service = %c.service, %peer, token = tag, "{peer} <-> {target}");
-            let (stats, err) = pipe(&mut stream, &mut upstream).await;
-            c.log_done(peer, tag, &target, stats.a_to_b, stats.b_to_a, started, err);
+            c.reply_and_splice(
+                &mut stream,
+                &mut upstream,
+                &reply(REP_OK),
+                (peer, tag, &target),
+                started,
+            )
+            .await;
         })
     }
 }
