@@ -176,8 +176,16 @@ impl AsyncWrite for Tunnel {
         if let Some(e) = &st.tx_err {
             return Poll::Ready(Err(e.clone().into()));
         }
-        if st.close_requested || st.rx_end.is_some() {
+        if st.close_requested {
             return Poll::Ready(Err(Error::Closed.into()));
+        }
+        match &st.rx_end {
+            // The far end has finished and the server has forgotten the tunnel: like a TCP
+            // peer that closed, take the bytes and drop them, so a reader still gets the
+            // last words the far end sent (a refusal, say) instead of a write error first.
+            Some(Ok(())) => return Poll::Ready(Ok(buf.len())),
+            Some(Err(e)) => return Poll::Ready(Err(e.clone().into())),
+            None => {}
         }
         let space = shared.max_push.saturating_sub(st.tx.len());
         if space == 0 {
