@@ -134,9 +134,15 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// A listener for a test target, with a backlog deep enough for a thousand connects at
+/// once (a shallow one drops SYNs, and the late ones get reset).
+pub async fn target_listener() -> TcpListener {
+    pht_client::listen("127.0.0.1:0").await.unwrap()
+}
+
 /// An echo server on 127.0.0.1: every connection gets its bytes back.
 pub async fn echo_target() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = target_listener().await;
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -158,7 +164,7 @@ pub async fn echo_target() -> SocketAddr {
 /// `U <len:u64>` then `len` bytes → answers their SHA-256;
 /// `D <len:u64> <seed:u64>` → sends `random_bytes(len, seed)`.
 pub async fn bulk_target() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = target_listener().await;
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -255,7 +261,7 @@ pub const HELLO: &str = "hello from target\n";
 
 /// An HTTP/1.1 origin on 127.0.0.1 answering every request with [`HELLO`] (keep-alive).
 pub async fn http_target() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = target_listener().await;
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
