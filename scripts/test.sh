@@ -12,8 +12,15 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "[test] building binaries for the end-to-end tests" >&2
 cargo build --locked --workspace --bins
 
+# Every runner's summary lines are kept, to print one total at the end.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "[test] running tests" >&2
-cargo test --locked --workspace --no-fail-fast
+cargo test --locked --workspace --no-fail-fast 2>&1 | tee -a "$log"
 
 echo "[test] the wasm client: Node, headless Chromium, the web page" >&2
-bash scripts/test-wasm.sh
+bash scripts/test-wasm.sh 2>&1 | tee -a "$log"
+
+# One closing line for the whole run: the sum of every "test result:" line above.
+awk '/test result: /{for(i=1;i<=NF;i++){if($i~/^passed;?/)p+=$(i-1);if($i~/^failed;?/)f+=$(i-1)}} END{printf "all tests: %d passed, %d failed\n",p,f}' "$log"
