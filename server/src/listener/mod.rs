@@ -51,6 +51,65 @@ pub enum ListenError {
     Option(#[from] MetadataError),
 }
 
+/// Waits for the next TCP connection (with TCP_NODELAY set), or `None` at shutdown. Accept
+/// errors (out of descriptors, a connection reset before accept) are logged and waited
+/// out, so a listener never stops or spins on them.
+pub async fn accept_tcp(
+    tcp: &tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = tcp.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::debug!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// A listener whose connections are produced by a background task (TLS handshakes, PHT
+/// tunnels) and queued for the service.
+pub struct QueuedListener {
+    rx: tokio::sync::mpsc::Receiver<Accepted>,
+    local: SocketAddr,
+    kind: &'static str,
+}
+
+impl QueuedListener {
+    pub fn new(
+        rx: tokio::sync::mpsc::Receiver<Accepted>,
+        local: SocketAddr,
+        kind: &'static str,
+    ) -> Self {
+        QueuedListener { rx, local, kind }
+    }
+}
+
+impl Listener for QueuedListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Accepted>> {
+        Box::pin(async move {
+            self.rx.recv().await.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    format!("{} listener closed", self.kind),
+                )
+            })
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
 /// gost's `:port` means every interface.
 pub fn bind_addr(addr: &str) -> String {
     if addr.starts_with(':') {
@@ -100,9 +159,7 @@ pub async fn bind(
         "tcp" | "" => Ok(Box::new(tcp::TcpListener::bind(addr).await?)),
         "tls" => {
             let acceptor = server_tls(cfg, global_tls, &[], service)?;
-            Ok(Box::new(
-                tls::TlsListener::bind(addr, acceptor, shutdown).await?,
-            ))
+            Ok(Box::new(tls::bind(addr, acceptor, shutdown).await?))
         }
         kind @ ("pht" | "phts") => {
             let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
@@ -111,7 +168,7 @@ pub async fn bind(
                 _ => None,
             };
             Ok(Box::new(
-                pht::PhtListener::bind(addr, opts, acceptor, service, shutdown).await?,
+                pht::bind(addr, opts, acceptor, service, shutdown).await?,
             ))
         }
         other => Err(ListenError::Unsupported(other.to_string())),

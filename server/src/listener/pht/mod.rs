@@ -10,19 +10,16 @@ mod routes;
 
 pub use cors::Cors;
 
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{Accepted, ListenError, Listener};
+use super::{ListenError, QueuedListener, accept_tcp};
 use crate::config::{Metadata, MetadataError};
 use registry::Registry;
 
@@ -145,47 +142,25 @@ impl PhtOptions {
     }
 }
 
-/// A bound PHT listener; tunnels come out of [`Listener::accept`].
-pub struct PhtListener {
-    rx: mpsc::Receiver<Accepted>,
-    local: SocketAddr,
-}
-
-impl PhtListener {
-    /// Binds `addr` and serves PHT on it (over TLS with `tls`: `phts`) until `shutdown`.
-    pub async fn bind(
-        addr: &str,
-        opts: PhtOptions,
-        tls: Option<TlsAcceptor>,
-        service: &str,
-        shutdown: CancellationToken,
-    ) -> Result<Self, ListenError> {
-        let tcp = super::bind_tcp(addr).await?;
-        let local = tcp.local_addr().map_err(|source| ListenError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let (tx, rx) = mpsc::channel(opts.backlog);
-        let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
-        tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
-        tokio::spawn(serve(tcp, tls, registry, shutdown));
-        Ok(PhtListener { rx, local })
-    }
-}
-
-impl Listener for PhtListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Accepted>> {
-        Box::pin(async move {
-            self.rx
-                .recv()
-                .await
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "pht listener closed"))
-        })
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
+/// Binds `addr` and serves PHT on it (over TLS with `tls`: `phts`) until `shutdown`;
+/// tunnels come out of the returned listener.
+pub async fn bind(
+    addr: &str,
+    opts: PhtOptions,
+    tls: Option<TlsAcceptor>,
+    service: &str,
+    shutdown: CancellationToken,
+) -> Result<QueuedListener, ListenError> {
+    let tcp = super::bind_tcp(addr).await?;
+    let local = tcp.local_addr().map_err(|source| ListenError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let (tx, rx) = mpsc::channel(opts.backlog);
+    let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
+    tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
+    tokio::spawn(serve(tcp, tls, registry, shutdown));
+    Ok(QueuedListener::new(rx, local, "pht"))
 }
 
 /// Time a client gets for the TLS handshake.
@@ -214,19 +189,9 @@ async fn serve(
         .initial_connection_window_size(H2_CONN_WINDOW)
         .keep_alive_interval(Duration::from_secs(30));
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = tcp.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    debug!("pht accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = accept_tcp(&tcp, &shutdown).await else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         debug!(service = %registry.service, %peer, "pht connection accepted");
         let registry = registry.clone();
         let builder = builder.clone();
