@@ -11,6 +11,10 @@ for (const f of FIELDS) {
 }
 $('settings').addEventListener('submit', (e) => e.preventDefault());
 if (!$('server').value) $('server').value = `http://${location.hostname || '127.0.0.1'}:8443`;
+// Out of the box (scripts/run.sh serves gost's auto handler on :8443): ask the server's
+// HTTP proxy for this very page's server, so "Open tunnel" shows an answer at once.
+if (!params.has('connector')) $('connector').value = 'http';
+if (!params.has('target') && !$('target').value) $('target').value = location.host || '127.0.0.1:8080';
 
 function log(msg, isError = false) {
   const line = document.createElement('div');
