@@ -118,8 +118,8 @@ impl ClientTlsOptions {
         let provider = provider();
         let algs = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = if let Some(pin) = &self.pin {
-            Arc::new(Pinned {
-                want: parse_pin(pin)?,
+            Arc::new(Unchained {
+                pin: Some(parse_pin(pin)?),
                 algs,
             })
         } else if let Some(ca) = &self.ca_file {
@@ -141,7 +141,7 @@ impl ClientTlsOptions {
                 .build()
                 .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?
         } else {
-            Arc::new(NoVerify { algs })
+            Arc::new(Unchained { pin: None, algs })
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -180,70 +180,15 @@ fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
     Ok(out)
 }
 
-fn verify12(
-    m: &[u8],
-    c: &CertificateDer<'_>,
-    d: &DigitallySignedStruct,
-    algs: &WebPkiSupportedAlgorithms,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls12_signature(m, c, d, algs)
-}
-
-fn verify13(
-    m: &[u8],
-    c: &CertificateDer<'_>,
-    d: &DigitallySignedStruct,
-    algs: &WebPkiSupportedAlgorithms,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls13_signature(m, c, d, algs)
-}
-
-/// gost's default: any certificate (the handshake signature is still checked).
+/// gost's default (`pin: None`): any certificate; with a pin, exactly the one whose DER
+/// bytes hash to it. The handshake signature is checked either way.
 #[derive(Debug)]
-struct NoVerify {
+struct Unchained {
+    pin: Option<[u8; 32]>,
     algs: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify12(m, c, d, &self.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify13(m, c, d, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
-/// Exactly one certificate, by SHA-256 of its DER bytes.
-#[derive(Debug)]
-struct Pinned {
-    want: [u8; 32],
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for Unchained {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -252,13 +197,14 @@ impl ServerCertVerifier for Pinned {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if Sha256::digest(end_entity.as_ref()).as_slice() == self.want {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate pin mismatch: server presented {}",
-                fingerprint(end_entity.as_ref())
-            )))
+        match self.pin {
+            Some(want) if Sha256::digest(end_entity.as_ref()).as_slice() != want => {
+                Err(rustls::Error::General(format!(
+                    "certificate pin mismatch: server presented {}",
+                    fingerprint(end_entity.as_ref())
+                )))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
     fn verify_tls12_signature(
@@ -267,7 +213,7 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify12(m, c, d, &self.algs)
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.algs)
     }
     fn verify_tls13_signature(
         &self,
@@ -275,7 +221,7 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify13(m, c, d, &self.algs)
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.algs)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
