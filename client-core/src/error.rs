@@ -68,9 +68,22 @@ pub enum Error {
     /// The authorize answer did not carry `token=`.
     #[error("authorize failed: unexpected answer {0:?}")]
     Authorize(String),
+    /// A request got no complete answer within `requestTimeout`.
+    #[error("{what} request timed out after {after:?} (requestTimeout)")]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+    /// The pull carried neither data nor a heartbeat for `heartbeatTimeout`: the path to
+    /// the server is dead even though no connection reported it.
+    #[error("no data or heartbeat from the server for {after:?} (heartbeatTimeout)")]
+    Silent { after: std::time::Duration },
     /// The tunnel was closed by this side.
     #[error("tunnel closed")]
     Closed,
+    /// The tunnel was reset by this side ([`crate::Tunnel::reset`]).
+    #[error("tunnel reset by this side")]
+    Aborted,
 }
 
 fn status_hint(status: u16) -> &'static str {
@@ -88,6 +101,8 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match &e {
             Error::Closed => io::ErrorKind::BrokenPipe,
+            Error::Aborted => io::ErrorKind::ConnectionAborted,
+            Error::Timeout { .. } | Error::Silent { .. } => io::ErrorKind::TimedOut,
             Error::Status { status: 403, .. } | Error::Status { status: 429, .. } => {
                 io::ErrorKind::ConnectionRefused
             }

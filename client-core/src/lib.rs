@@ -1,15 +1,16 @@
 //! The PHT protocol, once: gost's Plain HTTP Tunnel (PHT/1) as a runtime-free byte stream.
 //!
-//! This crate knows no sockets, no runtime and no clock. It turns a [`Fetch`] implementation
-//! (an HTTP client that can POST a body and stream a GET response) into a [`Tunnel`]: a
-//! `futures::io::AsyncRead + AsyncWrite` byte stream, plus a [`TunnelDriver`] future that the
-//! caller runs (`tokio::spawn` natively, `spawn_local` in a browser) to move the bytes.
+//! This crate knows no sockets and no runtime. It turns a [`Fetch`] implementation (an HTTP
+//! client that can POST a body and stream a GET response) and a [`Clock`] (timers) into a
+//! [`Tunnel`]: a `futures::io::AsyncRead + AsyncWrite` byte stream, plus a [`TunnelDriver`]
+//! future that the caller runs (`tokio::spawn` natively, `spawn_local` in a browser) to
+//! move the bytes.
 //!
 //! ```no_run
-//! # async fn demo<F: pht_core::Fetch>(fetch: F) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo<F: pht_core::Fetch, C: pht_core::Clock>(fetch: F, clock: C) -> Result<(), Box<dyn std::error::Error>> {
 //! use futures::{AsyncReadExt, AsyncWriteExt};
 //! let node = pht_core::NodeUrl::parse("forward+pht://127.0.0.1:8443")?;
-//! let (mut tunnel, driver) = pht_core::open(fetch, node.tunnel_config()).await?;
+//! let (mut tunnel, driver) = pht_core::open(fetch, clock, node.tunnel_config()).await?;
 //! # let spawn = |_d| ();
 //! spawn(driver); // the caller's runtime drives the HTTP requests
 //! tunnel.write_all(b"hello").await?;
@@ -18,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 mod codec;
 mod connector;
 mod error;
@@ -29,6 +31,7 @@ mod token;
 mod tunnel;
 mod url;
 
+pub use clock::{Clock, Elapsed, timeout};
 pub use codec::{
     PullDecoder, PullEvent, PushDecoder, decode_push_body, encode_pull_line, encode_push_body,
 };
@@ -39,8 +42,8 @@ pub use fetch::{Fetch, FetchResponse};
 pub use maybe_send::{BoxFuture, MaybeSend, MaybeSync};
 pub use node::{NodeUrl, TokenMode, TunnelConfig};
 pub use token::mint_token;
-pub use tunnel::{Tunnel, TunnelDriver, open};
-pub use url::GostUrl;
+pub use tunnel::{RESET_PARAM, Tunnel, TunnelDriver, open};
+pub use url::{GostUrl, parse_bool, parse_duration};
 
 /// Defaults shared by every PHT peer in this project.
 pub mod defaults {
@@ -51,8 +54,18 @@ pub mod defaults {
     /// gost's default pull (server → client) path.
     pub const PULL_PATH: &str = "/pull";
     /// Raw bytes carried by one push POST at most. Writes made while a POST is in flight
-    /// are coalesced up to this size; gost servers accept any line length.
-    pub const MAX_PUSH_PAYLOAD: usize = 1024 * 1024;
+    /// are coalesced up to this size. 786 429 bytes are 1 048 572 base64 characters, so
+    /// with the newline a full push stays under nginx's default `client_max_body_size`
+    /// (1 MiB), the smallest body limit common in front of PHT servers.
+    pub const MAX_PUSH_PAYLOAD: usize = 262_143 * 3;
+    /// Smallest push the client shrinks to after proxies answer 413 (`minPushSize`).
+    pub const MIN_PUSH_PAYLOAD: usize = 16 * 1024;
+    /// Time for one HTTP exchange: the authorize answer, a push's answer, a pull's
+    /// response headers (`requestTimeout`).
+    pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Silence on the pull after which the tunnel is dead (`heartbeatTimeout`): three of
+    /// the servers' 10 s heartbeats (gost's and ours).
+    pub const HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
     /// Longest pull line (base64 characters, without the newline) the client accepts.
     /// gost's own client stops at 64 KiB; ours is more lenient so it also reads servers
     /// configured with larger lines.

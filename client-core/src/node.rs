@@ -1,6 +1,8 @@
 //! A PHT node as gost's `-F` names it, and the settings a tunnel runs with.
 
-use crate::url::parse_bool;
+use std::time::Duration;
+
+use crate::url::{parse_bool, parse_duration};
 use crate::{GostUrl, UrlError, defaults};
 
 /// Characters escaped in a query value: all but RFC 3986's unreserved ones, so gost's and
@@ -35,6 +37,12 @@ pub struct TunnelConfig {
     pub token_mode: TokenMode,
     /// Raw bytes per push POST at most (writes are coalesced up to this).
     pub max_push_payload: usize,
+    /// Smallest push the client shrinks to when proxies answer 413.
+    pub min_push_payload: usize,
+    /// Deadline of each HTTP exchange: authorize, a push's answer, a pull's headers.
+    pub request_timeout: Duration,
+    /// Silence on the pull (no data, no heartbeat) after which the tunnel is dead.
+    pub heartbeat_timeout: Duration,
     /// Longest accepted pull line, in base64 characters.
     pub max_pull_line: usize,
     /// Decoded bytes held for the reader before the pull response is left unread.
@@ -57,6 +65,9 @@ impl TunnelConfig {
             headers: Vec::new(),
             token_mode: TokenMode::default(),
             max_push_payload: defaults::MAX_PUSH_PAYLOAD,
+            min_push_payload: defaults::MIN_PUSH_PAYLOAD,
+            request_timeout: defaults::REQUEST_TIMEOUT,
+            heartbeat_timeout: defaults::HEARTBEAT_TIMEOUT,
             max_pull_line: defaults::MAX_PULL_LINE,
             recv_buffer: defaults::RECV_BUFFER,
         }
@@ -80,7 +91,9 @@ impl TunnelConfig {
 /// `[connector+](pht|phts)://[user:pass@]host:port?authorizePath=&pushPath=&pullPath=&host=`
 ///
 /// gost's defaults apply: `pht://` alone means the `http` connector. Extra query keys of
-/// this project: `token=authorize|mint`, `maxPushSize=<bytes>`.
+/// this project: `token=authorize|mint`, `maxPushSize=<bytes>`, `minPushSize=<bytes>`,
+/// `requestTimeout=<duration>`, `heartbeatTimeout=<duration>` (and the transport's
+/// `proxy=`, read by the native client).
 ///
 /// ```
 /// let n = pht_core::NodeUrl::parse("forward+pht://10.0.0.1:8443?pushPath=/up&host=cdn.example").unwrap();
@@ -207,11 +220,31 @@ impl NodeUrl {
                 None => return Err(bad("authorize", v, "expected a boolean")),
             }
         }
-        if let Some(v) = self.url.param("maxPushSize") {
-            match v.parse::<usize>() {
-                Ok(n) if n > 0 => c.max_push_payload = n,
-                _ => return Err(bad("maxPushSize", v, "expected a positive byte count")),
-            }
+        let bytes = |key: &str| match self.url.param(key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(bad(key, v, "expected a positive byte count")),
+            },
+        };
+        if let Some(n) = bytes("maxPushSize")? {
+            c.max_push_payload = n;
+        }
+        if let Some(n) = bytes("minPushSize")? {
+            c.min_push_payload = n;
+        }
+        let duration = |key: &str| match self.url.param(key) {
+            None => Ok(None),
+            Some(v) => match parse_duration(v) {
+                Some(d) if !d.is_zero() => Ok(Some(d)),
+                _ => Err(bad(key, v, "expected a positive duration (e.g. 30s, 1m)")),
+            },
+        };
+        if let Some(d) = duration("requestTimeout")? {
+            c.request_timeout = d;
+        }
+        if let Some(d) = duration("heartbeatTimeout")? {
+            c.heartbeat_timeout = d;
         }
         for (k, v) in &self.url.query {
             // gost reads headers from a YAML map; `header.Name=value` is this project's CLI form.

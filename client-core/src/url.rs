@@ -108,12 +108,63 @@ impl GostUrl {
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` does.
-pub(crate) fn parse_bool(v: &str) -> Option<bool> {
+///
+/// ```
+/// assert_eq!(pht_core::parse_bool("T"), Some(true));
+/// assert_eq!(pht_core::parse_bool("yes"), None);
+/// ```
+pub fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
         _ => None,
     }
+}
+
+/// Parses Go's duration syntax (`10s`, `1m30s`, `250ms`), or a bare number meaning seconds
+/// (gost's metadata rule). Values past `Duration::MAX` and negative ones are `None`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pht_core::parse_duration;
+/// assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+/// assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+/// assert_eq!(parse_duration("soon"), None);
+/// assert_eq!(parse_duration("99999999999999999999h"), None);
+/// ```
+pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    if v.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += num * scale;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]

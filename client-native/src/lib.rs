@@ -11,13 +11,19 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 pub mod logging;
 mod pipe;
+mod reset;
 pub mod tls;
 mod transport;
 
-pub use pipe::{PipeStats, pipe};
-pub use transport::{HyperBody, HyperFetch, NodeIo, TransportError, TransportOptions};
+pub use clock::TokioClock;
+pub use pipe::{PipeStats, pipe, splice};
+pub use reset::Reset;
+pub use transport::{
+    Dial, HyperBody, HyperFetch, Io, NodeIo, Proxy, TransportError, TransportOptions,
+};
 
 use pht_core::{Connected, Connector, Credentials, NodeUrl, Tunnel};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
@@ -51,6 +57,7 @@ pub async fn connect(node: &NodeUrl) -> Result<PhtStream, ConnectError> {
 pub async fn connect_with(fetch: &HyperFetch, node: &NodeUrl) -> Result<PhtStream, ConnectError> {
     let (tunnel, driver) = pht_core::open(
         fetch.clone(),
+        TokioClock::new(),
         node.try_tunnel_config().map_err(pht_core::Error::from)?,
     )
     .await?;
@@ -76,6 +83,7 @@ pub async fn connect_to(
     let connector: Connector = node.connector.parse()?;
     let (tunnel, driver) = pht_core::open(
         fetch.clone(),
+        TokioClock::new(),
         node.try_tunnel_config().map_err(pht_core::Error::from)?,
     )
     .await?;

@@ -150,6 +150,22 @@ where
     (stats, res.err())
 }
 
+/// [`pipe`], and when it fails, [`Reset`](crate::Reset) both streams: a tunnel that breaks
+/// must look broken to the applications at both ends, never like a clean end after a
+/// prefix.
+pub async fn splice<A, B>(a: &mut A, b: &mut B) -> (PipeStats, Option<io::Error>)
+where
+    A: AsyncRead + AsyncWrite + crate::Reset + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + crate::Reset + Unpin + ?Sized,
+{
+    let (stats, err) = pipe(a, b).await;
+    if err.is_some() {
+        a.reset();
+        b.reset();
+    }
+    (stats, err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

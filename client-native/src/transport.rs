@@ -1,5 +1,6 @@
 //! [`pht_core::Fetch`] over hyper: pooled keep-alive HTTP/1.1, or HTTP/2 (ALPN over TLS,
-//! or prior knowledge on plain TCP), to one PHT node.
+//! or prior knowledge on plain TCP), to one PHT node: directly, through an HTTP forward
+//! proxy, or over a stream a caller dials (a chain's earlier hops).
 
 use std::io;
 use std::pin::Pin;
@@ -9,11 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use futures::future::BoxFuture;
+use http::HeaderValue;
 use http::{Method, Request, Uri};
 use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pht_core::{Fetch, FetchError, FetchResponse, NodeUrl};
 use rustls::pki_types::ServerName;
@@ -21,7 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tracing::warn;
+use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tracing::{info, warn};
 
 use crate::tls::{ClientTlsOptions, TlsError};
 
@@ -34,6 +39,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control windows: a tunnel's pushes and pulls should not stall on credit.
 const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
+/// HTTP/2 PING interval: a dead connection is found even while its streams are idle.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Why a transport could not be built for a node.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,100 @@ pub enum TransportError {
         value: String,
         reason: &'static str,
     },
+    #[error(
+        "proxy {proxy}: only http:// forward proxies are supported (from {source_name}; set proxy=none on the node to go direct)"
+    )]
+    UnsupportedProxy {
+        proxy: String,
+        source_name: &'static str,
+    },
+}
+
+/// A byte stream a connection to the node can run on.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Opens a fresh byte stream to the node for each HTTP connection: how a PHT node is
+/// reached through the earlier hops of a chain.
+pub type Dial = Arc<dyn Fn() -> BoxFuture<'static, io::Result<Box<dyn Io>>> + Send + Sync>;
+
+/// An HTTP forward proxy on the way to the node.
+#[derive(Clone)]
+pub struct Proxy {
+    /// `host:port` of the proxy.
+    pub addr: String,
+    /// `Proxy-Authorization` value (`Basic ...`) from the proxy URL's `user:pass@`.
+    pub auth: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The credentials stay out of logs.
+        f.debug_struct("Proxy")
+            .field("addr", &self.addr)
+            .field("auth", &self.auth.is_some())
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// The proxy for `node`: its `proxy=` parameter (`none` turns proxies off), else the
+    /// environment as curl reads it (`http_proxy`/`HTTP_PROXY` for `pht`,
+    /// `https_proxy`/`HTTPS_PROXY` for `phts`, `ALL_PROXY`, and `NO_PROXY`).
+    pub fn for_node(node: &NodeUrl) -> Result<Option<Proxy>, TransportError> {
+        let (matcher, source_name) = match node.url.param("proxy") {
+            Some("" | "none" | "off" | "direct") => return Ok(None),
+            Some(p) => (Matcher::builder().all(p.to_string()).build(), "proxy="),
+            None => (
+                Matcher::from_env(),
+                "HTTP_PROXY/HTTPS_PROXY/ALL_PROXY in the environment",
+            ),
+        };
+        let scheme = if node.is_tls() { "https" } else { "http" };
+        let host = node
+            .addr
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&node.addr);
+        let dst: http::Uri =
+            format!("{scheme}://{host}/")
+                .parse()
+                .map_err(|_| TransportError::BadParam {
+                    key: "proxy",
+                    value: node.addr.clone(),
+                    reason: "the node address is not a valid host",
+                })?;
+        let Some(hit) = matcher.intercept(&dst) else {
+            return Ok(None);
+        };
+        let uri = hit.uri();
+        let bad = || TransportError::UnsupportedProxy {
+            proxy: format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or(""),
+                uri.authority().map(|a| a.as_str()).unwrap_or("")
+            ),
+            source_name,
+        };
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let host = uri.host().ok_or_else(bad)?;
+        let port = uri.port_u16().unwrap_or(80);
+        let auth = hit.basic_auth().cloned().or_else(|| {
+            hit.raw_auth()
+                .and_then(|(u, p)| HeaderValue::from_str(&format!("Basic {}", basic(u, p))).ok())
+        });
+        Ok(Some(Proxy {
+            addr: format!("{host}:{port}"),
+            auth,
+        }))
+    }
+}
+
+/// `user:pass` in base64, as Basic authentication sends it.
+fn basic(user: &str, pass: &str) -> String {
+    base64_simd::STANDARD.encode_to_string(format!("{user}:{pass}"))
 }
 
 /// How to reach a node: the address, TLS, and HTTP version.
@@ -60,6 +161,8 @@ pub struct TransportOptions {
     pub http2: Option<bool>,
     /// Idle pooled connections kept per node (node URL key `maxIdleConns`, default 100).
     pub max_idle: Option<usize>,
+    /// The forward proxy on the way to the node (node URL key `proxy`, or the environment).
+    pub proxy: Option<Proxy>,
 }
 
 impl TransportOptions {
@@ -110,13 +213,15 @@ impl TransportOptions {
             tls,
             http2: boolean("http2")?,
             max_idle,
+            proxy: Proxy::for_node(node)?,
         })
     }
 }
 
-/// An HTTP client bound to one node: every request's TCP connection goes to the node's
-/// address, whatever authority the URL carries (gost's `host` option is fronting).
-/// Cloning is cheap and shares the connection pool.
+/// An HTTP client bound to one node: every request's connection goes to the node's
+/// address (directly, through the proxy, or through the caller's dialer), whatever
+/// authority the URL carries (gost's `host` option is fronting). Cloning is cheap and
+/// shares the connection pool.
 #[derive(Clone)]
 pub struct HyperFetch {
     inner: Arc<Inner>,
@@ -131,12 +236,21 @@ struct Inner {
     /// shown the server agrees. Without it, a burst of new tunnels would each open a
     /// connection before the first ALPN answer is known.
     h2: Option<(HttpClient, NodeConnector, tokio::sync::OnceCell<bool>)>,
+    /// Sent with every request when plain HTTP goes through a forward proxy.
+    proxy_auth: Option<HeaderValue>,
 }
 
 impl HyperFetch {
     /// A client for `node` (`pht://` or `phts://`), with the node URL's transport options.
     pub fn for_node(node: &NodeUrl) -> Result<Self, TransportError> {
-        let opts = TransportOptions::from_node(node)?;
+        Self::for_node_via(node, None)
+    }
+
+    /// Like [`HyperFetch::for_node`], with every connection opened by `dial` instead of
+    /// a TCP connection to the node: a PHT node behind earlier hops of a chain. TLS (for
+    /// `phts`) still runs end to end with the node.
+    pub fn for_node_via(node: &NodeUrl, dial: Option<Dial>) -> Result<Self, TransportError> {
+        let mut opts = TransportOptions::from_node(node)?;
         let host = node
             .addr
             .rsplit_once(':')
@@ -151,7 +265,19 @@ impl HyperFetch {
                 );
             }
         }
-        Self::new(&node.addr, host, &opts)
+        let route = match (dial, opts.proxy.take()) {
+            (Some(dial), _) => Route::Dial(dial),
+            (None, Some(proxy)) => {
+                info!(node = %node.addr, proxy = %proxy.addr, "reaching the node through the HTTP proxy {}", proxy.addr);
+                Route::Proxy {
+                    proxy: Arc::from(proxy.addr.as_str()),
+                    auth: proxy.auth,
+                    node: Arc::from(node.addr.as_str()),
+                }
+            }
+            (None, None) => Route::Direct(Arc::from(node.addr.as_str())),
+        };
+        Self::build(route, host, &opts)
     }
 
     /// A plain-HTTP/1.1 client whose connections all go to `addr` (`host:port`).
@@ -161,6 +287,18 @@ impl HyperFetch {
 
     /// A client whose connections all go to `addr`; `host` is the default TLS server name.
     pub fn new(addr: &str, host: &str, opts: &TransportOptions) -> Result<Self, TransportError> {
+        let route = match &opts.proxy {
+            None => Route::Direct(Arc::from(addr)),
+            Some(p) => Route::Proxy {
+                proxy: Arc::from(p.addr.as_str()),
+                auth: p.auth.clone(),
+                node: Arc::from(addr),
+            },
+        };
+        Self::build(route, host, opts)
+    }
+
+    fn build(route: Route, host: &str, opts: &TransportOptions) -> Result<Self, TransportError> {
         let tls = match &opts.tls {
             None => None,
             Some(t) => {
@@ -173,10 +311,17 @@ impl HyperFetch {
                 Some((TlsConnector::from(Arc::new(cfg)), t.sni(host)?))
             }
         };
-        let h2c = opts.tls.is_none() && opts.http2 == Some(true);
+        // Plain HTTP through a proxy goes as absolute-form requests, with the proxy's
+        // credentials on each; HTTP/2 cannot be spoken that way.
+        let proxy_auth = match (&route, &tls) {
+            (Route::Proxy { auth, .. }, None) => auth.clone(),
+            _ => None,
+        };
+        let forward_proxied = matches!(route, Route::Proxy { .. }) && tls.is_none();
+        let h2c = opts.tls.is_none() && opts.http2 == Some(true) && !forward_proxied;
         let h2_over_tls = opts.tls.is_some() && opts.http2 != Some(false);
         let connector = NodeConnector {
-            addr: Arc::from(addr),
+            route,
             tls: tls.map(Arc::new),
         };
         let build = |h2_only: bool| {
@@ -187,7 +332,7 @@ impl HyperFetch {
                 .pool_max_idle_per_host(opts.max_idle.unwrap_or(100))
                 .http2_initial_stream_window_size(H2_STREAM_WINDOW)
                 .http2_initial_connection_window_size(H2_CONN_WINDOW)
-                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_interval(H2_KEEP_ALIVE)
                 .http2_only(h2_only);
             b.build(connector.clone())
         };
@@ -197,6 +342,7 @@ impl HyperFetch {
             inner: Arc::new(Inner {
                 client: build(h2c),
                 h2,
+                proxy_auth,
             }),
         })
     }
@@ -228,6 +374,9 @@ impl HyperFetch {
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(auth) = &self.inner.proxy_auth {
+            req = req.header(http::header::PROXY_AUTHORIZATION, auth.clone());
         }
         req.body(Full::new(body)).map_err(FetchError::new)
     }
@@ -296,17 +445,43 @@ pub struct HyperBody(BodyDataStream<Incoming>);
 impl Stream for HyperBody {
     type Item = Result<Bytes, FetchError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.0)
-            .poll_next(cx)
-            .map(|o| o.map(|r| r.map_err(FetchError::new)))
+        Pin::new(&mut self.0).poll_next(cx).map(|o| {
+            o.map(|r| {
+                r.map_err(|e| {
+                    // hyper's Display says only "error reading a body from connection".
+                    let mut msg = e.to_string();
+                    if let Some(s) = std::error::Error::source(&e) {
+                        msg.push_str(": ");
+                        msg.push_str(&s.to_string());
+                    }
+                    FetchError(msg)
+                })
+            })
+        })
     }
 }
 
-/// Dials the node's address for every connection, with TCP_NODELAY (PHT is request/response
-/// bound: Nagle would add a delay to every small POST), then TLS if configured.
+/// How a connection reaches the node.
+#[derive(Clone)]
+enum Route {
+    /// TCP to the node's `host:port`.
+    Direct(Arc<str>),
+    /// TCP to an HTTP forward proxy: plain HTTP then travels as absolute-form requests
+    /// (no CONNECT, which proxies often refuse); TLS asks the proxy to CONNECT first.
+    Proxy {
+        proxy: Arc<str>,
+        auth: Option<HeaderValue>,
+        node: Arc<str>,
+    },
+    /// The caller's dialer.
+    Dial(Dial),
+}
+
+/// Dials the node for every connection, with TCP_NODELAY (PHT is request/response bound:
+/// Nagle would add a delay to every small POST), then TLS if configured.
 #[derive(Clone)]
 struct NodeConnector {
-    addr: Arc<str>,
+    route: Route,
     tls: Option<Arc<(TlsConnector, ServerName<'static>)>>,
 }
 
@@ -324,50 +499,105 @@ impl tower_service::Service<Uri> for NodeConnector {
     }
 }
 
+async fn tcp(addr: &str) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {addr} timed out"),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 impl NodeConnector {
     async fn connect(self) -> io::Result<TokioIo<NodeIo>> {
-        let NodeConnector { addr, tls } = self;
-        {
-            let timeout = |what: &str| {
-                io::Error::new(io::ErrorKind::TimedOut, format!("{what} {addr} timed out"))
-            };
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*addr))
-                .await
-                .map_err(|_| timeout("connect to"))??;
-            stream.set_nodelay(true)?;
-            let io = match tls.as_deref() {
-                None => NodeIo::Plain(stream),
-                Some((connector, name)) => {
-                    let s = tokio::time::timeout(
-                        CONNECT_TIMEOUT,
-                        connector.connect(name.clone(), stream),
-                    )
-                    .await
-                    .map_err(|_| timeout("TLS handshake with"))??;
-                    NodeIo::Tls(Box::new(s))
-                }
-            };
-            Ok(TokioIo::new(io))
-        }
+        let NodeConnector { route, tls } = self;
+        let (stream, proxied): (Box<dyn Io>, bool) = match &route {
+            Route::Direct(addr) => (Box::new(tcp(addr).await?), false),
+            Route::Dial(dial) => (dial().await?, false),
+            Route::Proxy { proxy, .. } if tls.is_none() => (Box::new(tcp(proxy).await?), true),
+            Route::Proxy { proxy, auth, node } => {
+                let s = tcp(proxy).await?;
+                (connect_through(s, proxy, auth.as_ref(), node).await?, false)
+            }
+        };
+        let kind = match tls.as_deref() {
+            None => NodeIoKind::Plain(stream),
+            Some((connector, name)) => {
+                let s =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "TLS handshake with the node timed out",
+                            )
+                        })??;
+                NodeIoKind::Tls(Box::new(s))
+            }
+        };
+        Ok(TokioIo::new(NodeIo { kind, proxied }))
     }
 }
 
-/// A connection to a node, plain or TLS.
-pub enum NodeIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+/// `CONNECT node` through the proxy: the way TLS crosses a forward proxy.
+async fn connect_through(
+    s: TcpStream,
+    proxy: &str,
+    auth: Option<&HeaderValue>,
+    node: &str,
+) -> io::Result<Box<dyn Io>> {
+    let creds = auth.and_then(|a| {
+        let b64 = a.to_str().ok()?.strip_prefix("Basic ")?;
+        let raw = base64_simd::STANDARD.decode_to_vec(b64).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let (u, p) = raw.split_once(':')?;
+        Some(pht_core::Credentials::new(u.to_string(), p.to_string()))
+    });
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        pht_core::handshake(s.compat(), pht_core::Connector::Http, node, creds.as_ref()),
+    )
+    .await
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("CONNECT {node} through proxy {proxy} timed out"),
+        )
+    })?
+    .map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("proxy {proxy}: {e}"),
+        )
+    })?;
+    Ok(Box::new(connected.compat()))
+}
+
+/// A connection to a node, plain or TLS, over whatever stream reaches it.
+pub struct NodeIo {
+    kind: NodeIoKind,
+    /// Plain HTTP to a forward proxy: requests must keep their absolute form.
+    proxied: bool,
+}
+
+enum NodeIoKind {
+    Plain(Box<dyn Io>),
+    Tls(Box<TlsStream<Box<dyn Io>>>),
 }
 
 impl Connection for NodeIo {
     fn connected(&self) -> Connected {
-        match self {
-            NodeIo::Plain(s) => s.connected(),
-            NodeIo::Tls(s) => {
-                let c = s.get_ref().0.connected();
+        match &self.kind {
+            NodeIoKind::Plain(_) => Connected::new().proxy(self.proxied),
+            NodeIoKind::Tls(s) => {
                 if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    c.negotiated_h2()
+                    Connected::new().negotiated_h2()
                 } else {
-                    c
+                    Connected::new()
                 }
             }
         }
@@ -380,9 +610,9 @@ impl AsyncRead for NodeIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NodeIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().kind {
+            NodeIoKind::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            NodeIoKind::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -393,9 +623,9 @@ impl AsyncWrite for NodeIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            NodeIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().kind {
+            NodeIoKind::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            NodeIoKind::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -403,27 +633,27 @@ impl AsyncWrite for NodeIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            NodeIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().kind {
+            NodeIoKind::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            NodeIoKind::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
-        match self {
-            NodeIo::Plain(s) => s.is_write_vectored(),
-            NodeIo::Tls(s) => s.is_write_vectored(),
+        match &self.kind {
+            NodeIoKind::Plain(s) => s.is_write_vectored(),
+            NodeIoKind::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NodeIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().kind {
+            NodeIoKind::Plain(s) => Pin::new(s).poll_flush(cx),
+            NodeIoKind::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NodeIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            NodeIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().kind {
+            NodeIoKind::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            NodeIoKind::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

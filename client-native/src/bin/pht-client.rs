@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Parser};
 use pht_client::logging::{self, token_prefix};
-use pht_client::{HyperFetch, connect_to, connect_with, pipe};
+use pht_client::{HyperFetch, Reset, connect_to, connect_with, pipe, splice};
 use pht_core::{GostUrl, NodeUrl};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -87,8 +87,8 @@ async fn open(
     }
 }
 
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Reset + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Reset + Unpin + Send> Stream for T {}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -166,11 +166,15 @@ async fn run_tcp(
                 Ok(t) => t,
                 Err(e) => {
                     warn!(%peer, node = %node.addr, "tunnel failed: {e:#}");
+                    // No tunnel: the application must not mistake this for an empty answer.
+                    local.reset();
                     return;
                 }
             };
             debug!(%peer, token, node = %node.addr, "{peer} <-> {}", node.addr);
-            let (stats, err) = pipe(&mut local, &mut tunnel).await;
+            // A broken tunnel resets the local connection, and a reset local connection
+            // resets the tunnel: neither end sees a clean close after a failure.
+            let (stats, err) = splice(&mut local, &mut tunnel).await;
             info!(
                 %peer, token,
                 sent = stats.a_to_b, received = stats.b_to_a,
@@ -188,6 +192,10 @@ async fn run_stdio(fetch: &HyperFetch, node: &NodeUrl, target: Option<&str>) -> 
         .with_context(|| format!("tunnel to {}", node.addr))?;
     let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
     let (stats, err) = pipe(&mut stdio, &mut tunnel).await;
+    if err.is_some() {
+        // stdio cannot be reset; the far end can, and exiting non-zero tells the caller.
+        tunnel.reset();
+    }
     debug!(
         sent = stats.a_to_b,
         received = stats.b_to_a,

@@ -98,46 +98,4 @@ fn parse_size(v: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
-/// Parses Go's duration syntax, or a bare number meaning seconds (gost's metadata rule).
-///
-/// ```
-/// use std::time::Duration;
-/// use pht_server::config::parse_duration;
-/// assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-/// assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-/// assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
-/// assert_eq!(parse_duration("soon"), None);
-/// ```
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if v.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    let mut rest = v;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += num * scale;
-    }
-    Some(Duration::from_secs_f64(total))
-}
+pub use pht_core::parse_duration;

@@ -1,5 +1,6 @@
 //! Pieces shared by the proxy handlers: options, timeouts, stream wrappers, logging.
 
+use pht_client::Reset;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -123,11 +124,13 @@ impl Common {
     ) {
         let (peer, tag, target) = conn;
         if let Err(e) = send(stream, reply).await {
+            upstream.reset();
             self.log_done(peer, tag, target, 0, 0, started, Some(e));
             return;
         }
         tracing::debug!(service = %self.service, %peer, token = tag, "{peer} <-> {target}");
-        let (stats, err) = pht_client::pipe(stream, upstream).await;
+        // Either side failing resets both: no peer takes a failure for a clean end.
+        let (stats, err) = pht_client::splice(stream, upstream).await;
         self.log_done(peer, tag, target, stats.a_to_b, stats.b_to_a, started, err);
     }
 }
@@ -233,6 +236,12 @@ impl<S> Rewind<S> {
     }
 }
 
+impl<S: Reset> Reset for Rewind<S> {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -312,6 +321,12 @@ impl<S> Counted<S> {
             },
             counters,
         )
+    }
+}
+
+impl<S: Reset> Reset for Counted<S> {
+    fn reset(&mut self) {
+        self.inner.reset();
     }
 }
 

@@ -1,7 +1,7 @@
 //! Port forwarding (`forward`, `tcp`): splice each connection to a forwarder node.
 
 use futures::future::BoxFuture;
-use pht_client::pipe;
+use pht_client::{Reset, splice};
 use tracing::{debug, info};
 
 use super::{Handler, HandlerError};
@@ -40,10 +40,12 @@ impl Handler for ForwardHandler {
                 .dial(&self.router, &self.service, &peer.to_string(), tag)
                 .await
             else {
+                // No target: the client must see a failure, not an empty answer.
+                conn.stream.reset();
                 return;
             };
             debug!(service = %self.service, %peer, token = tag, "{peer} <-> {node}");
-            let (stats, err) = pipe(&mut conn.stream, &mut upstream).await;
+            let (stats, err) = splice(&mut conn.stream, &mut upstream).await;
             info!(
                 service = %self.service, %peer, token = tag, target = %node,
                 input_bytes = stats.a_to_b, output_bytes = stats.b_to_a,

@@ -34,7 +34,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pht_client::pipe;
+use pht_client::splice;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -374,7 +374,7 @@ impl Handler for HttpHandler {
                 }
                 debug!(service = %c.service, %peer, token = tag, "{peer} <-> {target}");
                 let mut client = Rewind::new(extra, stream);
-                let (stats, err) = pipe(&mut client, &mut upstream).await;
+                let (stats, err) = splice(&mut client, &mut upstream).await;
                 c.log_done(peer, tag, &target, stats.a_to_b, stats.b_to_a, started, err);
                 return;
             }

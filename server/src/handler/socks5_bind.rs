@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use pht_client::pipe;
+use pht_client::splice;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -81,7 +81,7 @@ pub(super) async fn serve(
     drop(listener);
     let _ = inbound.set_nodelay(true);
     send(s, &reply_addr(REP_OK, from)).await?;
-    match pipe(s, &mut inbound).await {
+    match splice(s, &mut inbound).await {
         (_, Some(e)) => Err(e),
         _ => Ok(()),
     }

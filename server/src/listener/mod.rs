@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ListenerConfig, MetadataError, TlsConfig};
 
 /// Any bidirectional byte stream a handler can serve.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + pht_client::Reset + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + pht_client::Reset + Send + Unpin> Stream for T {}
 
 /// One accepted connection.
 pub struct Accepted {

@@ -69,6 +69,12 @@ struct State {
     down: Queue,
     /// Handler → HTTP (pull).
     up: Queue,
+    /// Ended as an error (by either side): both sides get errors, not EOF.
+    aborted: Option<&'static str>,
+}
+
+fn reset_error(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, why)
 }
 
 /// Both ends of one tunnel's pipe.
@@ -98,6 +104,9 @@ impl Pipe {
         let mut data = Some(data);
         poll_fn(|cx| {
             let mut st = self.lock();
+            if let Some(why) = st.aborted {
+                return Poll::Ready(Err(reset_error(why)));
+            }
             if st.up.eof && st.down.eof {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
@@ -111,15 +120,19 @@ impl Pipe {
         .await
     }
 
-    /// The next bytes the handler wrote (at most `max`), or `None` once it has finished.
-    pub async fn pull(&self, max: usize) -> Option<Bytes> {
+    /// The next bytes the handler wrote (at most `max`), `None` once it has finished, or
+    /// an error once the tunnel was aborted.
+    pub async fn pull(&self, max: usize) -> io::Result<Option<Bytes>> {
         poll_fn(|cx| {
             let mut st = self.lock();
             if let Some(b) = st.up.take(max) {
-                return Poll::Ready(Some(b));
+                return Poll::Ready(Ok(Some(b)));
+            }
+            if let Some(why) = st.aborted {
+                return Poll::Ready(Err(reset_error(why)));
             }
             if st.up.eof {
-                return Poll::Ready(None);
+                return Poll::Ready(Ok(None));
             }
             st.up.reader = Some(cx.waker().clone());
             Poll::Pending
@@ -130,6 +143,35 @@ impl Pipe {
     /// What [`Pipe::pull`] would return now, without waiting (`None`: nothing ready).
     pub fn try_pull(&self, max: usize) -> Option<Bytes> {
         self.lock().up.take(max)
+    }
+
+    /// Why the tunnel was aborted, if it was.
+    pub fn aborted(&self) -> Option<&'static str> {
+        self.lock().aborted
+    }
+
+    /// Ends the tunnel as an error from the HTTP side: pending bytes are dropped both
+    /// ways, the handler's reads and writes fail (so it resets its target), and the pull
+    /// breaks off.
+    pub fn abort(&self, why: &'static str) {
+        self.lock().up.clear();
+        self.fail(why);
+    }
+
+    /// Marks the tunnel failed. Bytes the handler already wrote still go down the pull
+    /// before its error, as a TCP peer's last bytes arrive before its reset.
+    fn fail(&self, why: &'static str) {
+        let mut st = self.lock();
+        if st.aborted.is_none() {
+            st.aborted = Some(why);
+        }
+        st.down.clear();
+        st.down.eof = true;
+        st.up.eof = true;
+        wake(&mut st.down.reader);
+        wake(&mut st.down.writer);
+        wake(&mut st.up.reader);
+        wake(&mut st.up.writer);
     }
 
     /// The HTTP side is gone: the handler reads what is left, then EOF; its writes fail.
@@ -155,6 +197,9 @@ impl AsyncRead for HandlerEnd {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut st = self.0.lock();
+        if let Some(why) = st.aborted {
+            return Poll::Ready(Err(reset_error(why)));
+        }
         let q = &mut st.down;
         if let Some(front) = q.chunks.front_mut() {
             let n = front.len().min(buf.remaining());
@@ -183,6 +228,9 @@ impl AsyncWrite for HandlerEnd {
     ) -> Poll<io::Result<usize>> {
         let cap = self.0.cap;
         let mut st = self.0.lock();
+        if let Some(why) = st.aborted {
+            return Poll::Ready(Err(reset_error(why)));
+        }
         if st.up.eof {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -210,6 +258,13 @@ impl AsyncWrite for HandlerEnd {
     }
 }
 
+impl pht_client::Reset for HandlerEnd {
+    /// The handler's target broke: the client's pull breaks off with an error.
+    fn reset(&mut self) {
+        self.0.fail("the target connection failed");
+    }
+}
+
 impl Drop for HandlerEnd {
     fn drop(&mut self) {
         let mut st = self.0.lock();
@@ -234,10 +289,10 @@ mod tests {
         h.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"hello");
         h.write_all(b"01234567").await.unwrap(); // exactly the capacity
-        assert_eq!(pipe.pull(4).await.unwrap(), "0123");
+        assert_eq!(pipe.pull(4).await.unwrap().unwrap(), "0123");
         h.shutdown().await.unwrap();
         let mut rest = Vec::new();
-        while let Some(c) = pipe.pull(100).await {
+        while let Some(c) = pipe.pull(100).await.unwrap() {
             rest.extend_from_slice(&c);
         }
         assert_eq!(rest, b"4567");
@@ -254,5 +309,25 @@ mod tests {
         assert!(h.write_all(b"x").await.is_err());
         drop(h);
         assert!(pipe.push(Bytes::from_static(b"y")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn abort_is_an_error_on_both_sides_never_an_end() {
+        let (pipe, mut h) = Pipe::new(64);
+        pipe.push(Bytes::from_static(b"dropped")).await.unwrap();
+        h.write_all(b"dropped too").await.unwrap();
+        pipe.abort("pull broken");
+        let e = h.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(e.to_string(), "pull broken");
+        assert!(h.write_all(b"x").await.is_err());
+        assert!(pipe.pull(100).await.is_err());
+
+        // From the handler's side: what it wrote still goes down, then the pull breaks.
+        let (pipe, mut h) = Pipe::new(64);
+        h.write_all(b"partial").await.unwrap();
+        pht_client::Reset::reset(&mut h);
+        assert_eq!(pipe.pull(100).await.unwrap().unwrap(), "partial");
+        assert!(pipe.pull(100).await.is_err());
     }
 }

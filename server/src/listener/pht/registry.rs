@@ -39,8 +39,15 @@ impl ServerTunnel {
 
     /// Ends the HTTP side: pending requests let go, the handler reads what is left, then EOF.
     fn shut(&self) {
-        self.cancel.cancel();
         self.pipe.close();
+        self.cancel.cancel();
+    }
+
+    /// Ends the tunnel as an error: the handler's stream fails, so it resets its target,
+    /// and a pull in progress breaks off.
+    fn abort(&self, why: &'static str) {
+        self.pipe.abort(why);
+        self.cancel.cancel();
     }
 }
 
@@ -136,6 +143,17 @@ impl Registry {
         }
     }
 
+    /// Ends `token` as an error (see [`Pipe::abort`]) and leaves a tombstone.
+    pub fn abort(&self, token: &str, reason: &'static str) {
+        let old = self
+            .map()
+            .insert(token.to_string(), Slot::Closed(Instant::now()));
+        if let Some(Slot::Live(t)) = old {
+            debug!(service = %self.service, token = token_prefix(token), reason, "tunnel reset");
+            t.abort(reason);
+        }
+    }
+
     /// Closes idle tunnels and forgets old tombstones.
     pub fn reap(&self) {
         let now = Instant::now();
@@ -151,12 +169,13 @@ impl Registry {
             }
             Slot::Closed(at) => now.duration_since(*at) < self.opts.tombstone_ttl,
         });
+        // The client vanished without closing: its far end must not see a clean end.
         for token in idle {
-            self.close(&token, "idle: no pull and no push");
+            self.abort(&token, "idle: no pull and no push");
         }
     }
 
-    /// Closes every tunnel (shutdown).
+    /// Resets every tunnel (shutdown): a stream cut short is not a clean end.
     pub fn close_all(&self) {
         let live: Vec<String> = self
             .map()
@@ -165,7 +184,7 @@ impl Registry {
             .map(|(k, _)| k.clone())
             .collect();
         for token in live {
-            self.close(&token, "server shutting down");
+            self.abort(&token, "server shutting down");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The three PHT endpoints: authorize, push, pull.
 
-use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +18,13 @@ use tracing::debug;
 
 use super::registry::{Lookup, Registry, ServerTunnel};
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// Response bodies; an error aborts the response, which is how a broken tunnel reaches
+/// the client (a PHT/1 pull has no in-band error).
+type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// Decoded push bytes handed to the handler at a time while a large body is still arriving.
 const PUSH_SLICE: usize = 128 * 1024;
@@ -30,7 +36,7 @@ const PULL_CHUNK: usize = 256 * 1024;
 const MAX_TOKEN_LEN: usize = 256;
 
 fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(msg.as_bytes())).boxed_unsync());
+    let mut r = Response::new(full(Bytes::from_static(msg.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -113,11 +119,20 @@ async fn authorize(reg: &Registry, peer: SocketAddr) -> Response<Body> {
     match reg.lookup(&token, peer, true).await {
         Lookup::Live(_) => {
             let mut r = text(StatusCode::OK, "");
-            *r.body_mut() = Full::new(Bytes::from(format!("token={token}"))).boxed_unsync();
+            *r.body_mut() = full(Bytes::from(format!("token={token}")));
             r
         }
         _ => text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
     }
+}
+
+/// Why a push failed, and what becomes of the tunnel.
+struct Refusal {
+    status: StatusCode,
+    body: &'static str,
+    /// Bytes of this push may have reached the target: the stream has a gap, so the
+    /// tunnel is reset. Otherwise nothing was taken and the client may send them again.
+    reset: Option<&'static str>,
 }
 
 async fn push(
@@ -131,39 +146,89 @@ async fn push(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // An empty POST is a close: never create a tunnel just to close it.
-    let t = match reg.lookup(token, peer, declared != Some(0)).await {
+    let reset = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == pht_core::RESET_PARAM));
+    let empty = declared == Some(0);
+    // An empty POST is a close (or, with rst=1, a reset): never create a tunnel for it.
+    let t = match reg.lookup(token, peer, !empty).await {
         Lookup::Live(t) => t,
-        Lookup::Closed | Lookup::Unknown if declared == Some(0) => return text(StatusCode::OK, ""),
+        Lookup::Closed | Lookup::Unknown if empty => return text(StatusCode::OK, ""),
         Lookup::Closed | Lookup::Unknown => return text(StatusCode::GONE, "tunnel closed\n"),
         Lookup::QueueFull => return text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
     };
+    if reset {
+        reg.abort(token, "reset by client");
+        return text(StatusCode::OK, "");
+    }
     t.touch();
     let max = reg.opts.max_push_body;
     if declared.is_some_and(|n| n > max as u64) {
-        // Refused without reading: the data is lost, so the stream is broken for good.
-        reg.close(token, "push body too large");
+        // Refused unread: nothing reached the target, the tunnel lives on, and our client
+        // sends the same bytes again in smaller pushes.
+        debug!(token = token_prefix(token), %peer, declared, max, "push body too large: refused unread");
         return text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n");
     }
-    // Decoded as it arrives and handed on in slices, so the handler forwards the start of
-    // a large push while the rest is still on the wire.
-    let mut body = req.into_body();
+    let result = tokio::select! {
+        r = deliver(req.into_body(), &t, reg, token, peer) => r,
+        // Reset or closed meanwhile (a silent push connection, say): stop reading.
+        _ = t.cancel.cancelled() => Err(Refusal {
+            status: StatusCode::GONE,
+            body: "tunnel closed\n",
+            reset: None,
+        }),
+    };
+    match result {
+        Ok(true) => {
+            t.touch();
+            text(StatusCode::OK, "")
+        }
+        Ok(false) => {
+            reg.close(token, "closed by client");
+            text(StatusCode::OK, "")
+        }
+        Err(r) => {
+            if let Some(reason) = r.reset {
+                reg.abort(token, reason);
+            }
+            text(r.status, r.body)
+        }
+    }
+}
+
+/// Decodes a push body as it arrives and hands it to the handler in slices, so the
+/// handler forwards the start of a large push while the rest is still on the wire.
+/// `Ok(false)`: the body carried no data line (a close).
+async fn deliver(
+    mut body: Incoming,
+    t: &ServerTunnel,
+    reg: &Registry,
+    token: &str,
+    peer: SocketAddr,
+) -> Result<bool, Refusal> {
+    let max = reg.opts.max_push_body;
     let mut decoder = pht_core::PushDecoder::default();
     let mut out = Vec::new();
     let mut received = 0usize;
-    let mut failure = None;
+    let mut delivered = false;
+    let refuse = |delivered: bool, status, body, reason| Refusal {
+        status,
+        body,
+        reset: delivered.then_some(reason),
+    };
     loop {
         let frame = match body.frame().await {
             None => break,
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 debug!(token = token_prefix(token), %peer, "push body: {e}");
-                failure = Some((
-                    StatusCode::BAD_REQUEST,
-                    "push body broken",
-                    "push body broken\n",
-                ));
-                break;
+                // Cut mid-body: whatever part came through is a gap in the stream now.
+                return Err(Refusal {
+                    status: StatusCode::BAD_REQUEST,
+                    body: "push body broken\n",
+                    reset: Some("push body broken"),
+                });
             }
         };
         let Ok(data) = frame.into_data() else {
@@ -171,75 +236,55 @@ async fn push(
         };
         received += data.len();
         if received > max {
-            failure = Some((
+            return Err(refuse(
+                delivered,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "push body too large",
                 "push body too large\n",
+                "push body too large after part of it was delivered",
             ));
-            break;
         }
         if let Err(e) = decoder.feed(&data, &mut out) {
             debug!(token = token_prefix(token), %peer, "push: {e}");
-            failure = Some((
-                StatusCode::BAD_REQUEST,
-                "invalid base64 in push",
-                "invalid base64\n",
-            ));
-            break;
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                body: "invalid base64\n",
+                reset: Some("invalid base64 in push"),
+            });
         }
         if out.len() >= PUSH_SLICE {
-            if let Err(reason) =
-                write_into(&t, std::mem::take(&mut out), reg.opts.push_timeout).await
-            {
-                reg.close(token, reason);
-                return text(StatusCode::GONE, "tunnel closed\n");
-            }
+            write_into(t, std::mem::take(&mut out), reg.opts.push_timeout).await?;
+            delivered = true;
         }
     }
-    let had_data = match failure {
-        Some(_) => false,
-        None => match decoder.finish(&mut out) {
-            Ok(had) => had,
-            Err(e) => {
-                debug!(token = token_prefix(token), %peer, "push: {e}");
-                failure = Some((
-                    StatusCode::BAD_REQUEST,
-                    "invalid base64 in push",
-                    "invalid base64\n",
-                ));
-                false
-            }
-        },
-    };
-    if let Some((status, reason, body)) = failure {
-        // PHT/1 cannot resend: the stream has a gap now, so the tunnel ends.
-        reg.close(token, reason);
-        return text(status, body);
-    }
-    if !had_data {
-        reg.close(token, "closed by client");
-        return text(StatusCode::OK, "");
-    }
+    let had_data = decoder.finish(&mut out).map_err(|e| {
+        debug!(token = token_prefix(token), %peer, "push: {e}");
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            body: "invalid base64\n",
+            reset: Some("invalid base64 in push"),
+        }
+    })?;
     if !out.is_empty() {
-        if let Err(reason) = write_into(&t, out, reg.opts.push_timeout).await {
-            reg.close(token, reason);
-            return text(StatusCode::GONE, "tunnel closed\n");
-        }
+        write_into(t, out, reg.opts.push_timeout).await?;
     }
-    t.touch();
-    text(StatusCode::OK, "")
+    Ok(had_data)
 }
 
-async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<(), &'static str> {
-    let write = async {
-        t.pipe
-            .push(Bytes::from(data))
-            .await
-            .map_err(|_| "handler closed its end")
-    };
-    tokio::select! {
-        _ = t.cancel.cancelled() => Err("tunnel closed"),
-        r = tokio::time::timeout(limit, write) => r.unwrap_or(Err("handler did not take pushed data in time")),
+async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<(), Refusal> {
+    match tokio::time::timeout(limit, t.pipe.push(Bytes::from(data))).await {
+        Ok(Ok(())) => Ok(()),
+        // The handler has finished (its far end closed) or the tunnel was reset. What it
+        // wrote last stays queued for the pull: a refusal reaches the client that way.
+        Ok(Err(_)) => Err(Refusal {
+            status: StatusCode::GONE,
+            body: "tunnel closed\n",
+            reset: None,
+        }),
+        Err(_) => Err(Refusal {
+            status: StatusCode::GONE,
+            body: "tunnel closed\n",
+            reset: Some("handler did not take pushed data in time"),
+        }),
     }
 }
 
@@ -248,7 +293,7 @@ async fn pull(reg: &Arc<Registry>, token: &str, peer: SocketAddr) -> Response<Bo
         Lookup::Live(t) => t,
         // A closed token: an empty, finished 200 is what every gost client reads as EOF.
         Lookup::Closed | Lookup::Unknown => {
-            return stream_response(Full::new(Bytes::new()).boxed_unsync());
+            return stream_response(full(Bytes::new()));
         }
         Lookup::QueueFull => return text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
     };
@@ -265,10 +310,11 @@ async fn pull(reg: &Arc<Registry>, token: &str, peer: SocketAddr) -> Response<Bo
         heartbeat: reg.opts.heartbeat,
         tunnel: t,
         registry: reg.clone(),
+        ended: false,
     };
     let lines = futures::stream::unfold(state, |mut st| async move {
-        let line = st.next_line().await?;
-        Some((Ok::<_, Infallible>(Frame::data(line)), st))
+        let item = st.next_line().await?;
+        Some((item.map(Frame::data), st))
     });
     stream_response(StreamBody::new(lines.boxed()).boxed_unsync())
 }
@@ -286,17 +332,36 @@ struct PullState {
     heartbeat: Duration,
     tunnel: Arc<ServerTunnel>,
     registry: Arc<Registry>,
+    /// The response reached its end (clean or error) rather than being dropped.
+    ended: bool,
 }
 
 impl PullState {
-    async fn next_line(&mut self) -> Option<Bytes> {
+    /// The next chunk of the response; an error aborts it so the client cannot take a
+    /// broken tunnel for a finished one.
+    async fn next_line(&mut self) -> Option<io::Result<Bytes>> {
+        if self.ended {
+            return None;
+        }
+        let item = self.next_item().await;
+        if !matches!(item, Some(Ok(_))) {
+            self.ended = true;
+        }
+        item
+    }
+
+    async fn next_item(&mut self) -> Option<io::Result<Bytes>> {
         tokio::select! {
             biased;
-            _ = self.tunnel.cancel.cancelled() => None,
+            _ = self.tunnel.cancel.cancelled() => {
+                let why = self.tunnel.pipe.aborted()?;
+                Some(Err(io::Error::new(io::ErrorKind::ConnectionReset, why)))
+            }
             r = tokio::time::timeout(self.heartbeat, self.tunnel.pipe.pull(self.max)) => match r {
-                Err(_) => Some(Bytes::from_static(b"\n")),
-                Ok(None) => None,
-                Ok(Some(data)) => {
+                Err(_) => Some(Ok(Bytes::from_static(b"\n"))),
+                Ok(Err(e)) => Some(Err(e)),
+                Ok(Ok(None)) => None,
+                Ok(Ok(Some(data))) => {
                     // Lines stay under the gost client's limit, but whatever else is
                     // already waiting goes out in the same chunk: one write, not many.
                     let mut chunk = Vec::with_capacity(data.len().div_ceil(3) * 4 + 1);
@@ -305,7 +370,7 @@ impl PullState {
                         let Some(more) = self.tunnel.pipe.try_pull(self.max) else { break };
                         pht_core::encode_pull_line(&more, &mut chunk);
                     }
-                    Some(Bytes::from(chunk))
+                    Some(Ok(Bytes::from(chunk)))
                 }
             },
         }
@@ -313,11 +378,16 @@ impl PullState {
 }
 
 impl Drop for PullState {
-    /// The pull ended (tunnel finished, or the client went away): PHT/1 cannot resume a
-    /// broken pull, so the tunnel ends with it.
+    /// The pull is over. Run to its end, the tunnel is finished; dropped before that, the
+    /// client's connection broke, and PHT/1 cannot resume a pull: the tunnel is reset, so
+    /// the handler's target sees an error rather than a clean end.
     fn drop(&mut self) {
         self.tunnel.pull_attached.store(false, Ordering::Release);
         self.tunnel.pull_busy.store(false, Ordering::Release);
-        self.registry.close(&self.tunnel.token, "pull ended");
+        if self.ended {
+            self.registry.close(&self.tunnel.token, "pull ended");
+        } else {
+            self.registry.abort(&self.tunnel.token, "pull broken");
+        }
     }
 }

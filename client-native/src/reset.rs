@@ -1,0 +1,69 @@
+//! Ending a stream as an error: what a forwarder does to both sides when either breaks,
+//! so that no application mistakes a failure for a clean end.
+
+use tokio::net::TcpStream;
+
+/// A byte stream that can end as an error for its peer.
+///
+/// ```no_run
+/// # async fn demo(mut local: tokio::net::TcpStream, mut tunnel: pht_client::PhtStream) {
+/// // Copy both ways; on a failure both peers see a reset, never a clean end.
+/// let (stats, err) = pht_client::splice(&mut local, &mut tunnel).await;
+/// if let Some(e) = err {
+///     eprintln!("tunnel broke after {} bytes down: {e}", stats.b_to_a);
+/// }
+/// # }
+/// ```
+pub trait Reset {
+    /// Makes the peer see an error instead of a clean end: a TCP reset (RST) once the
+    /// socket is dropped, or a PHT reset request. Call it, then drop the stream.
+    fn reset(&mut self);
+}
+
+impl Reset for TcpStream {
+    fn reset(&mut self) {
+        // SO_LINGER 0: closing sends RST instead of FIN, and never blocks.
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Reset for pht_core::Tunnel {
+    fn reset(&mut self) {
+        pht_core::Tunnel::reset(self);
+    }
+}
+
+impl<S: Reset> Reset for pht_core::Connected<S> {
+    fn reset(&mut self) {
+        self.get_mut().reset();
+    }
+}
+
+impl<S: Reset> Reset for tokio_util::compat::Compat<S> {
+    fn reset(&mut self) {
+        self.get_mut().reset();
+    }
+}
+
+impl<S: Reset> Reset for tokio_rustls::client::TlsStream<S> {
+    fn reset(&mut self) {
+        self.get_mut().0.reset();
+    }
+}
+
+impl<S: Reset> Reset for tokio_rustls::server::TlsStream<S> {
+    fn reset(&mut self) {
+        self.get_mut().0.reset();
+    }
+}
+
+impl<S: Reset + ?Sized> Reset for Box<S> {
+    fn reset(&mut self) {
+        (**self).reset();
+    }
+}
+
+/// In-memory pipes have no way to signal an error; dropping one is all there is.
+impl Reset for tokio::io::DuplexStream {
+    fn reset(&mut self) {}
+}
