@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pht_client::{HyperFetch, TransportOptions};
+use pht_client::{Dial, HyperFetch, Io, TransportOptions};
 use pht_core::{Connector, Credentials, NodeUrl};
 use rustls::pki_types::ServerName;
 use serde_json::Value;
@@ -29,6 +29,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RouteError {
     #[error("chain {0:?} is not defined")]
     UnknownChain(String),
+    #[error("chain {0}: no hops (a chain needs at least one hop with a node)")]
+    NoHops(String),
     #[error("chain {chain}: hop {hop} has no nodes")]
     EmptyHop { chain: String, hop: String },
     #[error("chain {chain}: node {node}: {reason}")]
@@ -47,7 +49,7 @@ pub struct Router {
 
 struct Chain {
     name: String,
-    hops: Vec<Hop>,
+    hops: Vec<Arc<Hop>>,
 }
 
 struct Hop {
@@ -95,7 +97,7 @@ impl Router {
             .iter()
             .find(|c| c.name == name)
             .ok_or_else(|| RouteError::UnknownChain(name.to_string()))?;
-        let mut hops = Vec::new();
+        let mut hops: Vec<Arc<Hop>> = Vec::new();
         for hop in &cfg.hops {
             if hop.nodes.is_empty() {
                 return Err(RouteError::EmptyHop {
@@ -103,10 +105,18 @@ impl Router {
                     hop: hop.name.clone(),
                 });
             }
+            // A PHT node behind earlier hops: each of its HTTP connections is dialled
+            // through them, as gost does (one PHT node = many HTTP connections).
+            let prefix = (!hops.is_empty()).then(|| {
+                Arc::new(Chain {
+                    name: cfg.name.clone(),
+                    hops: hops.clone(),
+                })
+            });
             let nodes = hop
                 .nodes
                 .iter()
-                .map(|n| build_node(&cfg.name, n))
+                .map(|n| build_node(&cfg.name, n, prefix.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
             let backup = hop
                 .nodes
@@ -119,10 +129,21 @@ impl Router {
                         .unwrap_or(false)
                 })
                 .collect();
-            hops.push(Hop {
+            let pht = |n: &ChainNode| matches!(n.dialer, Dialer::Pht(..));
+            if nodes.iter().any(pht) && !nodes.iter().all(pht) {
+                return Err(RouteError::BadNode {
+                    chain: cfg.name.clone(),
+                    node: hop.name.clone(),
+                    reason: "a hop's nodes must all use a pht/phts dialer or none of them".into(),
+                });
+            }
+            hops.push(Arc::new(Hop {
                 nodes,
                 selector: Selector::new(hop.selector.as_ref(), backup),
-            });
+            }));
+        }
+        if hops.is_empty() {
+            return Err(RouteError::NoHops(cfg.name.clone()));
         }
         Ok(Router {
             chain: Some(Arc::new(Chain {
@@ -142,7 +163,11 @@ impl Router {
     }
 }
 
-fn build_node(chain: &str, n: &NodeConfig) -> Result<ChainNode, RouteError> {
+fn build_node(
+    chain: &str,
+    n: &NodeConfig,
+    behind: Option<Arc<Chain>>,
+) -> Result<ChainNode, RouteError> {
     let bad = |reason: String| RouteError::BadNode {
         chain: chain.to_string(),
         node: n.name.clone(),
@@ -167,7 +192,19 @@ fn build_node(chain: &str, n: &NodeConfig) -> Result<ChainNode, RouteError> {
         kind @ ("pht" | "phts") => {
             let node = NodeUrl::from_parts(connector_kind, kind, &n.addr, params)
                 .map_err(|e| bad(e.to_string()))?;
-            let fetch = HyperFetch::for_node(&node).map_err(|e| bad(e.to_string()))?;
+            let dial = behind.map(|prefix| {
+                let addr: Arc<str> = Arc::from(n.addr.as_str());
+                let dial: Dial = Arc::new(move || {
+                    let (prefix, addr) = (prefix.clone(), addr.clone());
+                    Box::pin(async move {
+                        let s = prefix.dial(&addr).await?;
+                        Ok(Box::new(s) as Box<dyn Io>)
+                    })
+                });
+                dial
+            });
+            let fetch =
+                HyperFetch::for_node_via(&node, dial).map_err(|e| bad(e.to_string()))?;
             Dialer::Pht(fetch, Box::new(node))
         }
         "tls" => {
@@ -256,16 +293,23 @@ async fn dial_tcp(addr: &str) -> io::Result<Box<dyn Stream>> {
 
 impl Chain {
     async fn dial(&self, target: &str) -> io::Result<Box<dyn Stream>> {
-        // Pick one node per hop; the first hop fails over to its other nodes.
+        // The last PHT hop carries everything before it inside its HTTP connections, so
+        // the stream starts there.
+        let start = self
+            .hops
+            .iter()
+            .rposition(|h| matches!(h.nodes[0].dialer, Dialer::Pht(..)))
+            .unwrap_or(0);
+        // Pick one node per later hop; the starting hop fails over to its other nodes.
         let mut picks: Vec<usize> = Vec::with_capacity(self.hops.len());
-        for hop in &self.hops[1..] {
+        for hop in &self.hops[start + 1..] {
             picks.push(hop.selector.order()[0]);
         }
-        let first = &self.hops[0];
+        let first = &self.hops[start];
         let mut last_err = None;
         for i in first.selector.order() {
             let node = &first.nodes[i];
-            match self.dial_from(node, &picks, target).await {
+            match self.dial_from(start, node, &picks, target).await {
                 Ok(s) => {
                     first.selector.report(i, true);
                     return Ok(s);
@@ -282,6 +326,7 @@ impl Chain {
 
     async fn dial_from(
         &self,
+        start: usize,
         first: &ChainNode,
         picks: &[usize],
         target: &str,
@@ -297,13 +342,7 @@ impl Chain {
         };
         let mut node = first;
         for (h, &pick) in picks.iter().enumerate() {
-            let next = &self.hops[h + 1].nodes[pick];
-            if let Dialer::Pht(..) = next.dialer {
-                return Err(io_err(format!(
-                    "chain {}: a pht node is only supported as the first hop",
-                    self.name
-                )));
-            }
+            let next = &self.hops[start + h + 1].nodes[pick];
             stream = connect_via(stream, node, &next.addr).await?;
             if let Dialer::Tls(c, name) = &next.dialer {
                 stream = tls_over(stream, c, name, next).await?;

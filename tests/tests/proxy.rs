@@ -461,3 +461,38 @@ async fn socks5_udp_associate_and_bind_when_enabled() {
     inbound.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pht_node_behind_an_http_hop_sends_its_requests_through_it() {
+    let echo = echo_target().await;
+    // The PHT server, reachable here only by way of the HTTP proxy in the chain.
+    let sp = free_port();
+    let _srv = server(&["-L", &format!("forward+pht://127.0.0.1:{sp}/{echo}")], sp).await;
+    let pp = free_port();
+    let proxy = server(&["-D", "-L", &format!("http://127.0.0.1:{pp}")], pp).await;
+    // gost's chain grammar: -F hops in order; the pht node is the second hop.
+    let lp = free_port();
+    let _cli = server(
+        &[
+            "-L",
+            &format!("tcp://127.0.0.1:{lp}/{echo}"),
+            "-F",
+            &format!("http://127.0.0.1:{pp}"),
+            "-F",
+            &format!("forward+pht://127.0.0.1:{sp}"),
+        ],
+        lp,
+    )
+    .await;
+    echo_roundtrip(lp, &random_bytes(2 * 1024 * 1024, 7)).await;
+    // Every HTTP connection of the tunnel was a CONNECT through the proxy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !proxy.log_text().contains(&format!("<-> 127.0.0.1:{sp}")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never carried a connection to the pht server: {}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
