@@ -89,21 +89,65 @@ async fn idle_tunnel_survives_heartbeats() {
         sp,
     )
     .await;
-    let (_cli, local) = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
+    // The client gives up on a pull silent for 500 ms: only heartbeats keep this alive.
+    let (_cli, local) =
+        client(&format!("forward+pht://127.0.0.1:{sp}?heartbeatTimeout=500ms")).await;
 
     let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
     let mut buf = [0u8; 5];
     s.write_all(b"first").await.unwrap();
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"first");
-    // Ten heartbeat periods of silence.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Fifteen heartbeat periods, three heartbeat timeouts, of silence.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     s.write_all(b"again").await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
         .await
         .expect("no data after idle period")
         .unwrap();
     assert_eq!(&buf, b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_silent_past_the_heartbeat_timeout_resets_both_ends() {
+    let target = target_listener().await;
+    let taddr = target.local_addr().unwrap();
+    let sp = free_port();
+    // The server's heartbeats come every 5 s; the client will not wait past 500 ms.
+    let _srv = server(
+        &["-L", &format!("pht://127.0.0.1:{sp}/{taddr}?heartbeat=5s")],
+        sp,
+    )
+    .await;
+    let (_cli, local) =
+        client(&format!("forward+pht://127.0.0.1:{sp}?heartbeatTimeout=500ms")).await;
+    let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let (mut t, _) = tokio::time::timeout(Duration::from_secs(5), target.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let app = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the application still waits");
+    assert_eq!(
+        app.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the application must see a reset, not an end"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // The client told the server, which reset the target.
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut got))
+        .await
+        .expect("the target still waits");
+    assert_eq!(got, b"hi");
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
