@@ -657,3 +657,51 @@ impl AsyncWrite for NodeIo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy_of(url: &str) -> Result<Option<Proxy>, TransportError> {
+        Proxy::for_node(&NodeUrl::parse(url).unwrap())
+    }
+
+    #[test]
+    fn an_explicit_proxy_with_credentials() {
+        let p =
+            proxy_of("forward+pht://srv.test:8443?proxy=http://al%2540ice:s3cret@127.0.0.1:3128")
+                .unwrap()
+                .unwrap();
+        assert_eq!(p.addr, "127.0.0.1:3128");
+        // The query value is decoded once (%2540 → %40), the proxy URL once more: al@ice.
+        // base64("al@ice:s3cret")
+        assert_eq!(
+            p.auth.unwrap().to_str().unwrap(),
+            "Basic YWxAaWNlOnMzY3JldA=="
+        );
+        let p = proxy_of("relay+phts://srv.test:443?proxy=http://proxy.corp")
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.addr.as_str(), p.auth.is_none()), ("proxy.corp:80", true));
+    }
+
+    #[test]
+    fn none_turns_proxies_off_and_other_schemes_are_refused() {
+        assert!(proxy_of("pht://srv:1?proxy=none").unwrap().is_none());
+        let e = proxy_of("pht://srv:1?proxy=socks5://127.0.0.1:1080").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "proxy socks5://127.0.0.1:1080: only http:// forward proxies are supported \
+             (from proxy=; set proxy=none on the node to go direct)"
+        );
+    }
+
+    #[test]
+    fn credentials_stay_out_of_debug_output() {
+        let p = proxy_of("pht://srv:1?proxy=http://u:secret@127.0.0.1:3128")
+            .unwrap()
+            .unwrap();
+        assert!(!format!("{p:?}").contains("secret"));
+        assert!(!format!("{p:?}").contains(&basic("u", "secret")));
+    }
+}
