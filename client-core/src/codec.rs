@@ -226,11 +226,12 @@ impl PullDecoder {
             let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
             chunk = rest;
             if self.partial.is_empty() {
-                self.check_len(head.len())?;
+                self.check_line(head)?;
                 emit(decode_line(head)?);
             } else {
                 self.check_len(self.partial.len() + head.len())?;
                 self.partial.extend_from_slice(head);
+                self.check_line(&self.partial)?;
                 let line = std::mem::take(&mut self.partial);
                 emit(decode_line(&line)?);
                 self.partial = line;
@@ -251,6 +252,15 @@ impl PullDecoder {
         } else {
             self.partial.clear();
             Err(DecodeError::Truncated)
+        }
+    }
+
+    /// A complete line: its text, without the tolerated `\r`, must fit the limit.
+    fn check_line(&self, line: &[u8]) -> Result<(), DecodeError> {
+        if trim_cr(line).len() > self.max_line {
+            Err(DecodeError::LineTooLong { max: self.max_line })
+        } else {
+            Ok(())
         }
     }
 

@@ -113,6 +113,27 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// The open-file soft limit (`None` when unlimited or unknown): what a server sizes its
+/// default limits from.
+pub fn fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0
+            && lim.rlim_cur != libc::RLIM_INFINITY
+        {
+            // rlim_t is u64 here but not on every unix.
+            #[allow(clippy::unnecessary_cast)]
+            return Some(lim.rlim_cur as u64);
+        }
+    }
+    None
+}
+
 /// Resolves on SIGINT or SIGTERM: how both binaries learn to shut down.
 pub async fn shutdown_signal() {
     #[cfg(unix)]

@@ -99,6 +99,9 @@ impl Proxy {
         let (matcher, source_name) = match node.url.param("proxy") {
             Some("" | "none" | "off" | "direct") => return Ok(None),
             Some(p) => (Matcher::builder().all(p.to_string()).build(), "proxy="),
+            // curl's `*` exempts every host, addresses included; the matcher applies it to
+            // host names only.
+            None if no_proxy_everywhere() => return Ok(None),
             None => (
                 Matcher::from_env(),
                 "HTTP_PROXY/HTTPS_PROXY/ALL_PROXY in the environment",
@@ -144,6 +147,14 @@ impl Proxy {
             auth,
         }))
     }
+}
+
+/// `NO_PROXY=*` (or a `*` entry in it).
+fn no_proxy_everywhere() -> bool {
+    ["NO_PROXY", "no_proxy"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .any(|v| v.split(',').any(|e| e.trim() == "*"))
 }
 
 /// `user:pass` in base64, as Basic authentication sends it.

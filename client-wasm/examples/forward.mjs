@@ -9,7 +9,8 @@
 //
 // Options: --listen host:port (required), --server URL (required), --connector
 // forward|http|socks5|relay, --target host:port, --username, --password, --token
-// authorize|mint. Logs go to stderr; stops on SIGINT/SIGTERM.
+// authorize|mint, --proxy http://[user:pass@]host:port (an HTTP forward proxy for every
+// request; needs the `undici` package). Logs go to stderr; stops on SIGINT/SIGTERM.
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -24,6 +25,7 @@ const { values: args } = parseArgs({
     username: { type: 'string' },
     password: { type: 'string' },
     token: { type: 'string' },
+    proxy: { type: 'string' },
   },
 });
 if (!args.listen || !args.server) {
@@ -36,6 +38,13 @@ for (const k of ['connector', 'target', 'username', 'password', 'token']) {
 }
 
 const log = (msg) => console.error(`[forward] ${msg}`);
+
+if (args.proxy) {
+  // Node's fetch ignores HTTP_PROXY: route it through undici's ProxyAgent, in absolute form
+  // (no CONNECT) for http:// servers.
+  const { ProxyAgent, setGlobalDispatcher } = await import('undici');
+  setGlobalDispatcher(new ProxyAgent({ uri: args.proxy, proxyTunnel: false }));
+}
 
 async function serve(socket) {
   const peer = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -50,22 +59,28 @@ async function serve(socket) {
   }
   log(`${peer}: tunnel open`);
   // Local EOF closes the writable, which closes the tunnel (PHT has no half-close); the
-  // tunnel's end ends the socket. A failure on either side tears down both.
+  // tunnel's end ends the socket. A failure on either side is a reset on the other: a
+  // broken local connection aborts the writable (the far end sees a reset), a broken
+  // tunnel resets the local connection.
   let failure;
   (async () => {
     const writer = tunnel.writable.getWriter();
-    // The socket stays open for writing after the local EOF: the tunnel still delivers.
-    for await (const chunk of socket.iterator({ destroyOnReturn: false })) await writer.write(chunk);
+    try {
+      // The socket stays open for writing after the local EOF: the tunnel still delivers.
+      for await (const chunk of socket.iterator({ destroyOnReturn: false })) await writer.write(chunk);
+    } catch (e) {
+      await writer.abort(e).catch(() => {});
+      throw e;
+    }
     await writer.close();
   })().catch((e) => {
     failure ??= e;
-    tunnel.close();
   });
   try {
     await tunnel.readable.pipeTo(Writable.toWeb(socket));
   } catch (e) {
     failure ??= e;
-    socket.destroy();
+    socket.resetAndDestroy();
   }
   await tunnel.close();
   log(failure ? `${peer}: ${failure.message ?? failure}` : `${peer}: closed`);

@@ -22,15 +22,50 @@ extern "C" {
     /// the socket error there: `connect ECONNREFUSED ...`).
     #[wasm_bindgen(js_name = fetch)]
     fn global_fetch(request: &web_sys::Request) -> js_sys::Promise;
+
+    /// The same with an init object (for Node's `dispatcher`).
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch_with(request: &web_sys::Request, init: &JsValue) -> js_sys::Promise;
 }
 
-/// The fetch transport of a tunnel. Stateless: the platform pools connections.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GlooFetch;
+/// The fetch transport of a tunnel. The platform pools connections.
+#[derive(Debug, Clone, Default)]
+pub struct GlooFetch {
+    /// Node: an undici `Dispatcher` (a `ProxyAgent`, say) for every request, passed as
+    /// fetch's `dispatcher` option; browsers ignore it.
+    dispatcher: Option<JsValue>,
+}
 
 impl GlooFetch {
     pub fn new() -> Self {
-        GlooFetch
+        GlooFetch::default()
+    }
+
+    /// Sends every request through `dispatcher` (fetch's `dispatcher` option in Node).
+    pub fn with_dispatcher(dispatcher: JsValue) -> Self {
+        GlooFetch {
+            dispatcher: Some(dispatcher),
+        }
+    }
+
+    async fn send(&self, req: Request) -> Result<Response, FetchError> {
+        let raw: web_sys::Request = req.into();
+        let promise = match &self.dispatcher {
+            None => global_fetch(&raw),
+            Some(d) => {
+                let init = js_sys::Object::new();
+                Reflect::set(&init, &JsValue::from_str("dispatcher"), d)
+                    .map_err(|e| FetchError(describe_js_error(&e)))?;
+                global_fetch_with(&raw, &init)
+            }
+        };
+        let resp = JsFuture::from(promise)
+            .await
+            .map_err(|e| FetchError(describe_js_error(&e)))?;
+        let resp: web_sys::Response = resp
+            .dyn_into()
+            .map_err(|v| FetchError(format!("fetch returned {v:?}, not a Response")))?;
+        Ok(Response::from(resp))
     }
 }
 
@@ -108,17 +143,6 @@ fn with_headers(mut req: RequestBuilder, headers: &[(String, String)]) -> Reques
     req
 }
 
-async fn send(req: Request) -> Result<Response, FetchError> {
-    let raw: web_sys::Request = req.into();
-    let resp = JsFuture::from(global_fetch(&raw))
-        .await
-        .map_err(|e| FetchError(describe_js_error(&e)))?;
-    let resp: web_sys::Response = resp
-        .dyn_into()
-        .map_err(|v| FetchError(format!("fetch returned {v:?}, not a Response")))?;
-    Ok(Response::from(resp))
-}
-
 fn build_err(e: gloo_net::Error) -> FetchError {
     FetchError(e.to_string())
 }
@@ -138,7 +162,7 @@ impl Fetch for GlooFetch {
             .abort_signal(abort.signal().as_ref())
             .build()
             .map_err(build_err)?;
-        let resp = send(req).await?;
+        let resp = self.send(req).await?;
         let chunks = resp
             .body()
             .map(|b| wasm_streams::ReadableStream::from_raw(b.unchecked_into()).into_stream());
@@ -163,7 +187,7 @@ impl Fetch for GlooFetch {
             .body(Uint8Array::from(&body[..]))
             .map_err(build_err)?;
         drop(body);
-        let resp = send(req).await?;
+        let resp = self.send(req).await?;
         let status = resp.status();
         let answer = resp.binary().await.map_err(build_err)?;
         abort.disarm();

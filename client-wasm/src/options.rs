@@ -23,8 +23,21 @@ export interface ConnectOptions {
   authorizePath?: string;
   pushPath?: string;
   pullPath?: string;
-  /** Bytes carried by one push POST at most (default 1 MiB). */
+  /** Bytes carried by one push POST at most (default 786 429: 1 MiB of base64). */
   maxPushSize?: number;
+  /** Smallest push the client shrinks to when a proxy answers 413 (default 16 KiB). */
+  minPushSize?: number;
+  /**
+   * Milliseconds one HTTP exchange may take: the authorize answer, a push's answer, a
+   * pull's response headers (default 30000). Past it the tunnel fails with
+   * `... request timed out after ... (requestTimeout)`.
+   */
+  requestTimeout?: number;
+  /**
+   * Milliseconds of silence on the pull (no data, no heartbeat) after which the tunnel is
+   * dead (default 30000; servers send a heartbeat every 10 s unless told otherwise).
+   */
+  heartbeatTimeout?: number;
   /**
    * `authorize` (default): ask the server for a token, works with every gost server;
    * `mint`: make one locally and save a round trip (gost >= 3.3 and pht-server).
@@ -35,6 +48,13 @@ export interface ConnectOptions {
    * CORS preflight before each request.
    */
   headers?: Record<string, string>;
+  /**
+   * Node only: an undici `Dispatcher` for this tunnel's requests, passed to every `fetch`
+   * as its `dispatcher` option; e.g. `new ProxyAgent({ uri: 'http://proxy:3128',
+   * proxyTunnel: false })` from the `undici` package to go through an HTTP proxy.
+   * Browsers ignore it (they use the system's proxy settings).
+   */
+  dispatcher?: object;
 }
 "#;
 
@@ -47,8 +67,12 @@ const KNOWN: &[&str] = &[
     "pushPath",
     "pullPath",
     "maxPushSize",
+    "minPushSize",
+    "requestTimeout",
+    "heartbeatTimeout",
     "token",
     "headers",
+    "dispatcher",
 ];
 
 /// Everything `connect()` needs, checked.
@@ -57,6 +81,8 @@ pub(crate) struct Plan {
     pub connector: Connector,
     pub target: String,
     pub auth: Option<Credentials>,
+    /// `options.dispatcher` (Node: an undici dispatcher for every request).
+    pub dispatcher: Option<JsValue>,
 }
 
 fn get(obj: &JsValue, key: &str) -> Result<Option<JsValue>, String> {
@@ -101,13 +127,31 @@ pub(crate) fn plan(server_url: &str, options: &JsValue) -> Result<Plan, String> 
             node.set_param(key, v).map_err(|e| e.to_string())?;
         }
     }
-    if let Some(v) = get(o, "maxPushSize")? {
-        let n = v
-            .as_f64()
-            .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= 9_007_199_254_740_991.0)
-            .ok_or("options.maxPushSize must be a positive whole number of bytes")?;
-        node.set_param("maxPushSize", format!("{n}"))
-            .map_err(|e| e.to_string())?;
+    for key in ["maxPushSize", "minPushSize"] {
+        if let Some(v) = get(o, key)? {
+            let n = v
+                .as_f64()
+                .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= 9_007_199_254_740_991.0)
+                .ok_or_else(|| format!("options.{key} must be a positive whole number of bytes"))?;
+            node.set_param(key, format!("{n}"))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for key in ["requestTimeout", "heartbeatTimeout"] {
+        if let Some(v) = get(o, key)? {
+            let ms = v
+                .as_f64()
+                .filter(|n| n.is_finite() && *n > 0.0 && *n <= 1e15)
+                .ok_or_else(|| {
+                    format!("options.{key} must be a positive number of milliseconds")
+                })?;
+            node.set_param(key, format!("{ms}ms"))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let dispatcher = get(o, "dispatcher")?;
+    if dispatcher.as_ref().is_some_and(|d| !d.is_object()) {
+        return Err("options.dispatcher must be an undici Dispatcher object".into());
     }
     if let Some(h) = get(o, "headers")? {
         if !h.is_object() {
@@ -153,5 +197,6 @@ pub(crate) fn plan(server_url: &str, options: &JsValue) -> Result<Plan, String> 
         connector,
         target,
         auth,
+        dispatcher,
     })
 }

@@ -12,6 +12,7 @@ use pht_core::Connected;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
+use crate::clock::JsClock;
 use crate::fetch::GlooFetch;
 use crate::options;
 
@@ -35,25 +36,47 @@ type Stream = Connected<pht_core::Tunnel>;
 
 /// What the readable, the writable, `close()` and the driver task share.
 struct State {
-    /// The tunnel after its connector handshake; `None` once released (closed or failed).
+    /// The tunnel after its connector handshake; `None` once released (closed, ended, or
+    /// failed and read to its error).
     stream: Option<Stream>,
-    /// The first failure seen: `closed` rejects with it.
+    /// The first failure seen: `closed` rejects with it, and `readable` errors with it.
     error: Option<String>,
     reader: Option<Waker>,
     writer: Option<Waker>,
     closer: Option<Waker>,
+    /// `readable` and `writable`, held while the tunnel is live. Their sources are dropped
+    /// when they are cancelled or aborted (which resets the tunnel), but also when they are
+    /// garbage-collected (wasm-bindgen's weak refs): a page keeping only `readable` must
+    /// not have its tunnel reset when the unused `writable` is collected.
+    streams: Option<(JsValue, JsValue)>,
+    /// The connector handshake is still running (`stream` is not set yet).
+    opening: bool,
 }
 
 type Shared = Rc<RefCell<State>>;
 
 impl State {
-    /// Lets the tunnel go: dropping it makes pht-core send the close request and end the
-    /// driver. Everyone waiting on this state is woken to see it.
+    /// Records a failure (the first one wins) without letting the tunnel go: the reader
+    /// still gets the bytes that arrived before it, then the error.
+    fn fail(&mut self, error: String) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+        if let Some(w) = self.closer.take() {
+            w.wake();
+        }
+    }
+
+    /// Lets the tunnel go: dropping it makes pht-core send the close request (or, after a
+    /// failure or reset, nothing more) and end the driver. Everyone waiting on this state
+    /// is woken to see it. A failure of the tunnel that nobody has seen yet is recorded
+    /// first, so that it never turns into a clean end.
     fn release(&mut self, error: Option<String>) {
         if self.error.is_none() {
-            self.error = error;
+            self.error = error.or_else(|| self.stream.as_mut().and_then(tunnel_error));
         }
         let stream = self.stream.take();
+        self.streams = None;
         for w in [self.reader.take(), self.writer.take(), self.closer.take()]
             .into_iter()
             .flatten()
@@ -63,8 +86,26 @@ impl State {
         drop(stream);
     }
 
+    /// Ends the tunnel as an error on this side's request (`readable.cancel()`,
+    /// `writable.abort()`): pht-core tells the server to reset the far end.
+    fn reset(&mut self) {
+        if let Some(stream) = self.stream.as_mut() {
+            stream.get_mut().reset();
+            self.fail(pht_core::Error::Aborted.to_string());
+        }
+    }
+
     fn closed_error(&self) -> JsValue {
         js_sys::Error::new(self.error.as_deref().unwrap_or("tunnel closed")).into()
+    }
+}
+
+/// The tunnel's failure, if it has failed: pht-core reports it to every later flush.
+fn tunnel_error(stream: &mut Stream) -> Option<String> {
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    match Pin::new(stream.get_mut()).poll_flush(&mut cx) {
+        Poll::Ready(Err(e)) => Some(e.to_string()),
+        _ => None,
     }
 }
 
@@ -75,9 +116,11 @@ thread_local! {
 /// An open PHT tunnel: a byte stream to the target, as a pair of web streams.
 ///
 /// PHT/1 has no half-close: `writable.close()` ends the whole tunnel once the bytes written
-/// before it have been sent, as `close()` does at once. When the far end closes, `readable`
-/// ends. `readable.cancel()` and `writable.abort()` only stop using that side; `close()`
-/// ends the tunnel.
+/// before it have been sent, as `close()` does at once. `readable` ends only when the
+/// tunnel ended in order; when it breaks (a failed or refused request, `requestTimeout`,
+/// `heartbeatTimeout`), `readable` errors with an `Error` naming the cause, after the bytes
+/// that did arrive, and `closed` rejects with the same message. `writable.abort()` and
+/// `readable.cancel()` reset the tunnel: the far end sees a reset, not a clean end.
 #[wasm_bindgen]
 pub struct Tunnel {
     readable: JsValue,
@@ -98,8 +141,8 @@ impl std::fmt::Debug for Tunnel {
 
 #[wasm_bindgen]
 impl Tunnel {
-    /// Bytes from the target. Ends when the tunnel is closed (by either side); errors with
-    /// the cause when the tunnel breaks.
+    /// Bytes from the target. Ends when the tunnel is closed in order (by either side);
+    /// errors with the cause when the tunnel breaks. `cancel()` resets the tunnel.
     #[wasm_bindgen(getter)]
     pub fn readable(&self) -> ByteReadableStream {
         self.readable.clone().unchecked_into()
@@ -107,14 +150,18 @@ impl Tunnel {
 
     /// Bytes to the target (`Uint8Array` chunks; any `BufferSource` or a string is taken
     /// too). A write resolves once its bytes are queued for the next push request.
+    /// `close()` closes the tunnel cleanly once they are sent; `abort()` resets it.
     #[wasm_bindgen(getter)]
     pub fn writable(&self) -> ByteWritableStream {
         self.writable.clone().unchecked_into()
     }
 
-    /// Settles when the tunnel is over and its close request has been sent: after
-    /// `close()`, `writable.close()`, or once `readable` has reported its end or error
-    /// (keep reading it). Rejects with the cause if the tunnel failed.
+    /// Settles when the tunnel is over and its last request has been sent. Resolves after
+    /// `close()`, `writable.close()`, or once `readable` has reported the far end's clean
+    /// end (keep reading it). Rejects with an `Error` naming the cause as soon as the
+    /// tunnel has failed (`readable` errors with the same message once the bytes before the
+    /// failure are read), or with `tunnel reset by this side` after `writable.abort()` or
+    /// `readable.cancel()`.
     #[wasm_bindgen(getter)]
     pub fn closed(&self) -> VoidPromise {
         self.closed.clone().unchecked_into()
@@ -149,7 +196,11 @@ pub async fn connect(
     let options = options.map(JsValue::from).unwrap_or(JsValue::UNDEFINED);
     let plan = options::plan(&server_url, &options).map_err(|e| JsError::new(&e))?;
 
-    let (tunnel, driver) = pht_core::open(GlooFetch::new(), plan.config)
+    let fetch = match plan.dispatcher {
+        Some(d) => GlooFetch::with_dispatcher(d),
+        None => GlooFetch::new(),
+    };
+    let (tunnel, driver) = pht_core::open(fetch, JsClock::new(), plan.config)
         .await
         .map_err(|e| JsError::new(&e.to_string()))?;
 
@@ -159,9 +210,12 @@ pub async fn connect(
         reader: None,
         writer: None,
         closer: None,
+        streams: None,
+        opening: true,
     }));
 
-    // `closed`: settles when the driver is done and the tunnel has been released.
+    // `closed`: settles once the driver is done (the last request of the tunnel has been
+    // sent) and the tunnel is either released or known to have failed.
     let mut settle = None;
     let closed = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
     let (resolve, reject) = settle.expect("the Promise executor runs at once");
@@ -174,37 +228,59 @@ pub async fn connect(
         driver.await;
         poll_fn(|cx| {
             let mut st = task_state.borrow_mut();
-            if st.stream.is_none() {
-                Poll::Ready(())
-            } else {
+            let st = &mut *st;
+            if st.opening {
                 st.closer = Some(cx.waker().clone());
-                Poll::Pending
+                return Poll::Pending;
             }
+            let Some(stream) = st.stream.as_mut() else {
+                return Poll::Ready(());
+            };
+            // The driver ends by itself only when the tunnel failed or was reset; the
+            // reader may still be reading what arrived before that.
+            if st.error.is_none() {
+                st.error = tunnel_error(stream);
+            }
+            if st.error.is_some() {
+                return Poll::Ready(());
+            }
+            st.closer = Some(cx.waker().clone());
+            Poll::Pending
         })
         .await;
-        let st = task_state.borrow();
+        let mut st = task_state.borrow_mut();
+        // Over on the wire: what is left (a failure not yet read) may be collected.
+        st.streams = None;
         let _ = match &st.error {
             None => resolve.call0(&JsValue::UNDEFINED),
             Some(_) => reject.call1(&JsValue::UNDEFINED, &st.closed_error()),
         };
     });
 
-    let connected = pht_core::handshake(tunnel, plan.connector, &plan.target, plan.auth.as_ref())
-        .await
-        .map_err(|e| JsError::new(&e.to_string()))?;
-    state.borrow_mut().stream = Some(connected);
+    let handshake =
+        pht_core::handshake(tunnel, plan.connector, &plan.target, plan.auth.as_ref()).await;
+    let mut st = state.borrow_mut();
+    st.opening = false;
+    if let Some(w) = st.closer.take() {
+        w.wake();
+    }
+    st.stream = Some(handshake.map_err(|e| JsError::new(&e.to_string()))?);
+    drop(st);
 
     let readable = wasm_streams::ReadableStream::from_stream(ReadSide {
         state: state.clone(),
         buf: vec![0; READ_CHUNK].into_boxed_slice(),
+        done: false,
     })
     .into_raw();
     let writable = wasm_streams::WritableStream::from_sink(WriteSide {
         state: state.clone(),
         pending: Vec::new(),
         pos: 0,
+        done: false,
     })
     .into_raw();
+    state.borrow_mut().streams = Some((readable.clone().into(), writable.clone().into()));
     Ok(Tunnel {
         readable: readable.into(),
         writable: writable.into(),
@@ -217,6 +293,8 @@ pub async fn connect(
 struct ReadSide {
     state: Shared,
     buf: Box<[u8]>,
+    /// The readable has reported its end or error; dropped before that, it was cancelled.
+    done: bool,
 }
 
 impl futures::Stream for ReadSide {
@@ -226,7 +304,9 @@ impl futures::Stream for ReadSide {
         let this = self.get_mut();
         let mut st = this.state.borrow_mut();
         let Some(stream) = st.stream.as_mut() else {
-            // Released: an error seen by the other side is this side's error too.
+            // Released: by `close()` or a clean `writable.close()` (the end), or after a
+            // failure (the error).
+            this.done = true;
             return Poll::Ready(st.error.is_some().then(|| Err(st.closed_error())));
         };
         match Pin::new(stream).poll_read(cx, &mut this.buf) {
@@ -235,14 +315,32 @@ impl futures::Stream for ReadSide {
                 Poll::Pending
             }
             Poll::Ready(Ok(0)) => {
+                // pht-core's clean end: the server ended the tunnel in order. (A failure
+                // recorded by the writer still rejects `closed`: its bytes were lost.)
+                this.done = true;
                 st.release(None);
                 Poll::Ready(None)
             }
             Poll::Ready(Ok(n)) => Poll::Ready(Some(Ok(Uint8Array::from(&this.buf[..n]).into()))),
             Poll::Ready(Err(e)) => {
+                this.done = true;
                 st.release(Some(e.to_string()));
                 Poll::Ready(Some(Err(st.closed_error())))
             }
+        }
+    }
+}
+
+impl Drop for ReadSide {
+    /// `readable.cancel()`: nobody will read the far end's bytes any more, so the tunnel
+    /// is reset (the far end sees a reset, the writable fails) and let go.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            st.reset();
+            st.release(None);
         }
     }
 }
@@ -253,13 +351,25 @@ struct WriteSide {
     state: Shared,
     pending: Vec<u8>,
     pos: usize,
+    /// The writable has been closed or has failed; dropped before that, it was aborted.
+    done: bool,
 }
 
 impl WriteSide {
+    /// A write failed: the tunnel has failed (pht-core fails both directions at once), and
+    /// the reader gets the bytes that did arrive, then the same error.
+    fn failed(&mut self, st: &mut State, e: String) -> Poll<Result<(), JsValue>> {
+        self.done = true;
+        st.fail(e);
+        Poll::Ready(Err(st.closed_error()))
+    }
+
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JsValue>> {
-        let mut st = self.state.borrow_mut();
+        let state = self.state.clone();
+        let mut st = state.borrow_mut();
         loop {
             let Some(stream) = st.stream.as_mut() else {
+                self.done = true;
                 return Poll::Ready(Err(st.closed_error()));
             };
             if self.pos == self.pending.len() {
@@ -273,11 +383,24 @@ impl WriteSide {
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => {
-                    st.release(Some("tunnel write returned 0 bytes".into()));
+                    return self.failed(&mut st, "tunnel write returned 0 bytes".into());
                 }
                 Poll::Ready(Ok(n)) => self.pos += n,
-                Poll::Ready(Err(e)) => st.release(Some(e.to_string())),
+                Poll::Ready(Err(e)) => return self.failed(&mut st, e.to_string()),
             }
+        }
+    }
+}
+
+impl Drop for WriteSide {
+    /// `writable.abort()` (or a chunk of the wrong type, which errors the writable): the
+    /// tunnel is reset; the reader gets what already arrived, then the error.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            st.reset();
         }
     }
 }
@@ -305,7 +428,8 @@ impl Sink<JsValue> for WriteSide {
         {
             let st = this.state.borrow();
             if st.stream.is_none() {
-                // Already closed by `close()` or the far end: nothing left to do.
+                // Already over (`close()`, the far end, a failure): nothing left to do.
+                this.done = true;
                 return Poll::Ready(match st.error {
                     Some(_) => Err(st.closed_error()),
                     None => Ok(()),
@@ -313,8 +437,10 @@ impl Sink<JsValue> for WriteSide {
             }
         }
         futures::ready!(this.poll_drain(cx))?;
-        let mut st = this.state.borrow_mut();
+        let state = this.state.clone();
+        let mut st = state.borrow_mut();
         let Some(stream) = st.stream.as_mut() else {
+            this.done = true;
             return Poll::Ready(Ok(()));
         };
         match Pin::new(stream).poll_close(cx) {
@@ -323,13 +449,15 @@ impl Sink<JsValue> for WriteSide {
                 Poll::Pending
             }
             Poll::Ready(Ok(())) => {
+                // PHT/1 has no half-close: the whole tunnel is over.
+                this.done = true;
                 st.release(None);
-                Poll::Ready(Ok(()))
+                match st.error {
+                    Some(_) => Poll::Ready(Err(st.closed_error())),
+                    None => Poll::Ready(Ok(())),
+                }
             }
-            Poll::Ready(Err(e)) => {
-                st.release(Some(e.to_string()));
-                Poll::Ready(Err(st.closed_error()))
-            }
+            Poll::Ready(Err(e)) => this.failed(&mut st, e.to_string()),
         }
     }
 }

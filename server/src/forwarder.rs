@@ -1,17 +1,30 @@
 //! A service's forwarder: its target nodes and the selector that picks among them.
 //! Used by the handlers that forward (`forward`/`tcp`, relay in forward mode).
+//!
+//! A forwarded connection's destination is the node's address, so that is what bypass
+//! lists see: a node whose own `bypass` lists match its address is never used, and a node
+//! the service's bypass lists refuse is never dialled (when every node is refused, the
+//! connection is refused).
 
 use std::io;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::config::ServiceConfig;
 use crate::listener::Stream;
 use crate::router::Router;
 use crate::selector::Selector;
 
+struct Node {
+    addr: String,
+    /// The node's own bypass lists match its address: never used.
+    skipped: bool,
+    /// The service's bypass lists refuse its address: never dialled.
+    refused: bool,
+}
+
 pub struct Forwarder {
-    nodes: Vec<String>,
+    nodes: Vec<Node>,
     selector: Selector,
 }
 
@@ -33,14 +46,29 @@ impl Forwarder {
                     .unwrap_or(false)
             })
             .collect();
+        let service_bypass = svc.bypass_rules.get();
+        let nodes = nodes
+            .iter()
+            .map(|n| {
+                let skipped = n.bypass_rules.get().is_some_and(|b| b.contains(&n.addr));
+                let refused = service_bypass.is_some_and(|b| b.contains(&n.addr));
+                Node {
+                    addr: n.addr.clone(),
+                    skipped,
+                    refused,
+                }
+            })
+            .collect();
         Some(Forwarder {
-            nodes: nodes.iter().map(|n| n.addr.clone()).collect(),
+            nodes,
             selector: Selector::new(f.selector.as_ref(), backup),
         })
     }
 
-    /// Dials the nodes in the selector's order until one answers; failures are logged
-    /// and counted against the node.
+    /// Dials the usable nodes in the selector's order until one answers; failures are
+    /// logged and counted against the node. Errors: `PermissionDenied` when the service's
+    /// bypass lists refuse every usable node, `NotFound` when no node is usable, else the
+    /// last dial error.
     pub async fn dial(
         &self,
         router: &Router,
@@ -49,20 +77,38 @@ impl Forwarder {
         tag: &str,
     ) -> io::Result<(String, Box<dyn Stream>)> {
         let mut last = None;
+        let mut refused = false;
         for i in self.selector.order() {
             let node = &self.nodes[i];
-            match router.dial(node).await {
+            if node.skipped {
+                continue;
+            }
+            if node.refused {
+                debug!(service, %peer, token = tag, target = %node.addr, "forwarder node refused by bypass");
+                refused = true;
+                continue;
+            }
+            match router.dial(&node.addr).await {
                 Ok(s) => {
                     self.selector.report(i, true);
-                    return Ok((node.clone(), s));
+                    return Ok((node.addr.clone(), s));
                 }
                 Err(e) => {
-                    warn!(service, %peer, token = tag, target = %node, "dial failed: {e}");
+                    warn!(service, %peer, token = tag, target = %node.addr, "dial failed: {e}");
                     self.selector.report(i, false);
                     last = Some(e);
                 }
             }
         }
-        Err(last.unwrap_or_else(|| io::Error::other("no forwarder node")))
+        Err(last.unwrap_or_else(|| {
+            if refused {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "every forwarder node is refused by the service's bypass",
+                )
+            } else {
+                io::Error::new(io::ErrorKind::NotFound, "no usable forwarder node")
+            }
+        }))
     }
 }

@@ -1,6 +1,7 @@
 //! A gost-compatible server engine: services (listener + handler), configured with gost's
 //! command line or YAML/JSON files. The `pht-server` binary is a thin shell over it.
 
+pub mod access;
 pub mod config;
 pub mod forwarder;
 pub mod handler;
@@ -9,3 +10,6 @@ pub mod router;
 pub mod selector;
 pub mod service;
 pub mod tls;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -3,6 +3,11 @@
 //! The first node is reached by its dialer (TCP, or a PHT tunnel); each further node, and
 //! finally the target, by asking the previous node's connector (HTTP CONNECT, SOCKS5,
 //! relay, forward) to connect onwards.
+//!
+//! Bypass lists change the route per target, as in gost: a hop whose lists match the
+//! target ends the route there (the previous hop's connector, or this machine when it is
+//! the first hop, connects to the target), and a node whose lists match is not eligible;
+//! a hop left with no eligible node ends the route the same way.
 
 use std::io;
 use std::sync::Arc;
@@ -17,7 +22,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tracing::{debug, warn};
 
-use crate::config::{ChainConfig, Metadata, NodeConfig, TlsConfig};
+use crate::access::Bypass;
+use crate::config::{ChainConfig, HopConfig, Metadata, NodeConfig, TlsConfig};
 use crate::listener::Stream;
 use crate::selector::Selector;
 
@@ -33,6 +39,12 @@ pub enum RouteError {
     NoHops(String),
     #[error("chain {chain}: hop {hop} has no nodes")]
     EmptyHop { chain: String, hop: String },
+    #[error("chain {chain}: {what} {name}: bypass lists that were not resolved (Config::resolve)")]
+    Unresolved {
+        chain: String,
+        what: &'static str,
+        name: String,
+    },
     #[error("chain {chain}: node {node}: {reason}")]
     BadNode {
         chain: String,
@@ -50,11 +62,16 @@ pub struct Router {
 struct Chain {
     name: String,
     hops: Vec<Arc<Hop>>,
+    /// False for the hops in front of a PHT node: they carry its HTTP connections, and
+    /// the route through them was chosen for the final target already.
+    apply_bypass: bool,
 }
 
 struct Hop {
+    name: String,
     nodes: Vec<ChainNode>,
     selector: Selector,
+    bypass: Option<Arc<Bypass>>,
 }
 
 struct ChainNode {
@@ -63,6 +80,37 @@ struct ChainNode {
     connector: Connector,
     auth: Option<Credentials>,
     dialer: Dialer,
+    bypass: Option<Arc<Bypass>>,
+}
+
+/// The hop's or node's bypass lists; names without compiled lists are an error, so that a
+/// configuration that skipped `Config::resolve` cannot run without its lists.
+fn bypass_of(
+    chain: &str,
+    what: &'static str,
+    name: &str,
+    names: (&Option<String>, &[String]),
+    rules: &crate::access::Rules<Bypass>,
+) -> Result<Option<Arc<Bypass>>, RouteError> {
+    let named = names.0.as_deref().is_some_and(|n| !n.is_empty()) || !names.1.is_empty();
+    if named && !rules.is_some() {
+        return Err(RouteError::Unresolved {
+            chain: chain.to_string(),
+            what,
+            name: name.to_string(),
+        });
+    }
+    Ok(rules.get().cloned())
+}
+
+fn hop_bypass(chain: &str, hop: &HopConfig) -> Result<Option<Arc<Bypass>>, RouteError> {
+    bypass_of(
+        chain,
+        "hop",
+        &hop.name,
+        (&hop.bypass, &hop.bypasses),
+        &hop.bypass_rules,
+    )
 }
 
 enum Dialer {
@@ -111,6 +159,7 @@ impl Router {
                 Arc::new(Chain {
                     name: cfg.name.clone(),
                     hops: hops.clone(),
+                    apply_bypass: false,
                 })
             });
             let nodes = hop
@@ -138,8 +187,10 @@ impl Router {
                 });
             }
             hops.push(Arc::new(Hop {
+                name: hop.name.clone(),
                 nodes,
                 selector: Selector::new(hop.selector.as_ref(), backup),
+                bypass: hop_bypass(&cfg.name, hop)?,
             }));
         }
         if hops.is_empty() {
@@ -149,6 +200,7 @@ impl Router {
             chain: Some(Arc::new(Chain {
                 name: cfg.name.clone(),
                 hops,
+                apply_bypass: true,
             })),
         })
     }
@@ -203,8 +255,7 @@ fn build_node(
                 });
                 dial
             });
-            let fetch =
-                HyperFetch::for_node_via(&node, dial).map_err(|e| bad(e.to_string()))?;
+            let fetch = HyperFetch::for_node_via(&node, dial).map_err(|e| bad(e.to_string()))?;
             Dialer::Pht(fetch, Box::new(node))
         }
         "tls" => {
@@ -235,12 +286,19 @@ fn build_node(
         connector,
         auth,
         dialer,
+        bypass: bypass_of(
+            chain,
+            "node",
+            &n.name,
+            (&n.bypass, &n.bypasses),
+            &n.bypass_rules,
+        )?,
     })
 }
 
 /// Dialer metadata and TLS block as node URL parameters; gost's `header` map becomes
 /// `header.NAME`.
-fn dialer_params(md: &Metadata, tls: Option<&TlsConfig>) -> Vec<(String, String)> {
+pub(crate) fn dialer_params(md: &Metadata, tls: Option<&TlsConfig>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Some(t) = tls {
         for (k, v) in [
@@ -292,22 +350,56 @@ async fn dial_tcp(addr: &str) -> io::Result<Box<dyn Stream>> {
 }
 
 impl Chain {
+    /// The route to `target`: how many hops it goes through, and which nodes of each are
+    /// eligible. The route ends before the first hop whose bypass lists match the target
+    /// or that has no eligible node. (No selector is asked here, so round robin advances
+    /// only for the hops a connection really uses.)
+    fn route(&self, target: &str) -> Vec<Vec<bool>> {
+        let bypassed = |b: &Option<Arc<Bypass>>| {
+            self.apply_bypass && b.as_ref().is_some_and(|b| b.contains(target))
+        };
+        let mut route = Vec::with_capacity(self.hops.len());
+        for hop in &self.hops {
+            if bypassed(&hop.bypass) {
+                debug!(chain = %self.name, hop = %hop.name, %target, "hop bypassed: the route ends before it");
+                break;
+            }
+            let eligible: Vec<bool> = hop.nodes.iter().map(|n| !bypassed(&n.bypass)).collect();
+            if !eligible.contains(&true) {
+                debug!(chain = %self.name, hop = %hop.name, %target, "no eligible node: the route ends before the hop");
+                break;
+            }
+            route.push(eligible);
+        }
+        route
+    }
+
     async fn dial(&self, target: &str) -> io::Result<Box<dyn Stream>> {
+        let route = self.route(target);
+        if route.is_empty() {
+            return dial_tcp(target).await;
+        }
+        // The selector's order for hop `h`, eligible nodes only (never empty: the order
+        // holds every node, and the route holds only hops with an eligible one).
+        let order = |h: usize| -> Vec<usize> {
+            self.hops[h]
+                .selector
+                .order()
+                .into_iter()
+                .filter(|&i| route[h][i])
+                .collect()
+        };
         // The last PHT hop carries everything before it inside its HTTP connections, so
         // the stream starts there.
-        let start = self
-            .hops
+        let start = self.hops[..route.len()]
             .iter()
             .rposition(|h| matches!(h.nodes[0].dialer, Dialer::Pht(..)))
             .unwrap_or(0);
-        // Pick one node per later hop; the starting hop fails over to its other nodes.
-        let mut picks: Vec<usize> = Vec::with_capacity(self.hops.len());
-        for hop in &self.hops[start + 1..] {
-            picks.push(hop.selector.order()[0]);
-        }
+        // One node per later hop; the starting hop fails over to its other nodes.
+        let picks: Vec<usize> = (start + 1..route.len()).map(|h| order(h)[0]).collect();
         let first = &self.hops[start];
         let mut last_err = None;
-        for i in first.selector.order() {
+        for i in order(start) {
             let node = &first.nodes[i];
             match self.dial_from(start, node, &picks, target).await {
                 Ok(s) => {
@@ -384,4 +476,66 @@ async fn connect_via(
         .await
         .map_err(|e| io_err(format!("node {} ({}): {e}", node.name, node.addr)))?;
     Ok(Box::new(connected.compat()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn chain(yaml: &str) -> Arc<Chain> {
+        let mut c: Config = serde_yaml::from_str(yaml).unwrap();
+        c.resolve().unwrap();
+        Router::for_chain(Some("c"), &c.chains)
+            .unwrap()
+            .chain
+            .unwrap()
+    }
+
+    #[test]
+    fn hop_and_node_bypass_shape_the_route() {
+        let c = chain(
+            r"
+bypasses:
+- {name: local, matchers: [127.0.0.0/8]}
+- {name: only-web, whitelist: true, matchers: ['*:80', '*:443', '0.0.0.0/0']}
+- {name: not-a, matchers: [a.example]}
+chains:
+- name: c
+  hops:
+  - name: h0
+    bypass: local
+    nodes:
+    - {name: n0, addr: '10.0.0.1:1', bypass: not-a}
+    - {name: n1, addr: '10.0.0.2:1'}
+  - name: h1
+    bypass: only-web
+    nodes:
+    - {name: m0, addr: '10.0.0.3:1', bypass: not-a}
+",
+        );
+        let len = |t: &str| c.route(t).len();
+        let eligible = |t: &str| c.route(t);
+        assert_eq!(len("127.0.0.1:80"), 0, "the first hop bypassed: direct");
+        assert_eq!(len("b.example:80"), 2, "the whole chain");
+        assert_eq!(
+            len("b.example:22"),
+            1,
+            "h1 whitelists web ports: ends after h0"
+        );
+        // a.example: n0 not eligible in h0 (n1 is), and h1's only node is not: cut there.
+        assert_eq!(eligible("a.example:80"), vec![vec![false, true]]);
+        assert_eq!(eligible("b.example:80"), vec![vec![true, true], vec![true]]);
+        assert_eq!(len("10.9.9.9:5"), 2, "the CIDR entry lets IPs through h1");
+    }
+
+    #[test]
+    fn unresolved_bypass_names_are_refused() {
+        let c: Config = serde_yaml::from_str(
+            "chains:\n- name: c\n  hops:\n  - name: h\n    bypass: b\n    nodes:\n    - {name: n, addr: 'a:1'}\n",
+        )
+        .unwrap();
+        let e = Router::for_chain(Some("c"), &c.chains).err().unwrap();
+        assert!(e.to_string().contains("not resolved"), "{e}");
+    }
 }

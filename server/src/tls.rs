@@ -1,20 +1,18 @@
 //! Server certificates: given files, the global `tls` section, or gost's fallbacks down to
-//! a self-signed certificate made on first start and kept for the next.
+//! a self-made one: a small CA made on first start and kept for the next, and a server
+//! certificate it signs (see [`autocert`]).
 
-use std::path::{Path, PathBuf};
+mod autocert;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use pht_client::tls::{TlsError, fingerprint, load_certs, load_key, load_roots, provider};
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tracing::{info, warn};
 
 use crate::config::TlsConfig;
-
-/// Files of the persisted self-made certificate (gost's names).
-const AUTO_CERT: &str = "auto-ca-cert.pem";
-const AUTO_KEY: &str = "auto-ca-key.pem";
 
 /// A server TLS setup and where its certificate came from.
 pub struct ServerTls {
@@ -24,16 +22,28 @@ pub struct ServerTls {
     pub source: String,
 }
 
-/// Builds the server TLS configuration for a listener.
-///
-/// Order (gost's): the listener's `certFile`/`keyFile`; the global `tls` section's; then
-/// `cert.pem` + `key.pem` in the working directory; then the persisted self-made
-/// certificate in `autoCertDir` (default `$HOME/.gost`); else a new ECDSA P-256 one,
-/// saved there for the next start. `caFile` (listener's, else global) requires and
-/// verifies client certificates.
+/// Builds the server TLS configuration for a listener whose address is unknown; see
+/// [`server_config_for`].
 pub fn server_config(
     listener: Option<&TlsConfig>,
     global: Option<&TlsConfig>,
+    alpn: &[&[u8]],
+) -> Result<ServerTls, TlsError> {
+    server_config_for(listener, global, "", alpn)
+}
+
+/// Builds the server TLS configuration for a listener on `addr`.
+///
+/// Order (gost's): the listener's `certFile`/`keyFile`; the global `tls` section's; then
+/// `cert.pem` + `key.pem` in the working directory; then the self-made certificate in
+/// `autoCertDir` (default `$HOME/.gost`): a CA kept there (made on first start) and a
+/// server certificate it signs for `localhost`, `127.0.0.1`, `::1`, the host name, the
+/// `tls` section's `commonName` and `names`, and `addr`'s host. `caFile` (listener's,
+/// else global) requires and verifies client certificates.
+pub fn server_config_for(
+    listener: Option<&TlsConfig>,
+    global: Option<&TlsConfig>,
+    addr: &str,
     alpn: &[&[u8]],
 ) -> Result<ServerTls, TlsError> {
     let with_files = |t: &&TlsConfig| !t.cert_file.is_empty() && !t.key_file.is_empty();
@@ -51,7 +61,19 @@ pub fn server_config(
                 "./cert.pem".into(),
             )
         } else {
-            auto_certificate(global)?
+            let auto = autocert::certificate(listener, global, addr)?;
+            match &auto.ca_file {
+                Some(ca) => info!(
+                    names = %auto.names.join(","),
+                    "self-made certificate: clients verify it with secure=true&caFile={ca} \
+                     (curl --cacert {ca})"
+                ),
+                None => warn!(
+                    "self-made certificate: its CA could not be saved, so clients can only \
+                     pin it"
+                ),
+            }
+            (auto.chain, auto.key, auto.source)
         };
     let ca = listener
         .map(|t| t.ca_file.as_str())
@@ -81,129 +103,147 @@ pub fn server_config(
     })
 }
 
-fn auto_dir(global: Option<&TlsConfig>) -> PathBuf {
-    match global
-        .map(|t| t.auto_cert_dir.as_str())
-        .filter(|d| !d.is_empty())
-    {
-        Some(d) => PathBuf::from(d),
-        None => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join(".gost"),
-    }
-}
-
-type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String);
-
-fn auto_certificate(global: Option<&TlsConfig>) -> Result<Pair, TlsError> {
-    let dir = auto_dir(global);
-    let (cert_path, key_path) = (dir.join(AUTO_CERT), dir.join(AUTO_KEY));
-    if cert_path.is_file() && key_path.is_file() {
-        let c = cert_path.to_string_lossy().into_owned();
-        return Ok((load_certs(&c)?, load_key(&key_path.to_string_lossy())?, c));
-    }
-    let gen_err = |e: rcgen::Error| {
-        TlsError::Rustls(rustls::Error::General(format!("generate certificate: {e}")))
-    };
-    let cn = global
-        .map(|t| t.common_name.as_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("gost.run");
-    let org = global
-        .map(|t| t.organization.as_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("GOST");
-    let days = global
-        .and_then(|t| crate::config::parse_duration(&t.validity))
-        .map(|d| d.as_secs() / 86_400)
-        .filter(|d| *d > 0)
-        .unwrap_or(365);
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-    let mut params = rcgen::CertificateParams::new(vec![cn.to_string()]).map_err(gen_err)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, org);
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(days as i64);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let cert = params.self_signed(&key).map_err(gen_err)?;
-    let pem_cert = cert.pem();
-    let pem_key = key.serialize_pem();
-    let source = match persist(&dir, &cert_path, &key_path, &pem_cert, &pem_key) {
-        Ok(()) => {
-            info!(path = %cert_path.display(), "generated a self-signed certificate and saved it");
-            cert_path.to_string_lossy().into_owned()
-        }
-        Err(e) => {
-            warn!(dir = %dir.display(), "generated a self-signed certificate but could not save it: {e}");
-            "generated (not saved)".into()
-        }
-    };
-    let der = cert.der().clone();
-    let key = PrivateKeyDer::try_from(key.serialize_der())
-        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-    Ok((vec![der], key, source))
-}
-
-fn persist(
-    dir: &Path,
-    cert: &Path,
-    key: &Path,
-    pem_cert: &str,
-    pem_key: &str,
-) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(cert, pem_cert)?;
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(key)?;
-        f.write_all(pem_key.as_bytes())?;
-    }
-    #[cfg(not(unix))]
-    std::fs::write(key, pem_key)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn auto_certificate_is_made_once_and_reused() {
-        let dir = std::env::temp_dir().join(format!("pht-auto-cert-{}", std::process::id()));
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pht-auto-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let global = TlsConfig {
+        dir
+    }
+
+    fn global_in(dir: &Path) -> TlsConfig {
+        TlsConfig {
             auto_cert_dir: dir.to_string_lossy().into_owned(),
             ..Default::default()
-        };
+        }
+    }
+
+    /// What a client with `caFile=<the saved CA>` and `secure=true` does.
+    fn verify_as_client(dir: &Path, tls: &ServerTls, name: &str) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let roots = load_roots(&dir.join(autocert::CA_CERT).to_string_lossy()).unwrap();
+        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let chain = tls.chain();
+        v.verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &ServerName::try_from(name.to_string()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ())
+    }
+
+    impl ServerTls {
+        fn chain(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+            let leaf = load_certs(&self.source).unwrap();
+            assert_eq!(fingerprint(&leaf[0]), self.fingerprint, "served = saved");
+            leaf
+        }
+    }
+
+    #[test]
+    fn auto_certificate_is_a_ca_and_a_leaf_made_once_and_reused() {
+        let dir = temp_dir("reuse");
+        let global = global_in(&dir);
         let a = server_config(None, Some(&global), &[b"h2"]).unwrap();
+        autocert::forget(&dir);
         let b = server_config(None, Some(&global), &[b"h2"]).unwrap();
         assert_eq!(
             a.fingerprint, b.fingerprint,
             "second start reuses the saved certificate"
         );
-        assert!(dir.join(AUTO_KEY).is_file());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(AUTO_KEY))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
+        for key in [autocert::CA_KEY, autocert::LEAF_KEY] {
+            assert!(dir.join(key).is_file());
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(dir.join(key))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{key}");
+            }
         }
+        let ca = load_certs(&dir.join(autocert::CA_CERT).to_string_lossy()).unwrap();
+        let ca = autocert::der::parse_cert(&ca[0]).unwrap();
+        assert!(ca.ca && ca.key_cert_sign == Some(true) && ca.san.is_none());
+        let chain = b.chain();
+        assert_eq!(chain.len(), 2, "leaf, then the CA");
+        let leaf = autocert::der::parse_cert(&chain[0]).unwrap();
+        assert!(!leaf.ca);
+        assert_eq!(leaf.key_cert_sign, Some(false));
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            verify_as_client(&dir, &b, name).unwrap();
+        }
+        let e = verify_as_client(&dir, &b, "other.example").unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn new_names_reissue_the_leaf_under_the_same_ca() {
+        let dir = temp_dir("names");
+        let mut global = global_in(&dir);
+        let a = server_config_for(None, Some(&global), "pht.example:8443", &[]).unwrap();
+        verify_as_client(&dir, &a, "pht.example").unwrap();
+        let ca = std::fs::read(dir.join(autocert::CA_CERT)).unwrap();
+        // A second listener in the same process with another host: one leaf for both.
+        let b = server_config_for(None, Some(&global), "10.9.8.7:8443", &[]).unwrap();
+        verify_as_client(&dir, &b, "pht.example").unwrap();
+        verify_as_client(&dir, &b, "10.9.8.7").unwrap();
+        // Next start: both listeners keep that leaf.
+        autocert::forget(&dir);
+        let a2 = server_config_for(None, Some(&global), "pht.example:8443", &[]).unwrap();
+        let b2 = server_config_for(None, Some(&global), "10.9.8.7:8443", &[]).unwrap();
+        assert_eq!(
+            (&a2.fingerprint, &b2.fingerprint),
+            (&b.fingerprint, &b.fingerprint)
+        );
+        // A name added to the tls section.
+        autocert::forget(&dir);
+        global.names = vec!["added.example".into()];
+        let c = server_config(None, Some(&global), &[]).unwrap();
+        assert_ne!(c.fingerprint, b.fingerprint);
+        verify_as_client(&dir, &c, "added.example").unwrap();
+        // commonName changes re-issue it too.
+        autocert::forget(&dir);
+        global.common_name = "pht.cn.example".into();
+        let d = server_config(None, Some(&global), &[]).unwrap();
+        assert_ne!(d.fingerprint, c.fingerprint);
+        verify_as_client(&dir, &d, "pht.cn.example").unwrap();
+        assert_eq!(
+            std::fs::read(dir.join(autocert::CA_CERT)).unwrap(),
+            ca,
+            "same CA"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_old_single_certificate_is_replaced() {
+        let dir = temp_dir("old");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The previous format: one CA:TRUE certificate for gost.run, served as is.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["gost.run".to_string()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let old = p.self_signed(&key).unwrap();
+        std::fs::write(dir.join(autocert::CA_CERT), old.pem()).unwrap();
+        std::fs::write(dir.join(autocert::CA_KEY), key.serialize_pem()).unwrap();
+        let t = server_config(None, Some(&global_in(&dir)), &[]).unwrap();
+        assert_ne!(t.fingerprint, fingerprint(old.der()));
+        let ca = std::fs::read_to_string(dir.join(autocert::CA_CERT)).unwrap();
+        assert_ne!(ca, old.pem(), "replaced");
+        verify_as_client(&dir, &t, "localhost").unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

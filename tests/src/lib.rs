@@ -1,6 +1,8 @@
 //! Harness for the end-to-end tests: spawn the real binaries on 127.0.0.1, run target
 //! servers, move bytes and compare hashes.
 
+pub mod fault;
+pub mod middlebox;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -49,9 +51,15 @@ impl Proc {
     }
 
     /// Like [`Proc::start`], with extra environment variables (e.g. a private `HOME`).
+    /// The proxy variables of the test's own environment ([`PROXY_ENV`]) are not passed
+    /// on; set them here to test them.
     pub async fn start_env(name: &str, args: &[&str], port: u16, env: &[(&str, &str)]) -> Proc {
         let log = std::env::temp_dir().join(format!("pht-e2e-{name}-{port}.log"));
-        let child = Command::new(bin(name))
+        let mut cmd = Command::new(bin(name));
+        for var in PROXY_ENV {
+            cmd.env_remove(var);
+        }
+        let child = cmd
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -75,6 +83,11 @@ impl Proc {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The process id (to read its /proc entries).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log_text(&self) -> String {
@@ -105,6 +118,55 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The proxy variables `pht-client` reads as curl does: never inherited by the binaries
+/// [`Proc`] starts, so a proxy set on the test machine cannot reroute the tunnels.
+pub const PROXY_ENV: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// A fresh directory under the system temp dir, removed (with its contents) when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "pht-e2e-{prefix}-{}-{n}-{nanos:08x}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// A path inside the directory, as a string (for command lines and config files).
+    pub fn join(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -162,7 +224,8 @@ pub async fn echo_target() -> SocketAddr {
 
 /// A bulk target speaking a tiny protocol, so each direction is measured on its own:
 /// `U <len:u64>` then `len` bytes → answers their SHA-256;
-/// `D <len:u64> <seed:u64>` → sends `random_bytes(len, seed)`.
+/// `D <len:u64> <seed:u64>` → sends `random_bytes(len, seed)`;
+/// `E` → echoes every later byte (for a tunnel kept idle beside the bulk ones).
 pub async fn bulk_target() -> SocketAddr {
     let l = target_listener().await;
     let addr = l.local_addr().unwrap();
@@ -176,6 +239,11 @@ pub async fn bulk_target() -> SocketAddr {
             tokio::spawn(async move {
                 let mut cmd = [0u8; 1];
                 if s.read_exact(&mut cmd).await.is_err() {
+                    return;
+                }
+                if cmd[0] == b'E' {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
                     return;
                 }
                 let len = s.read_u64().await.unwrap_or(0) as usize;

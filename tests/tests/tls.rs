@@ -1,4 +1,5 @@
-//! phts: TLS with the self-made certificate, CA files, pins, mutual TLS, HTTP/2 pooling.
+//! phts: TLS with the self-made certificate (a CA and a leaf it signs), CA files, pins,
+//! mutual TLS, HTTP/2 pooling.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +78,63 @@ async fn try_tunnel(node: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     assert_eq!(&b, b"tls!");
     Ok(())
+}
+
+/// A private `$HOME` for a server (the self-made CA goes to `$HOME/.gost`), removed when
+/// dropped.
+struct Home(PathBuf);
+
+impl Home {
+    fn new(name: &str) -> Home {
+        let dir = std::env::temp_dir().join(format!("pht-e2e-home-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Home(dir)
+    }
+
+    fn env(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+
+    /// The saved CA: what clients pass as `caFile=` / `--cacert`.
+    fn ca(&self) -> String {
+        self.0
+            .join(".gost/auto-ca-cert.pem")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    async fn server(&self, args: &[&str], port: u16) -> Proc {
+        Proc::start_env("pht-server", args, port, &[("HOME", &self.env())]).await
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `pin=` value a server logged.
+fn logged_fingerprint(log: &str) -> String {
+    let at = log.find("fingerprint=sha256:").expect("fingerprint logged") + "fingerprint=".len();
+    log[at..at + 7 + 64].to_string()
+}
+
+/// `curl <args> <url>`: exit code, then the body followed by " <status>".
+async fn curl_status(args: &[&str], url: &str) -> (i32, String, String) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["-w", " %{http_code}", url]);
+    curl(&all).await
+}
+
+/// Moves bytes through a `pht-client` forwarding to `node` (an echo target behind it), and
+/// checks that the client did not warn about an unverified server.
+async fn tunnel_with_pht_client(node: &str) {
+    let (cli, local) = client(node).await;
+    echo_roundtrip(local, &random_bytes(256 * 1024, 5)).await;
+    let log = cli.log_text();
+    assert!(!log.contains("secure=true and caFile"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,7 +428,25 @@ async fn tls_listener_and_dialer() {
     .await;
     let (code, out, err) = curl(&["-x", &format!("http://127.0.0.1:{cp}"), &url]).await;
     assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
-    // -L https:// (= http+tls): an HTTPS proxy, as curl speaks to it.
+    // The same through a dialer that verifies the server with the saved CA.
+    let cp2 = free_port();
+    let ca = home.join(".gost/auto-ca-cert.pem");
+    let _cli2 = server(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{cp2}"),
+            "-F",
+            &format!(
+                "relay+tls://127.0.0.1:{sp}?secure=true&caFile={}",
+                ca.display()
+            ),
+        ],
+        cp2,
+    )
+    .await;
+    let (code, out, err) = curl(&["-x", &format!("http://127.0.0.1:{cp2}"), &url]).await;
+    assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
+    // -L https:// (= http+tls): an HTTPS proxy, as curl speaks to it (and verifies it).
     let hp = free_port();
     let _https = Proc::start_env(
         "pht-server",
@@ -379,8 +455,10 @@ async fn tls_listener_and_dialer() {
         &[("HOME", &h)],
     )
     .await;
+    let ca = home.join(".gost/auto-ca-cert.pem");
     let (code, out, err) = curl(&[
-        "--proxy-insecure",
+        "--proxy-cacert",
+        &ca.to_string_lossy(),
         "-x",
         &format!("https://127.0.0.1:{hp}"),
         &url,
@@ -388,4 +466,162 @@ async fn tls_listener_and_dialer() {
     .await;
     assert_eq!((code, out.as_str()), (0, HELLO), "{err}");
     let _ = std::fs::remove_dir_all(&home);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_made_ca_verifies_with_ca_file_pins_and_curl() {
+    let home = Home::new("ca");
+    let target = echo_target().await;
+    let sp = free_port();
+    let srv = home
+        .server(
+            &["-L", &format!("forward+phts://127.0.0.1:{sp}/{target}")],
+            sp,
+        )
+        .await;
+    let ca = home.ca();
+    let log = srv.log_text();
+    assert!(
+        log.contains(&format!("caFile={ca}")),
+        "CA path logged: {log}"
+    );
+    let base = format!("forward+phts://127.0.0.1:{sp}");
+
+    // pht-client with the saved CA, by address and by name.
+    tunnel_with_pht_client(&format!("{base}?secure=true&caFile={ca}")).await;
+    tunnel_with_pht_client(&format!(
+        "{base}?secure=true&caFile={ca}&serverName=localhost"
+    ))
+    .await;
+    try_tunnel(&format!("{base}?secure=true&caFile={ca}&serverName=::1"))
+        .await
+        .unwrap();
+    let e = try_tunnel(&format!(
+        "{base}?secure=true&caFile={ca}&serverName=wrong.example"
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("invalid peer certificate: certificate not valid for name"),
+        "{e}"
+    );
+    // pin= the logged fingerprint (the served leaf's).
+    let fp = logged_fingerprint(&log);
+    try_tunnel(&format!("{base}?pin={fp}")).await.unwrap();
+
+    // curl checks the chain and the IP address.
+    let url = format!("https://127.0.0.1:{sp}/authorize");
+    let (code, out, err) = curl_status(&["--cacert", &ca], &url).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("token=") && out.ends_with(" 200"), "{out}");
+    let (code, _, err) = curl_status(&[], &url).await;
+    assert_eq!(code, 60, "unknown CA without --cacert: {err}");
+
+    // The next start keeps the CA and the leaf: caFile and pin still hold.
+    let ca_pem = std::fs::read(&ca).unwrap();
+    drop(srv);
+    let sp2 = free_port();
+    let srv2 = home
+        .server(
+            &["-L", &format!("forward+phts://127.0.0.1:{sp2}/{target}")],
+            sp2,
+        )
+        .await;
+    assert_eq!(logged_fingerprint(&srv2.log_text()), fp);
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_pem);
+    let base2 = format!("forward+phts://127.0.0.1:{sp2}");
+    try_tunnel(&format!("{base2}?secure=true&caFile={ca}"))
+        .await
+        .unwrap();
+    try_tunnel(&format!("{base2}?pin={fp}")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_made_certificate_names_from_the_tls_section() {
+    let home = Home::new("names");
+    let target = echo_target().await;
+    let sp = free_port();
+    let yaml = format!(
+        "tls:\n  names: [pht.test, 192.0.2.10]\n  organization: PHT Test\n\
+         services:\n- name: s\n  addr: 127.0.0.1:{sp}\n  handler: {{type: forward}}\n  listener: {{type: phts}}\n  forwarder:\n    nodes:\n    - {{name: t, addr: \"{target}\"}}\n"
+    );
+    let srv = home
+        .server(&["-C", &temp_file("tls-names.yaml", &yaml)], sp)
+        .await;
+    let log = srv.log_text();
+    assert!(log.contains(",pht.test,192.0.2.10"), "names logged: {log}");
+    let ca = home.ca();
+    tunnel_with_pht_client(&format!(
+        "forward+phts://127.0.0.1:{sp}?secure=true&caFile={ca}&serverName=pht.test"
+    ))
+    .await;
+    let (code, out, err) = curl_status(
+        &[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &format!("pht.test:{sp}:127.0.0.1"),
+        ],
+        &format!("https://pht.test:{sp}/authorize"),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with(" 200"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_self_made_certificate_is_replaced() {
+    let home = Home::new("old");
+    let dir = home.0.join(".gost");
+    std::fs::create_dir_all(&dir).unwrap();
+    // What earlier versions saved: one CA:TRUE certificate for gost.run, served as is.
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["gost.run".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "gost.run");
+    p.distinguished_name.push(DnType::OrganizationName, "GOST");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let old = p.self_signed(&key).unwrap();
+    std::fs::write(dir.join("auto-ca-cert.pem"), old.pem()).unwrap();
+    std::fs::write(dir.join("auto-ca-key.pem"), key.serialize_pem()).unwrap();
+    let ca = home.ca();
+
+    // The old certificate cannot be verified (a CA used as the end entity).
+    let target = echo_target().await;
+    let sp = free_port();
+    let srv = home
+        .server(
+            &["-L", &format!("forward+phts://127.0.0.1:{sp}/{target}")],
+            sp,
+        )
+        .await;
+    let log = srv.log_text();
+    let notice = "replacing the self-made certificate of an older version";
+    assert_eq!(log.matches(notice).count(), 1, "{log}");
+    assert_ne!(std::fs::read_to_string(&ca).unwrap(), old.pem());
+    assert_ne!(
+        logged_fingerprint(&log),
+        pht_client::tls::fingerprint(old.der())
+    );
+    tunnel_with_pht_client(&format!(
+        "forward+phts://127.0.0.1:{sp}?secure=true&caFile={ca}"
+    ))
+    .await;
+    let (code, out, err) = curl_status(
+        &["--cacert", &ca],
+        &format!("https://127.0.0.1:{sp}/authorize"),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with(" 200"), "{out}");
+
+    // Replaced once: the next start keeps the new CA quietly.
+    drop(srv);
+    let sp2 = free_port();
+    let srv2 = home
+        .server(
+            &["-L", &format!("forward+phts://127.0.0.1:{sp2}/{target}")],
+            sp2,
+        )
+        .await;
+    assert!(!srv2.log_text().contains(notice));
 }

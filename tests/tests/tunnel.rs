@@ -90,8 +90,10 @@ async fn idle_tunnel_survives_heartbeats() {
     )
     .await;
     // The client gives up on a pull silent for 500 ms: only heartbeats keep this alive.
-    let (_cli, local) =
-        client(&format!("forward+pht://127.0.0.1:{sp}?heartbeatTimeout=500ms")).await;
+    let (_cli, local) = client(&format!(
+        "forward+pht://127.0.0.1:{sp}?heartbeatTimeout=500ms"
+    ))
+    .await;
 
     let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
     let mut buf = [0u8; 5];
@@ -119,8 +121,10 @@ async fn a_pull_silent_past_the_heartbeat_timeout_resets_both_ends() {
         sp,
     )
     .await;
-    let (_cli, local) =
-        client(&format!("forward+pht://127.0.0.1:{sp}?heartbeatTimeout=500ms")).await;
+    let (_cli, local) = client(&format!(
+        "forward+pht://127.0.0.1:{sp}?heartbeatTimeout=500ms"
+    ))
+    .await;
     let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
     s.write_all(b"hi").await.unwrap();
     let (mut t, _) = tokio::time::timeout(Duration::from_secs(5), target.accept())

@@ -208,7 +208,8 @@ async fn bad_input_gets_its_status_and_a_tunnel_beside_it_is_unharmed() {
         "empty token"
     );
 
-    // Bad base64 → 400 and the tunnel is gone: its pull ends, a re-pull is empty.
+    // Bad base64 → 400 and the tunnel is reset: its pull breaks off, and a re-pull is told
+    // so (a reset must never read as an end).
     let mut pull = open_pull(sp, "badb64-token").await;
     assert_eq!(
         c.exchange_post("/push?token=badb64-token", b"%%%not base64%%%\n")
@@ -220,7 +221,7 @@ async fn bad_input_gets_its_status_and_a_tunnel_beside_it_is_unharmed() {
     let mut again = RawConn::connect(sp).await;
     assert_eq!(
         again.exchange_get("/pull?token=badb64-token").await,
-        (200, vec![])
+        (410, b"tunnel was reset\n".to_vec())
     );
 
     // Oversized push with a declared length: 413 without the body being sent at all.
@@ -266,15 +267,21 @@ async fn bad_input_gets_its_status_and_a_tunnel_beside_it_is_unharmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tunnel_without_pull_is_reaped() {
-    // The forward handler dials the target as soon as the tunnel exists.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
         let mut b = [0u8; 16];
-        let n = s.read(&mut b).await.unwrap_or(0);
-        let _ = tx.send(n);
+        let end = loop {
+            match s.read(&mut b).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        let _ = tx.send((got, end));
     });
     let sp = free_port();
     let _srv = server(
@@ -289,14 +296,19 @@ async fn idle_tunnel_without_pull_is_reaped() {
     let (s, body) = c.exchange_get("/authorize").await;
     assert_eq!(s, 200);
     let token = String::from_utf8(body).unwrap()[6..].to_string();
-    // Nobody pulls or pushes: the server closes the tunnel, and the target sees EOF.
-    let n = tokio::time::timeout(T, rx)
+    // The first push starts the tunnel (the handler dials the target).
+    let (s, _) = c
+        .exchange_post(&format!("/push?token={token}"), b"aGk=\n")
+        .await;
+    assert_eq!(s, 200);
+    // Then nobody pulls or pushes: the client vanished, so the target sees a reset after
+    // what it got, never a clean end.
+    let (got, end) = tokio::time::timeout(T, rx)
         .await
         .expect("tunnel not reaped")
         .unwrap();
-    assert_eq!(n, 0);
-    assert_eq!(
-        c.exchange_get(&format!("/pull?token={token}")).await,
-        (200, vec![])
-    );
+    assert_eq!(got, b"hi");
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+    let (s, body) = c.exchange_get(&format!("/pull?token={token}")).await;
+    assert_eq!((s, body.as_slice()), (410, &b"tunnel was reset\n"[..]));
 }

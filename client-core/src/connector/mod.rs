@@ -380,6 +380,10 @@ impl Host {
         if let Ok(ip) = host.parse::<Ipv6Addr>() {
             return Ok(Host::V6(ip));
         }
+        // A CR/LF would end an HTTP CONNECT request line early (header injection).
+        if host.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err("host name contains a space or a control character");
+        }
         if host.contains(':') {
             return Err("invalid IPv6 address (IPv6 needs brackets: [::1]:443)");
         }

@@ -1,8 +1,12 @@
 // Target servers for the wasm tests, all on 127.0.0.1 (run by scripts/test-wasm.sh):
-//   echo   TCP echo; counts connections opened and closed
+//   echo   TCP echo; counts connections opened, closed, and reset (ended by an error)
+//   bulk   TCP bulk transfers, one command line per connection (see bulk.mjs):
+//            "send N SEED\n"  writes N bytes of bulk.mjs's stream SEED, then ends
+//            "recv N\n"       reads N bytes, answers their SHA-256 in hex and "\n", ends
 //   bye    TCP: writes "bye\n" and closes (the far end closes first)
 //   http   HTTP/1.1 responder: "hello from the pht target: GET <path>\n"
-//   stats  HTTP, CORS-open: GET /stats -> {"echoOpened":n,"echoClosed":n,"echoBytes":n}
+//   stats  HTTP, CORS-open: GET /stats -> {"echoOpened":n,"echoClosed":n,"echoReset":n,
+//          "echoBytes":n,"bulkOpened":n,"bulkReset":n}
 //   dead   a port nothing listens on
 //   free   `count` more free ports for the script's own servers
 // Usage: node targets.mjs PORTS_JSON_FILE [count]. Writes the ports as JSON once all listen,
@@ -10,6 +14,8 @@
 import { createServer as createTcpServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { bulkStream } from './bulk.mjs';
 
 const [file, countArg] = process.argv.slice(2);
 if (!file) {
@@ -17,7 +23,7 @@ if (!file) {
   process.exit(2);
 }
 
-const stats = { echoOpened: 0, echoClosed: 0, echoBytes: 0 };
+const stats = { echoOpened: 0, echoClosed: 0, echoReset: 0, echoBytes: 0, bulkOpened: 0, bulkReset: 0 };
 
 function listen(server) {
   return new Promise((resolve, reject) => {
@@ -29,10 +35,60 @@ function listen(server) {
 const echo = createTcpServer((sock) => {
   stats.echoOpened++;
   sock.on('data', (d) => { stats.echoBytes += d.length; });
-  sock.on('error', () => {});
+  sock.on('error', () => { stats.echoReset++; });
   sock.on('close', () => { stats.echoClosed++; });
   sock.pipe(sock);
 });
+
+const bulk = createTcpServer((sock) => {
+  stats.bulkOpened++;
+  sock.on('error', () => { stats.bulkReset++; });
+  let head = Buffer.alloc(0);
+  const onHead = (d) => {
+    head = Buffer.concat([head, d]);
+    const nl = head.indexOf(10);
+    if (nl < 0) {
+      if (head.length > 100) sock.destroy();
+      return;
+    }
+    sock.off('data', onHead);
+    const [cmd, n, seed] = head.subarray(0, nl).toString().trim().split(/\s+/);
+    const rest = head.subarray(nl + 1);
+    if (cmd === 'send') sendBulk(sock, Number(n), seed ?? '0');
+    else if (cmd === 'recv') recvBulk(sock, Number(n), rest);
+    else sock.end(`unknown command ${cmd}\n`);
+  };
+  sock.on('data', onHead);
+});
+
+/** Writes `n` bytes of stream `seed`, with backpressure, then ends. */
+async function sendBulk(sock, n, seed) {
+  sock.on('data', () => {}); // whatever comes is dropped
+  for (const chunk of bulkStream(seed, n)) {
+    if (sock.destroyed) return;
+    if (!sock.write(chunk)) {
+      await new Promise((r) => { sock.once('drain', r); sock.once('close', r); });
+    }
+  }
+  sock.end();
+}
+
+/** Reads `n` bytes and answers their SHA-256. */
+function recvBulk(sock, n, first) {
+  const h = createHash('sha256');
+  let got = 0;
+  const take = (d) => {
+    const part = d.subarray(0, n - got);
+    h.update(part);
+    got += part.length;
+    if (got === n) {
+      sock.off('data', take);
+      sock.end(`${h.digest('hex')}\n`);
+    }
+  };
+  sock.on('data', take);
+  if (first.length) take(first);
+}
 
 const bye = createTcpServer((sock) => {
   sock.on('error', () => {});
@@ -64,6 +120,7 @@ async function freePort() {
 
 const ports = {
   echo: await listen(echo),
+  bulk: await listen(bulk),
   bye: await listen(bye),
   http: await listen(http),
   stats: await listen(statsServer),

@@ -4,9 +4,9 @@ use base64::Engine;
 use pht_core::{GostUrl, UrlError};
 
 use super::{
-    AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig, ForwardNodeConfig,
-    ForwarderConfig, HandlerConfig, HopConfig, ListenerConfig, Metadata, NodeConfig,
-    SelectorConfig, ServiceConfig, TlsConfig,
+    AccessListConfig, AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig,
+    ForwardNodeConfig, ForwarderConfig, HandlerConfig, HopConfig, ListenerConfig, Metadata,
+    NodeConfig, SelectorConfig, ServiceConfig, TlsConfig,
 };
 
 /// Handler names gost registers: a scheme word outside this list means `auto`.
@@ -47,30 +47,96 @@ const FORWARD_LISTENERS: &[&str] = &[
 /// assert_eq!(c.services[0].listener.kind, "pht");
 /// assert_eq!(c.services[0].forwarder.as_ref().unwrap().nodes[0].addr, ":1080");
 /// ```
+///
+/// `admission=` on `-L` and `bypass=` on `-L` or `-F` become named lists, as gost makes
+/// them: `admission-N` / `bypass-N` (the hops' lists are numbered first), a leading `~`
+/// making the whole list a whitelist.
+///
+/// ```
+/// let c = pht_server::config::from_cli(&["http://:8080?bypass=~10.0.0.0/8,.example.com".into()], &[]).unwrap();
+/// assert_eq!(c.services[0].bypass.as_deref(), Some("bypass-0"));
+/// assert!(c.bypasses[0].whitelist);
+/// assert_eq!(c.bypasses[0].matchers, ["10.0.0.0/8", ".example.com"]);
+/// ```
 pub fn from_cli(listens: &[String], forwards: &[String]) -> Result<Config, UrlError> {
     let mut cfg = Config::default();
-    for l in listens {
-        for mut svc in parse_service(l)? {
-            svc.name = format!("service-{}", cfg.services.len());
-            cfg.services.push(svc);
-        }
-    }
+    let mut chain = None;
     if !forwards.is_empty() {
-        let mut chain = ChainConfig {
+        let mut c = ChainConfig {
             name: "chain-0".into(),
             hops: Vec::new(),
         };
         for (i, f) in forwards.iter().enumerate() {
-            let mut hop = parse_chain_node(f)?;
+            let (mut hop, bypass) = chain_node(f)?;
             hop.name = format!("hop-{i}");
-            chain.hops.push(hop);
+            hop.bypass = bypass.map(|v| add_list(&mut cfg.bypasses, "bypass", &v));
+            c.hops.push(hop);
         }
+        chain = Some(c);
+    }
+    for l in listens {
+        let (services, lists) = service(l)?;
+        let admission = lists
+            .admission
+            .map(|v| add_list(&mut cfg.admissions, "admission", &v));
+        let bypass = lists
+            .bypass
+            .map(|v| add_list(&mut cfg.bypasses, "bypass", &v));
+        for mut svc in services {
+            svc.name = format!("service-{}", cfg.services.len());
+            svc.admission = admission.clone();
+            svc.bypass = bypass.clone();
+            cfg.services.push(svc);
+        }
+    }
+    if let Some(chain) = chain {
         cfg.chains.push(chain);
         for s in &mut cfg.services {
             s.handler.chain = Some("chain-0".into());
         }
     }
     Ok(cfg)
+}
+
+/// Appends the list a `admission=`/`bypass=` value stands for; returns its name.
+fn add_list(lists: &mut Vec<AccessListConfig>, kind: &str, value: &str) -> String {
+    let (whitelist, entries) = match value.strip_prefix('~') {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    let name = format!("{kind}-{}", lists.len());
+    lists.push(AccessListConfig {
+        name: name.clone(),
+        whitelist,
+        matchers: entries
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect(),
+        ..Default::default()
+    });
+    name
+}
+
+/// The list values a flag carries (`admission=`, `bypass=`), not yet named.
+#[derive(Default)]
+struct FlagLists {
+    admission: Option<String>,
+    bypass: Option<String>,
+}
+
+/// Query keys that make named lists instead of metadata.
+fn list_key(k: &str) -> bool {
+    k.eq_ignore_ascii_case("admission") || k.eq_ignore_ascii_case("bypass")
+}
+
+fn flag_lists(u: &GostUrl) -> FlagLists {
+    let get = |k: &str| u.param(k).filter(|v| !v.is_empty()).map(str::to_string);
+    FlagLists {
+        admission: get("admission"),
+        bypass: get("bypass"),
+    }
 }
 
 /// TLS query keys and the `tls` field they fill (gost's aliases).
@@ -157,8 +223,13 @@ fn expand_addrs(host: &str, input: &str) -> Result<Vec<String>, UrlError> {
     Ok(out)
 }
 
-/// One `-L` flag → one or more services (port ranges expand).
+/// One `-L` flag → one or more services (port ranges expand). Its `admission=` and
+/// `bypass=` lists are made by [`from_cli`], which names them.
 pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
+    service(input).map(|(s, _)| s)
+}
+
+fn service(input: &str) -> Result<(Vec<ServiceConfig>, FlagLists), UrlError> {
     let u = GostUrl::parse(input)?;
     let (a, b) = u.scheme_parts();
     let (mut handler, listener) = match b {
@@ -189,7 +260,7 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
     let mut service_md = Metadata::default();
     let mut selector = None::<SelectorConfig>;
     for (k, v) in &u.query {
-        if k == "auth" || tls_key(k).is_some() {
+        if k == "auth" || tls_key(k).is_some() || list_key(k) {
             continue;
         }
         if let Some(k) = k.strip_prefix("service.") {
@@ -212,7 +283,7 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
         return Err(UrlError::MissingAddress { url: input.into() });
     }
     let n = addrs.len();
-    Ok(addrs
+    let services = addrs
         .into_iter()
         .enumerate()
         .map(|(i, addr)| {
@@ -229,7 +300,7 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
                     .map(|(j, t)| ForwardNodeConfig {
                         name: format!("target-{j}"),
                         addr: (*t).clone(),
-                        metadata: Metadata::default(),
+                        ..Default::default()
                     })
                     .collect(),
                 selector: selector.clone(),
@@ -251,9 +322,11 @@ pub fn parse_service(input: &str) -> Result<Vec<ServiceConfig>, UrlError> {
                 },
                 forwarder,
                 metadata: service_md.clone(),
+                ..Default::default()
             }
         })
-        .collect())
+        .collect();
+    Ok((services, flag_lists(&u)))
 }
 
 fn selector_key(k: &str, v: &str, sel: &mut Option<SelectorConfig>) -> bool {
@@ -285,8 +358,13 @@ fn fill_selector(mut s: SelectorConfig) -> SelectorConfig {
     s
 }
 
-/// One `-F` flag → one hop (a comma list in the host makes several nodes).
+/// One `-F` flag → one hop (a comma list in the host makes several nodes). Its `bypass=`
+/// list is made by [`from_cli`], which names it.
 pub fn parse_chain_node(input: &str) -> Result<HopConfig, UrlError> {
+    chain_node(input).map(|(h, _)| h)
+}
+
+fn chain_node(input: &str) -> Result<(HopConfig, Option<String>), UrlError> {
     let u = GostUrl::parse(input)?;
     let (a, b) = u.scheme_parts();
     let (mut connector, dialer) = match b {
@@ -308,7 +386,7 @@ pub fn parse_chain_node(input: &str) -> Result<HopConfig, UrlError> {
     let mut node_md = Metadata::default();
     let mut selector = None::<SelectorConfig>;
     for (k, v) in &u.query {
-        if k == "auth" || tls_key(k).is_some() {
+        if k == "auth" || tls_key(k).is_some() || k.eq_ignore_ascii_case("bypass") {
             continue;
         }
         if let Some(k) = k.strip_prefix("connector.") {
@@ -328,7 +406,7 @@ pub fn parse_chain_node(input: &str) -> Result<HopConfig, UrlError> {
     if addrs.is_empty() {
         return Err(UrlError::MissingAddress { url: input.into() });
     }
-    Ok(HopConfig {
+    let hop = HopConfig {
         name: String::new(),
         selector: selector.map(fill_selector),
         nodes: addrs
@@ -348,9 +426,12 @@ pub fn parse_chain_node(input: &str) -> Result<HopConfig, UrlError> {
                     metadata: dialer_md.clone(),
                 },
                 metadata: node_md.clone(),
+                ..Default::default()
             })
             .collect(),
-    })
+        ..Default::default()
+    };
+    Ok((hop, flag_lists(&u).bypass))
 }
 
 #[cfg(test)]
@@ -431,6 +512,60 @@ mod tests {
             ),
             ("fifo", 1, "30s")
         );
+    }
+
+    #[test]
+    fn admission_and_bypass_become_named_lists() {
+        let c = from_cli(
+            &[
+                "http+pht://:8443?admission=~127.0.0.1,10.0.0.0/8&bypass=.example.com&x=1".into(),
+                ":8080?bypass=~127.0.0.1:80".into(),
+            ],
+            &["relay+pht://srv:8443?bypass=~10.0.0.0/8".into()],
+        )
+        .unwrap();
+        // The hop's list first, as gost numbers them.
+        assert_eq!(c.chains[0].hops[0].bypass.as_deref(), Some("bypass-0"));
+        assert_eq!(c.bypasses[0].matchers, ["10.0.0.0/8"]);
+        assert!(c.bypasses[0].whitelist);
+        let s0 = &c.services[0];
+        assert_eq!(s0.admission.as_deref(), Some("admission-0"));
+        assert_eq!(s0.bypass.as_deref(), Some("bypass-1"));
+        assert_eq!(c.admissions[0].matchers, ["127.0.0.1", "10.0.0.0/8"]);
+        assert!(c.admissions[0].whitelist);
+        assert!(!c.bypasses[1].whitelist);
+        assert_eq!(c.services[1].bypass.as_deref(), Some("bypass-2"));
+        assert_eq!(c.services[1].admission, None);
+        // Consumed: not metadata anywhere.
+        for md in [&s0.handler.metadata, &s0.listener.metadata, &s0.metadata] {
+            assert_eq!(md.get_str("bypass"), None);
+            assert_eq!(md.get_str("admission"), None);
+            assert_eq!(md.get_str("x").as_deref(), Some("1"));
+        }
+        assert_eq!(
+            c.chains[0].hops[0].nodes[0]
+                .connector
+                .metadata
+                .get_str("bypass"),
+            None
+        );
+        // A port range shares one list.
+        let c = from_cli(&["tcp://:8000-8001/a:1?bypass=b.com".into()], &[]).unwrap();
+        assert_eq!(c.bypasses.len(), 1);
+        assert!(
+            c.services
+                .iter()
+                .all(|s| s.bypass.as_deref() == Some("bypass-0"))
+        );
+        // `-O yaml` prints them, and the printed form loads back.
+        let yaml = serde_yaml::to_string(&c).unwrap();
+        assert!(
+            yaml.contains("bypasses:\n- name: bypass-0\n  matchers:\n  - b.com\n"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("  bypass: bypass-0\n"), "{yaml}");
+        let back: Config = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub fn merge(mut base: Config, next: Config) -> Config {
     base.services.extend(next.services);
     base.chains.extend(next.chains);
     base.authers.extend(next.authers);
+    base.admissions.extend(next.admissions);
+    base.bypasses.extend(next.bypasses);
     if next.log.is_some() {
         base.log = next.log;
     }

@@ -6,6 +6,23 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The longest duration any option takes (365 days): longer values are refused when the
+/// configuration is loaded, so no timer or deadline can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The largest size or count any option takes (1 GiB).
+pub const MAX_SIZE: usize = 1 << 30;
+
+const DURATION_EXPECTED: &str = "a duration up to 8760h (e.g. 10s, 1m30s, 500ms)";
+const SIZE_EXPECTED: &str =
+    "a number or size up to 1GiB (1073741824; e.g. 128, 1048576, 512KiB, 4MiB)";
+
+/// A duration option's text → its value, if it is one and at most [`MAX_DURATION`].
+pub fn bounded_duration(v: &str) -> Result<Duration, &'static str> {
+    parse_duration(v)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or(DURATION_EXPECTED)
+}
+
 /// A metadata map as written in the config (values kept as given, for `-O`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -62,24 +79,27 @@ impl Metadata {
         }
     }
 
-    /// A non-negative integer (sizes may carry a KB/MB/GB suffix or KiB/MiB/GiB).
+    /// A non-negative integer up to [`MAX_SIZE`] (sizes may carry a KB/MB/GB suffix or
+    /// KiB/MiB/GiB).
     pub fn get_size(&self, key: &str) -> Result<Option<usize>, MetadataError> {
         let Some(v) = self.get_str(key) else {
             return Ok(None);
         };
         parse_size(&v)
+            .filter(|n| *n <= MAX_SIZE)
             .map(Some)
-            .ok_or_else(|| Self::err(key, &v, "a size (e.g. 1048576, 512KiB, 4MiB)"))
+            .ok_or_else(|| Self::err(key, &v, SIZE_EXPECTED))
     }
 
-    /// A duration: Go syntax (`10s`, `1m30s`, `250ms`) or a bare number of seconds.
+    /// A duration up to [`MAX_DURATION`]: Go syntax (`10s`, `1m30s`, `250ms`) or a bare
+    /// number of seconds.
     pub fn get_duration(&self, key: &str) -> Result<Option<Duration>, MetadataError> {
         let Some(v) = self.get_str(key) else {
             return Ok(None);
         };
-        parse_duration(&v)
+        bounded_duration(&v)
             .map(Some)
-            .ok_or_else(|| Self::err(key, &v, "a duration (e.g. 10s, 1m30s, 500ms)"))
+            .map_err(|expected| Self::err(key, &v, expected))
     }
 }
 
@@ -99,3 +119,42 @@ fn parse_size(v: &str) -> Option<usize> {
 }
 
 pub use pht_core::parse_duration;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(k: &str, v: &str) -> Metadata {
+        let mut m = Metadata::default();
+        m.insert(k, v);
+        m
+    }
+
+    #[test]
+    fn sizes_and_durations_are_bounded() {
+        assert_eq!(md("n", "4MiB").get_size("n"), Ok(Some(4 << 20)));
+        assert_eq!(md("n", "1GiB").get_size("n"), Ok(Some(MAX_SIZE)));
+        for v in [
+            "18446744073709551615",
+            "99999999999999999999",
+            "1025MiB",
+            "17179869184GiB",
+        ] {
+            let e = md("backlog", v).get_size("backlog").unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("metadata backlog: {v:?} is not {SIZE_EXPECTED}")
+            );
+        }
+        assert_eq!(md("t", "8760h").get_duration("t"), Ok(Some(MAX_DURATION)));
+        for v in [
+            "8761h",
+            "99999999999999999999h",
+            "18446744073709551615",
+            "1e300s",
+            "soon",
+        ] {
+            assert!(md("t", v).get_duration("t").is_err(), "{v}");
+        }
+    }
+}

@@ -5,12 +5,19 @@
 mod cli;
 mod load;
 mod metadata;
+mod validate;
 
 pub use cli::{from_cli, parse_chain_node, parse_service};
 pub use load::{LoadError, load_source, merge};
-pub use metadata::{Metadata, MetadataError, parse_duration};
+pub use metadata::{MAX_DURATION, MAX_SIZE, Metadata, MetadataError, parse_duration};
+pub use validate::{ConfigError, HANDLER_TYPES, LISTENER_TYPES};
+
+/// The error [`Config::resolve`] returns (the name it had before validation was added).
+pub type ResolveError = ConfigError;
 
 use serde::{Deserialize, Serialize};
+
+use crate::access::{Admission, Bypass, Rules};
 
 /// The whole configuration: what `-C` reads and `-O` prints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -22,6 +29,12 @@ pub struct Config {
     pub chains: Vec<ChainConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authers: Vec<AutherConfig>,
+    /// Client address lists, referenced by `services[].admission(s)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admissions: Vec<AccessListConfig>,
+    /// Destination lists, referenced by `bypass(es)` of services, hops and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypasses: Vec<AccessListConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<LogConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +66,10 @@ pub struct TlsConfig {
     /// Where the self-made certificate is kept (this project's key; default `$HOME/.gost`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub auto_cert_dir: String,
+    /// More names (DNS names, IP addresses) for the self-made certificate (this project's
+    /// key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +79,22 @@ pub struct ServiceConfig {
     pub name: String,
     #[serde(default)]
     pub addr: String,
+    /// Admission list names: which clients may use the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admissions: Vec<String>,
+    /// Bypass list names: destinations the service refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypasses: Vec<String>,
+    /// The admission lists named above, compiled by [`Config::resolve`].
+    #[serde(skip)]
+    pub admission_rules: Rules<Admission>,
+    /// The bypass lists named above, compiled by [`Config::resolve`].
+    #[serde(skip)]
+    pub bypass_rules: Rules<Bypass>,
     #[serde(default)]
     pub handler: HandlerConfig,
     #[serde(default)]
@@ -70,6 +103,32 @@ pub struct ServiceConfig {
     pub forwarder: Option<ForwarderConfig>,
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
+}
+
+/// An `admissions[]` or `bypasses[]` entry: a named list of addresses (see [`crate::access`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessListConfig {
+    #[serde(default)]
+    pub name: String,
+    /// Matching entries are the allowed ones (default: the refused ones).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whitelist: bool,
+    /// gost's old spelling of `whitelist`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverse: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matchers: Vec<String>,
+    /// More entries from a file: one per line, `#` comments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSource>,
+}
+
+impl AccessListConfig {
+    /// `whitelist`, or its old spelling `reverse`.
+    pub fn is_whitelist(&self) -> bool {
+        self.whitelist || self.reverse
+    }
 }
 
 /// A named set of users (`authers[]`), referenced by `handler.auther`/`handler.authers`.
@@ -148,6 +207,13 @@ pub struct ForwardNodeConfig {
     pub name: String,
     #[serde(default)]
     pub addr: String,
+    /// Bypass list names: a node whose address they match is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypasses: Vec<String>,
+    #[serde(skip)]
+    pub bypass_rules: Rules<Bypass>,
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }
@@ -177,6 +243,13 @@ pub struct ChainConfig {
 pub struct HopConfig {
     #[serde(default)]
     pub name: String,
+    /// Bypass list names: matching targets skip this hop and the rest of the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypasses: Vec<String>,
+    #[serde(skip)]
+    pub bypass_rules: Rules<Bypass>,
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +263,13 @@ pub struct NodeConfig {
     pub name: String,
     #[serde(default)]
     pub addr: String,
+    /// Bypass list names: this node is not used for matching targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypasses: Vec<String>,
+    #[serde(skip)]
+    pub bypass_rules: Rules<Bypass>,
     #[serde(default)]
     pub connector: ConnectorConfig,
     #[serde(default)]
@@ -227,58 +307,8 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// A configuration whose references cannot be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("service {service}: auther {name:?} is not defined")]
-    UnknownAuther { service: String, name: String },
-    #[error("auther {name}: read {path}: {source}")]
-    AutherFile {
-        name: String,
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-impl Config {
-    /// Resolves references between sections (today: authers into their handlers' users).
-    pub fn resolve(&mut self) -> Result<(), ResolveError> {
-        for svc in &mut self.services {
-            let names: Vec<String> = svc
-                .handler
-                .auther
-                .iter()
-                .chain(&svc.handler.authers)
-                .cloned()
-                .collect();
-            for name in names {
-                let a = self
-                    .authers
-                    .iter()
-                    .find(|a| a.name == name)
-                    .ok_or_else(|| ResolveError::UnknownAuther {
-                        service: svc.name.clone(),
-                        name: name.clone(),
-                    })?;
-                svc.handler.users.extend(a.auths.iter().cloned());
-                if let Some(f) = a.file.as_ref().filter(|f| !f.path.is_empty()) {
-                    let text = std::fs::read_to_string(&f.path).map_err(|source| {
-                        ResolveError::AutherFile {
-                            name: a.name.clone(),
-                            path: f.path.clone(),
-                            source,
-                        }
-                    })?;
-                    svc.handler.users.extend(parse_users(&text));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// gost's auth file: one `user password` per line, `#` starts a comment.
-fn parse_users(text: &str) -> Vec<AuthConfig> {
+pub(crate) fn parse_users(text: &str) -> Vec<AuthConfig> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
@@ -324,7 +354,7 @@ mod tests {
         c.services[0].handler.auther = Some("nope".into());
         assert_eq!(
             c.resolve().unwrap_err().to_string(),
-            "service s: auther \"nope\" is not defined"
+            "services[0].handler.auther: auther \"nope\" is not defined"
         );
         let _ = std::fs::remove_file(path);
     }

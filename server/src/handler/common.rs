@@ -16,6 +16,7 @@ use tracing::info;
 
 use super::HandlerError;
 use super::auth::{self, Authenticator};
+use crate::access::Bypass;
 use crate::config::{Metadata, MetadataError, ServiceConfig};
 use crate::listener::Stream;
 use crate::router::Router;
@@ -32,6 +33,8 @@ pub struct Common {
     /// Limit for reading the client's handshake/request; `None` = no limit.
     pub read_timeout: Option<Duration>,
     pub metadata: Metadata,
+    /// The service's bypass lists: destinations it refuses.
+    pub bypass: Option<Arc<Bypass>>,
 }
 
 impl Common {
@@ -43,16 +46,23 @@ impl Common {
             auth: auth::for_service(svc),
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
             metadata: svc.handler.metadata.clone(),
+            bypass: svc.bypass_rules.get().cloned(),
         };
         c.read_timeout = c.timeout("readTimeout", DEFAULT_READ_TIMEOUT)?;
         Ok(c)
     }
 
     fn invalid(&self, e: MetadataError) -> HandlerError {
-        HandlerError::Invalid {
+        HandlerError::Option {
             kind: self.kind.clone(),
-            reason: e.to_string(),
+            error: e,
         }
+    }
+
+    /// Whether the service refuses `target` (its bypass lists match it). Logged by the
+    /// caller, with the protocol's refusal.
+    pub fn refuses(&self, target: &str) -> bool {
+        self.bypass.as_ref().is_some_and(|b| b.contains(target))
     }
 
     /// A boolean option (default false).

@@ -15,13 +15,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
+use tokio_util::io::ReaderStream;
 use tracing::debug;
 
 use super::{Handler, HandlerError};
@@ -31,6 +35,7 @@ use crate::listener::Accepted;
 pub struct FileHandler {
     service: String,
     root: Arc<PathBuf>,
+    header_timeout: std::time::Duration,
 }
 
 impl FileHandler {
@@ -48,9 +53,20 @@ impl FileHandler {
                 reason: format!("dir {dir:?} is not a directory"),
             });
         }
+        let header_timeout = svc
+            .handler
+            .metadata
+            .get_duration("headerTimeout")
+            .map_err(|e| HandlerError::Invalid {
+                kind: svc.handler.kind.clone(),
+                reason: e.to_string(),
+            })?
+            .unwrap_or(crate::listener::DEFAULT_HEADER_TIMEOUT)
+            .max(std::time::Duration::from_millis(10));
         Ok(FileHandler {
             service: svc.name.clone(),
             root: Arc::new(root),
+            header_timeout,
         })
     }
 }
@@ -70,7 +86,11 @@ impl Handler for FileHandler {
                     Ok::<_, Infallible>(resp)
                 }
             });
+            // A request head must arrive within headerTimeout, from the connection's start
+            // and between requests: silent, slow and idle connections are closed.
             if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.header_timeout)
                 .serve_connection(TokioIo::new(conn.stream), svc)
                 .await
             {
@@ -80,7 +100,10 @@ impl Handler for FileHandler {
     }
 }
 
-type Body = Full<Bytes>;
+type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// Bytes read from a file per chunk of the response.
+const FILE_CHUNK: usize = 64 * 1024;
 
 /// The `Content-Type` of a file, by extension.
 fn content_type(path: &Path) -> &'static str {
@@ -125,7 +148,8 @@ fn resolve(root: &Path, raw_path: &str) -> Result<PathBuf, StatusCode> {
 }
 
 enum Found {
-    File(PathBuf, Vec<u8>),
+    /// An open file and its length: streamed, never read whole into memory.
+    File(PathBuf, std::fs::File, u64),
     /// A directory asked for without its trailing slash.
     Directory,
     Missing,
@@ -155,12 +179,17 @@ fn load(path: PathBuf, slash: bool) -> io::Result<Found> {
     } else {
         return Ok(Found::Missing);
     };
-    let data = std::fs::read(&path)?;
-    Ok(Found::File(path, data))
+    let file = std::fs::File::open(&path)?;
+    let len = file.metadata()?.len();
+    Ok(Found::File(path, file, len))
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    let mut resp = Response::new(full(Bytes::from(format!("{text}\n"))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -183,8 +212,8 @@ async fn serve(root: &Arc<PathBuf>, method: &Method, uri: &http::Uri) -> Respons
     };
     let slash = raw.ends_with('/');
     let found = tokio::task::spawn_blocking(move || load(path, slash)).await;
-    let (path, data) = match found {
-        Ok(Ok(Found::File(path, data))) => (path, data),
+    let (path, file, len) = match found {
+        Ok(Ok(Found::File(path, file, len))) => (path, file, len),
         Ok(Ok(Found::Missing)) => return plain(StatusCode::NOT_FOUND, "not found"),
         Ok(Ok(Found::Directory)) => {
             let mut location = format!("{raw}/");
@@ -200,11 +229,11 @@ async fn serve(root: &Arc<PathBuf>, method: &Method, uri: &http::Uri) -> Respons
         }
         Ok(Err(_)) | Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "read failed"),
     };
-    let len = data.len();
     let body = if method == Method::HEAD {
-        Full::new(Bytes::new())
+        full(Bytes::new())
     } else {
-        Full::new(Bytes::from(data))
+        let chunks = ReaderStream::with_capacity(tokio::fs::File::from_std(file), FILE_CHUNK);
+        StreamBody::new(chunks.map_ok(Frame::data)).boxed_unsync()
     };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();

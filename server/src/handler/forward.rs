@@ -1,8 +1,10 @@
-//! Port forwarding (`forward`, `tcp`): splice each connection to a forwarder node.
+//! Port forwarding (`forward`, `tcp`): splice each connection to a forwarder node. Nodes
+//! the service's bypass lists refuse are never dialled (see [`crate::forwarder`]); with none
+//! left the connection is reset.
 
 use futures::future::BoxFuture;
 use pht_client::{Reset, splice};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Handler, HandlerError};
 use crate::config::ServiceConfig;
@@ -35,14 +37,23 @@ impl Handler for ForwardHandler {
         Box::pin(async move {
             let peer = conn.peer;
             let tag = conn.tag.as_deref().unwrap_or("");
-            let Ok((node, mut upstream)) = self
+            let (node, mut upstream) = match self
                 .forwarder
                 .dial(&self.router, &self.service, &peer.to_string(), tag)
                 .await
-            else {
-                // No target: the client must see a failure, not an empty answer.
-                conn.stream.reset();
-                return;
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    // No target: the client must see a failure, not an empty answer.
+                    conn.stream.reset();
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+                    ) {
+                        warn!(service = %self.service, %peer, token = tag, "forward: {e}: connection reset");
+                    }
+                    return;
+                }
             };
             debug!(service = %self.service, %peer, token = tag, "{peer} <-> {node}");
             let (stats, err) = splice(&mut conn.stream, &mut upstream).await;

@@ -7,6 +7,8 @@
 //! * With an authenticator, `Proxy-Authorization: Basic …` must match, else 407 and close.
 //! * A head that is not HTTP/1.x, `PRI`, a non-`http` absolute URI, or an origin-form
 //!   request without a usable `Host` → 400 and close.
+//! * A target the service's bypass lists refuse → 403 with `Proxy-Agent` and close (CONNECT
+//!   and every forwarded request alike).
 //! * `X-Gost-Protocol: udp` → 403 (UDP over HTTP is not implemented; gost's answer when
 //!   `udp` is off).
 //! * Anything else is plain forward proxying: the connection is handed to hyper (the head
@@ -89,6 +91,15 @@ impl HttpHandler {
             proxy_agent,
             realm,
         }
+    }
+
+    /// gost's answer to a target the service refuses.
+    fn forbidden(&self) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 403 Forbidden\r\nProxy-Agent: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.proxy_agent
+        )
+        .into_bytes()
     }
 
     fn auth_required(&self, head: &Head) -> Vec<u8> {
@@ -340,6 +351,11 @@ impl Handler for HttpHandler {
                 warn!(service = %c.service, %peer, token = tag, "http: bad request: {} {}", head.method, head.target);
                 return;
             };
+            if is_connect && c.refuses(&target) {
+                send_and_close(&mut stream, &self.forbidden()).await;
+                warn!(service = %c.service, %peer, token = tag, %target, "http: CONNECT refused by bypass: 403");
+                return;
+            }
             if head
                 .header("x-gost-protocol")
                 .is_some_and(|v| v.eq_ignore_ascii_case("udp"))
@@ -383,6 +399,7 @@ impl Handler for HttpHandler {
             let (io, counters) = Counted::new(Rewind::new(buf, stream));
             let plain = Arc::new(Plain {
                 common: c.clone(),
+                proxy_agent: self.proxy_agent.clone(),
                 peer,
                 tag: tag.to_string(),
                 upgrades: Mutex::new(Vec::new()),
@@ -436,6 +453,7 @@ fn closing(status: StatusCode) -> Response<Body> {
 /// One plain-proxy client connection.
 struct Plain {
     common: Arc<Common>,
+    proxy_agent: String,
     peer: SocketAddr,
     tag: String,
     /// Splices of upgraded (101) connections, awaited before the connection is logged.
@@ -465,6 +483,14 @@ impl Plain {
             warn!(service = %c.service, %peer, token = tag, "http: bad request: {} {uri}", req.method());
             return closing(StatusCode::BAD_REQUEST);
         };
+        if c.refuses(&target) {
+            warn!(service = %c.service, %peer, token = tag, %target, "http: {} {uri} refused by bypass: 403", req.method());
+            let mut r = closing(StatusCode::FORBIDDEN);
+            if let Ok(v) = HeaderValue::from_str(&self.proxy_agent) {
+                r.headers_mut().insert("proxy-agent", v);
+            }
+            return r;
+        }
         debug!(service = %c.service, %peer, token = tag, %target, "http: {} {uri}", req.method());
 
         // Rewrite into an origin-form request for the target.

@@ -1,9 +1,11 @@
 //! Handlers serve one accepted byte stream each. They know nothing of listeners: a new
 //! handler type is one file here and one line in [`build`].
 
+#[cfg(test)]
+mod access_tests;
 pub mod auth;
 mod auto;
-mod common;
+pub(crate) mod common;
 mod file;
 mod forward;
 mod http;
@@ -20,8 +22,11 @@ mod testutil;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use pht_client::Reset;
+use tracing::{debug, warn};
 
-use crate::config::ServiceConfig;
+use crate::access::Admission;
+use crate::config::{MetadataError, ServiceConfig};
 use crate::listener::Accepted;
 use crate::router::Router;
 
@@ -31,27 +36,83 @@ pub trait Handler: Send + Sync {
     fn handle(&self, conn: Accepted) -> BoxFuture<'_, ()>;
 }
 
+/// The handler types [`build`] knows (an empty type is `auto`, as in gost).
+pub const TYPES: &[&str] = &[
+    "auto", "http", "socks5", "socks", "socks4", "socks4a", "relay", "forward", "tcp", "file",
+];
+
 /// Why a handler could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error(
-        "handler type {0:?} is not supported (supported: forward, tcp, http, socks5, socks, socks4, socks4a, relay, auto)"
-    )]
+    #[error("handler type {0:?} is not supported (supported: {list})", list = TYPES.join(", "))]
     Unsupported(String),
     #[error("handler {kind}: {reason}")]
     Invalid { kind: String, reason: String },
+    /// A metadata option that cannot be used.
+    #[error("handler {kind}: {error}")]
+    Option { kind: String, error: MetadataError },
 }
 
-/// The handler registry.
+/// The handler registry. Services that name admission lists get them checked before the
+/// handler sees a connection.
 pub fn build(svc: &ServiceConfig, router: Router) -> Result<Arc<dyn Handler>, HandlerError> {
-    match svc.handler.kind.as_str() {
-        "forward" | "tcp" => Ok(Arc::new(forward::ForwardHandler::new(svc, router)?)),
-        "http" => Ok(Arc::new(http::HttpHandler::new(svc, router)?)),
-        "socks5" | "socks" => Ok(Arc::new(socks5::Socks5Handler::new(svc, router)?)),
-        "socks4" | "socks4a" => Ok(Arc::new(socks4::Socks4Handler::new(svc, router)?)),
-        "relay" => Ok(Arc::new(relay::RelayHandler::new(svc, router)?)),
-        "auto" => Ok(Arc::new(auto::AutoHandler::new(svc, router)?)),
-        "file" => Ok(Arc::new(file::FileHandler::new(svc)?)),
-        other => Err(HandlerError::Unsupported(other.to_string())),
+    let unresolved = |what: &str| HandlerError::Invalid {
+        kind: svc.handler.kind.clone(),
+        reason: format!("the service names {what} lists that were not resolved (Config::resolve)"),
+    };
+    if (svc.admission.as_deref().is_some_and(|a| !a.is_empty()) || !svc.admissions.is_empty())
+        && !svc.admission_rules.is_some()
+    {
+        return Err(unresolved("admission"));
+    }
+    if (svc.bypass.as_deref().is_some_and(|b| !b.is_empty()) || !svc.bypasses.is_empty())
+        && !svc.bypass_rules.is_some()
+    {
+        return Err(unresolved("bypass"));
+    }
+    let handler: Arc<dyn Handler> = match svc.handler.kind.as_str() {
+        "forward" | "tcp" => Arc::new(forward::ForwardHandler::new(svc, router)?),
+        "http" => Arc::new(http::HttpHandler::new(svc, router)?),
+        "socks5" | "socks" => Arc::new(socks5::Socks5Handler::new(svc, router)?),
+        "socks4" | "socks4a" => Arc::new(socks4::Socks4Handler::new(svc, router)?),
+        "relay" => Arc::new(relay::RelayHandler::new(svc, router)?),
+        "auto" | "" => Arc::new(auto::AutoHandler::new(svc, router)?),
+        "file" => Arc::new(file::FileHandler::new(svc)?),
+        other => return Err(HandlerError::Unsupported(other.to_string())),
+    };
+    Ok(match svc.admission_rules.get() {
+        Some(admission) => Arc::new(Admitted {
+            inner: handler,
+            admission: admission.clone(),
+            service: svc.name.clone(),
+        }),
+        None => handler,
+    })
+}
+
+/// A handler behind the service's admission lists: a refused client is reset before a
+/// byte of it is read (for a PHT tunnel: the tunnel is reset).
+struct Admitted {
+    inner: Arc<dyn Handler>,
+    admission: Arc<Admission>,
+    service: String,
+}
+
+impl Handler for Admitted {
+    fn handle(&self, mut conn: Accepted) -> BoxFuture<'_, ()> {
+        if self.admission.admits(conn.peer.ip()) {
+            return self.inner.handle(conn);
+        }
+        Box::pin(async move {
+            conn.stream.reset();
+            let peer = conn.peer;
+            let tag = conn.tag.as_deref().unwrap_or("");
+            // One line a minute per client at warn; the repeats at debug.
+            if self.admission.note_denied(peer.ip()) {
+                warn!(service = %self.service, %peer, token = tag, "client refused by admission (repeats from this address are logged at debug for a minute)");
+            } else {
+                debug!(service = %self.service, %peer, token = tag, "client refused by admission");
+            }
+        })
     }
 }

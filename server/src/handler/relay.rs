@@ -12,7 +12,10 @@
 //!
 //! Forward mode: when the service has forwarder nodes, the command and Addr are ignored
 //! and the nodes are dialled in the selector's order (ServiceUnavailable without nodes,
-//! HostUnreachable when every node fails).
+//! HostUnreachable when every node fails, Forbidden when the service's bypass lists refuse
+//! every node).
+//!
+//! A CONNECT address the service's bypass lists refuse gets Forbidden (`03`).
 
 use crate::forwarder::Forwarder;
 use std::sync::Arc;
@@ -161,7 +164,11 @@ impl RelayHandler {
         };
         f.dial(&self.common.router, &self.common.service, peer, tag)
             .await
-            .map_err(|_| HOST_UNREACHABLE)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => FORBIDDEN,
+                std::io::ErrorKind::NotFound => SERVICE_UNAVAILABLE,
+                _ => HOST_UNREACHABLE,
+            })
     }
 
     /// Decides what to dial; `Err(status)` refuses the request.
@@ -175,10 +182,14 @@ impl RelayHandler {
             return Err((BAD_REQUEST, "only TCP is supported".into()));
         }
         if self.forwarder.is_some() {
-            return self
-                .dial_node(peer, tag)
-                .await
-                .map_err(|s| (s, "no forwarder node available".into()));
+            return self.dial_node(peer, tag).await.map_err(|s| {
+                let why = match s {
+                    FORBIDDEN => "every forwarder node is refused by bypass",
+                    SERVICE_UNAVAILABLE => "no forwarder node available",
+                    _ => "no forwarder node answered",
+                };
+                (s, why.into())
+            });
         }
         match req.cmd & CMD_MASK {
             0 | CMD_CONNECT => {}
@@ -189,6 +200,9 @@ impl RelayHandler {
         let Some(target) = &req.addr else {
             return Err((BAD_REQUEST, "CONNECT without an address".into()));
         };
+        if self.common.refuses(target) {
+            return Err((FORBIDDEN, format!("{target} refused by bypass")));
+        }
         match self.common.router.dial(target).await {
             Ok(s) => Ok((target.clone(), s)),
             Err(e) => Err((NETWORK_UNREACHABLE, format!("dial {target} failed: {e}"))),

@@ -1,7 +1,8 @@
 //! SOCKS4 and SOCKS4a (`socks4`, `socks4a`; both names serve both forms), wire.md §3.
 //!
-//! Replies are 8 bytes `00 CD 00 00 00 00 00 00`: `5A` granted, `5B` dial failure, `5D`
-//! user id rejected (with an authenticator the USERID is the user name, password empty).
+//! Replies are 8 bytes `00 CD 00 00 00 00 00 00`: `5A` granted, `5B` dial failure, `5C`
+//! (92) a target the service's bypass lists refuse, `5D` user id rejected (with an
+//! authenticator the USERID is the user name, password empty).
 //! BIND is not implemented: the connection is closed without a reply, as gost does.
 
 use std::net::Ipv4Addr;
@@ -22,6 +23,7 @@ const CD_CONNECT: u8 = 0x01;
 const CD_BIND: u8 = 0x02;
 const GRANTED: u8 = 0x5A;
 const FAILED: u8 = 0x5B;
+const REJECTED: u8 = 0x5C;
 const USERID_REJECTED: u8 = 0x5D;
 
 /// Longest USERID / hostname accepted.
@@ -124,6 +126,11 @@ impl Handler for Socks4Handler {
             }
             if req.cmd == CD_BIND {
                 warn!(service = %c.service, %peer, token = tag, %target, "socks4: BIND is not supported");
+                return;
+            }
+            if c.refuses(&target) {
+                send_and_close(&mut stream, &reply(REJECTED)).await;
+                warn!(service = %c.service, %peer, token = tag, %target, "socks4: CONNECT refused by bypass: 92");
                 return;
             }
             let mut upstream = match c.router.dial(&target).await {

@@ -9,6 +9,10 @@
 //! the service dials directly and the client came over TCP (a chain or a tunnel has no
 //! socket the client could reach: `07`). gost's MUXBIND `F2` and UDPTun `F3` get `02`
 //! when off and `07` when on. Any other command gets `07`.
+//!
+//! The service's bypass lists: a CONNECT or BIND whose address they refuse gets `02`; a
+//! BIND peer they refuse is turned away (`02`); UDP datagrams to a refused destination are
+//! dropped.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -173,6 +177,11 @@ impl Handler for Socks5Handler {
             let Request { cmd, target } = req;
 
             let refuse = match cmd {
+                CMD_CONNECT | CMD_BIND if c.refuses(&target) => {
+                    send_and_close(&mut stream, &reply(REP_NOT_ALLOWED)).await;
+                    warn!(service = %c.service, %peer, token = tag, %target, "socks5: command {cmd:#04x} refused by bypass: 0x02");
+                    return;
+                }
                 CMD_CONNECT => None,
                 CMD_BIND | CMD_MUXBIND if !self.bind => Some(REP_NOT_ALLOWED),
                 CMD_UDP | CMD_UDPTUN if !self.udp => Some(REP_NOT_ALLOWED),
@@ -180,10 +189,11 @@ impl Handler for Socks5Handler {
                 // local socket a client could reach.
                 CMD_BIND | CMD_UDP if c.router.is_direct() && local.is_some() => {
                     let local = local.expect("checked");
+                    let bypass = c.bypass.as_deref();
                     let res = if cmd == CMD_BIND {
-                        socks5_bind::serve(&mut stream, &target, local).await
+                        socks5_bind::serve(&mut stream, &target, local, bypass).await
                     } else {
-                        socks5_udp::serve(&mut stream, peer, local).await
+                        socks5_udp::serve(&mut stream, peer, local, bypass).await
                     };
                     if let Err(e) = res {
                         debug!(service = %c.service, %peer, %target, "socks5: command {cmd:#04x}: {e}");

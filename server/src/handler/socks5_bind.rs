@@ -9,10 +9,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use super::common::{send, send_and_close};
+use crate::access::Bypass;
 use crate::listener::Stream;
 
 const REP_OK: u8 = 0x00;
 const REP_FAILURE: u8 = 0x01;
+const REP_NOT_ALLOWED: u8 = 0x02;
 
 /// A reply naming `addr` (ATYP 1 or 4).
 pub(super) fn reply_addr(rep: u8, addr: SocketAddr) -> Vec<u8> {
@@ -48,11 +50,13 @@ fn listen_addr(target: &str, local: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// Serves one BIND request on the control stream `s`.
+/// Serves one BIND request on the control stream `s`; an inbound peer the service's
+/// `bypass` refuses is turned away with `02`.
 pub(super) async fn serve(
     s: &mut Box<dyn Stream>,
     target: &str,
     local: SocketAddr,
+    bypass: Option<&Bypass>,
 ) -> io::Result<()> {
     let listener = match TcpListener::bind(listen_addr(target, local)).await {
         Ok(l) => l,
@@ -79,6 +83,13 @@ pub(super) async fn serve(
         _ = s.read(&mut probe) => return Ok(()),
     };
     drop(listener);
+    if bypass.is_some_and(|b| b.contains(&from.to_string())) {
+        send_and_close(s, &reply_addr(REP_NOT_ALLOWED, from)).await;
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("inbound peer {from} refused by bypass"),
+        ));
+    }
     let _ = inbound.set_nodelay(true);
     send(s, &reply_addr(REP_OK, from)).await?;
     match splice(s, &mut inbound).await {

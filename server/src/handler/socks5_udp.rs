@@ -10,6 +10,7 @@ use tokio::net::UdpSocket;
 
 use super::common::{send, send_and_close};
 use super::socks5_bind::reply_addr;
+use crate::access::Bypass;
 use crate::listener::Stream;
 
 /// Largest datagram plus the largest header.
@@ -50,11 +51,29 @@ async fn resolve(dst: &str) -> Option<SocketAddr> {
     tokio::net::lookup_host(dst).await.ok()?.next()
 }
 
-/// Serves one UDP ASSOCIATE request for `client` on the control stream `s`.
+/// Serves one UDP ASSOCIATE request for `client` on the control stream `s`. Datagrams to
+/// a destination the service's `bypass` refuses are dropped (the first one is logged, the
+/// count when the association ends).
 pub(super) async fn serve(
     s: &mut Box<dyn Stream>,
     client: SocketAddr,
     local: SocketAddr,
+    bypass: Option<&Bypass>,
+) -> io::Result<()> {
+    let mut refused = 0u64;
+    let res = relay(s, client, local, bypass, &mut refused).await;
+    if refused > 0 {
+        tracing::debug!(%client, refused, "socks5 udp: datagrams dropped by bypass");
+    }
+    res
+}
+
+async fn relay(
+    s: &mut Box<dyn Stream>,
+    client: SocketAddr,
+    local: SocketAddr,
+    bypass: Option<&Bypass>,
+    refused: &mut u64,
 ) -> io::Result<()> {
     let bind_ip = match local.ip() {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -91,6 +110,13 @@ pub(super) async fn serve(
                         continue;
                     }
                     let Some((dst, hlen)) = parse_addr(&buf[3..n]) else { continue };
+                    if bypass.is_some_and(|b| b.contains(&dst)) {
+                        if *refused == 0 {
+                            tracing::warn!(%client, %dst, "socks5 udp: destination refused by bypass: datagrams dropped");
+                        }
+                        *refused += 1;
+                        continue;
+                    }
                     if let Some(dst) = resolve(&dst).await {
                         let _ = sock.send_to(&buf[3 + hlen..n], dst).await;
                     }

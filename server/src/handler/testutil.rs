@@ -119,3 +119,32 @@ pub async fn read_to_end(c: &mut DuplexStream) -> Vec<u8> {
         .expect("read failed");
     buf
 }
+
+/// `svc` with one resolved bypass list of `entries` (a whitelist with `whitelist`).
+pub fn with_bypass(mut svc: ServiceConfig, whitelist: bool, entries: &[&str]) -> ServiceConfig {
+    use crate::access::{AccessList, Bypass, ListKind, Rules};
+    let list = AccessList::compile("b", whitelist, entries, ListKind::Bypass).expect("entries");
+    svc.bypass = Some("b".into());
+    svc.bypass_rules = Rules::new(Bypass::new(vec![list]));
+    svc
+}
+
+/// `svc` with one resolved admission list of `entries`.
+pub fn with_admission(mut svc: ServiceConfig, whitelist: bool, entries: &[&str]) -> ServiceConfig {
+    use crate::access::{AccessList, Admission, ListKind, Rules};
+    let list = AccessList::compile("a", whitelist, entries, ListKind::Admission).expect("entries");
+    svc.admission = Some("a".into());
+    svc.admission_rules = Rules::new(Admission::new(vec![list]));
+    svc
+}
+
+pub fn build_svc(svc: &ServiceConfig) -> Arc<dyn Handler> {
+    super::build(svc, Router::direct()).expect("handler builds")
+}
+
+/// Reads what arrives until the end, or for half a second when the stream stays open.
+pub async fn read_to_end_or_open(c: &mut DuplexStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(500), c.read_to_end(&mut buf)).await;
+    buf
+}

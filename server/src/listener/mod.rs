@@ -1,6 +1,7 @@
 //! Listeners turn an address into a stream of accepted byte streams. They know nothing of
 //! handlers: a new listener type is one file here and one line in [`bind`].
 
+mod gate;
 pub mod pht;
 mod tcp;
 mod tls;
@@ -51,20 +52,34 @@ pub enum ListenError {
     Option(#[from] MetadataError),
 }
 
-/// Waits for the next TCP connection (with TCP_NODELAY set), or `None` at shutdown. Accept
-/// errors (out of descriptors, a connection reset before accept) are logged and waited
-/// out, so a listener never stops or spins on them.
+pub use gate::{Gate, Guarded};
+
+/// Time a client gets for the TLS handshake (`handshakeTimeout`).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Time a client gets to send a request head, counted from the connection's start or
+/// from the end of the previous exchange (`headerTimeout`; gost's ReadHeaderTimeout).
+/// So a connection that never sends a byte, sends its head slowly, or idles between
+/// requests is closed after it.
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for the next TCP connection the gate admits (with TCP_NODELAY set), or `None` at
+/// shutdown. Accept errors (out of descriptors, a connection reset before accept) are
+/// logged and waited out, so a listener never stops or spins on them.
 pub async fn accept_tcp(
     tcp: &tokio::net::TcpListener,
+    gate: &Gate,
     shutdown: &CancellationToken,
-) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+) -> Option<(Guarded<tokio::net::TcpStream>, SocketAddr)> {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             r = tcp.accept() => match r {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    return Some((stream, peer));
+                    if let Some(s) = gate.admit(stream, peer) {
+                        return Some((s, peer));
+                    }
                 }
                 Err(e) => {
                     tracing::debug!("accept: {e}");
@@ -136,10 +151,11 @@ pub(crate) async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, List
 fn server_tls(
     cfg: &ListenerConfig,
     global: Option<&TlsConfig>,
+    addr: &str,
     alpn: &[&[u8]],
     service: &str,
 ) -> Result<tokio_rustls::TlsAcceptor, ListenError> {
-    let tls = crate::tls::server_config(cfg.tls.as_ref(), global, alpn)?;
+    let tls = crate::tls::server_config_for(cfg.tls.as_ref(), global, addr, alpn)?;
     tracing::info!(
         service, certificate = %tls.source, fingerprint = %tls.fingerprint,
         "TLS certificate (clients can pin it with pin={})", tls.fingerprint
@@ -156,19 +172,36 @@ pub async fn bind(
     shutdown: CancellationToken,
 ) -> Result<Box<dyn Listener>, ListenError> {
     match cfg.kind.as_str() {
-        "tcp" | "" => Ok(Box::new(tcp::TcpListener::bind(addr).await?)),
+        "tcp" | "" => {
+            let gate = Gate::from_metadata(&cfg.metadata, service)?;
+            Ok(Box::new(tcp::TcpListener::bind(addr, gate).await?))
+        }
         "tls" => {
-            let acceptor = server_tls(cfg, global_tls, &[], service)?;
-            Ok(Box::new(tls::bind(addr, acceptor, shutdown).await?))
+            let acceptor = server_tls(cfg, global_tls, addr, &[], service)?;
+            let gate = Gate::from_metadata(&cfg.metadata, service)?;
+            let handshake = cfg
+                .metadata
+                .get_duration("handshakeTimeout")?
+                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+            Ok(Box::new(
+                tls::bind(addr, acceptor, gate, handshake, shutdown).await?,
+            ))
         }
         kind @ ("pht" | "phts") => {
             let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
+            let gate = Gate::from_metadata(&cfg.metadata, service)?;
             let acceptor = match kind {
-                "phts" => Some(server_tls(cfg, global_tls, &[b"h2", b"http/1.1"], service)?),
+                "phts" => Some(server_tls(
+                    cfg,
+                    global_tls,
+                    addr,
+                    &[b"h2", b"http/1.1"],
+                    service,
+                )?),
                 _ => None,
             };
             Ok(Box::new(
-                pht::bind(addr, opts, acceptor, service, shutdown).await?,
+                pht::bind(addr, opts, acceptor, gate, service, shutdown).await?,
             ))
         }
         other => Err(ListenError::Unsupported(other.to_string())),

@@ -5,36 +5,41 @@ use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
 
-use super::{Accepted, ListenError, Listener};
+use super::{Accepted, Gate, ListenError, Listener};
 
 pub struct TcpListener {
     inner: tokio::net::TcpListener,
     local: SocketAddr,
+    gate: Gate,
 }
 
 impl TcpListener {
-    pub async fn bind(addr: &str) -> Result<Self, ListenError> {
+    pub async fn bind(addr: &str, gate: Gate) -> Result<Self, ListenError> {
         let inner = super::bind_tcp(addr).await?;
         let local = inner.local_addr().map_err(|source| ListenError::Bind {
             addr: addr.to_string(),
             source,
         })?;
-        Ok(TcpListener { inner, local })
+        Ok(TcpListener { inner, local, gate })
     }
 }
 
 impl Listener for TcpListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Accepted>> {
         Box::pin(async move {
-            let (stream, peer) = self.inner.accept().await?;
-            let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().ok();
-            Ok(Accepted {
-                stream: Box::new(stream),
-                peer,
-                tag: None,
-                local,
-            })
+            loop {
+                let (stream, peer) = self.inner.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().ok();
+                if let Some(stream) = self.gate.admit(stream, peer) {
+                    return Ok(Accepted {
+                        stream: Box::new(stream),
+                        peer,
+                        tag: None,
+                        local,
+                    });
+                }
+            }
         })
     }
 

@@ -7,10 +7,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Accepted, ListenError, QueuedListener, accept_tcp};
+use super::{Accepted, Gate, ListenError, QueuedListener, accept_tcp};
 
-/// Time a client gets for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handshaken but not yet taken by the handler.
 const QUEUE: usize = 128;
 
@@ -18,6 +16,8 @@ const QUEUE: usize = 128;
 pub async fn bind(
     addr: &str,
     acceptor: TlsAcceptor,
+    gate: Gate,
+    handshake: Duration,
     shutdown: CancellationToken,
 ) -> Result<QueuedListener, ListenError> {
     let tcp = super::bind_tcp(addr).await?;
@@ -27,11 +27,11 @@ pub async fn bind(
     })?;
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(async move {
-        while let Some((stream, peer)) = accept_tcp(&tcp, &shutdown).await {
+        while let Some((stream, peer)) = accept_tcp(&tcp, &gate, &shutdown).await {
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            let local = stream.local_addr().ok();
+            let local = stream.tcp().local_addr().ok();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
                         let conn = Accepted {
                             stream: Box::new(s),

@@ -3,6 +3,7 @@
 //! Each tunnel is an in-memory byte pipe: push POSTs write into one end, the pull GET
 //! streams out of it, and the service's handler gets the other end as an accepted stream.
 
+mod client_addr;
 mod cors;
 mod pipe;
 mod registry;
@@ -13,18 +14,20 @@ pub use cors::Cors;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io;
+
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{ListenError, QueuedListener, accept_tcp};
+use super::{Gate, ListenError, QueuedListener, accept_tcp};
 use crate::config::{Metadata, MetadataError};
 use registry::Registry;
 
 /// Listener options, all read from listener metadata (gost's names where gost has them).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PhtOptions {
     /// `authorizePath` (default `/authorize`).
     pub authorize_path: String,
@@ -61,6 +64,46 @@ pub struct PhtOptions {
     /// `maxStreams`: concurrent HTTP/2 streams per connection (default 20000: each
     /// tunnel holds one pull stream, and pushes come on top).
     pub max_streams: u32,
+    /// `maxTunnels`: open (and authorized) tunnels at most; `0` is no limit. The default
+    /// leaves room in the descriptor limit: a third of it, less 256 (each tunnel may hold
+    /// a pull connection, a push connection and a target connection).
+    pub max_tunnels: usize,
+    /// `maxTunnelsPerClient`: open (and authorized) tunnels per client address (default
+    /// 1024; `0` is no limit).
+    pub max_tunnels_per_client: usize,
+    /// `tunnelRate`: new tunnels per second per client address (default 100, with bursts
+    /// up to `maxTunnelsPerClient`; `0` is no limit).
+    pub tunnel_rate: f64,
+    /// `trustedProxies`: addresses and CIDRs of reverse proxies whose `X-Forwarded-For`
+    /// or `Forwarded` headers name the client (default none: the client is the peer).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `headerTimeout`: time for a request head, from a connection's start and between
+    /// requests (default 30s, gost's ReadHeaderTimeout): silent, slow and idle
+    /// connections are closed after it.
+    pub header_timeout: Duration,
+    /// `handshakeTimeout`: time for a TLS handshake (`phts`; default 10s).
+    pub handshake_timeout: Duration,
+}
+
+/// Descriptors kept out of the derived limits, for listeners, logs and the rest.
+const FD_HEADROOM: u64 = 256;
+
+impl PhtOptions {
+    /// Bursts of new tunnels a client may open at once.
+    pub fn tunnel_burst(&self) -> usize {
+        if self.max_tunnels_per_client > 0 {
+            self.max_tunnels_per_client
+        } else {
+            (self.tunnel_rate.ceil() as usize).max(1)
+        }
+    }
+}
+
+fn default_max_tunnels() -> usize {
+    match pht_client::fd_limit() {
+        Some(n) => (n.saturating_sub(FD_HEADROOM) / 3).max(64) as usize,
+        None => 1_000_000,
+    }
 }
 
 impl Default for PhtOptions {
@@ -80,6 +123,12 @@ impl Default for PhtOptions {
             tunnel_buffer: 1024 * 1024,
             cors: None,
             max_streams: 20_000,
+            max_tunnels: default_max_tunnels(),
+            max_tunnels_per_client: 1024,
+            tunnel_rate: 100.0,
+            trusted_proxies: Vec::new(),
+            header_timeout: super::DEFAULT_HEADER_TIMEOUT,
+            handshake_timeout: super::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -138,8 +187,52 @@ impl PhtOptions {
         if let Some(v) = positive("maxStreams", md.get_size("maxStreams")?)? {
             o.max_streams = u32::try_from(v).unwrap_or(u32::MAX);
         }
+        if let Some(v) = md.get_size("maxTunnels")? {
+            o.max_tunnels = v;
+        }
+        if let Some(v) = md.get_size("maxTunnelsPerClient")? {
+            o.max_tunnels_per_client = v;
+        }
+        if let Some(v) = md.get_str("tunnelRate") {
+            let n = v.trim().trim_end_matches("/s");
+            o.tunnel_rate = n
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .ok_or(MetadataError {
+                    key: "tunnelRate".into(),
+                    value: v.clone(),
+                    expected: "tunnels per second (e.g. 100 or 100/s; 0 for no limit)",
+                })?;
+        }
+        if let Some(v) = md.get_duration("headerTimeout")? {
+            o.header_timeout = v.max(Duration::from_millis(10));
+        }
+        if let Some(v) = md.get_duration("handshakeTimeout")? {
+            o.handshake_timeout = v.max(Duration::from_millis(10));
+        }
+        if let Some(v) = md.get_str("trustedProxies") {
+            o.trusted_proxies = parse_nets(&v).ok_or(MetadataError {
+                key: "trustedProxies".into(),
+                value: v.clone(),
+                expected: "a comma list of addresses and CIDRs",
+            })?;
+        }
         Ok(o)
     }
+}
+
+/// `10.0.0.1, 192.168.0.0/16, ::1` → networks (a bare address is a /32 or /128).
+fn parse_nets(v: &str) -> Option<Vec<ipnet::IpNet>> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        })
+        .collect()
 }
 
 /// Binds `addr` and serves PHT on it (over TLS with `tls`: `phts`) until `shutdown`;
@@ -148,6 +241,7 @@ pub async fn bind(
     addr: &str,
     opts: PhtOptions,
     tls: Option<TlsAcceptor>,
+    gate: Gate,
     service: &str,
     shutdown: CancellationToken,
 ) -> Result<QueuedListener, ListenError> {
@@ -159,56 +253,100 @@ pub async fn bind(
     let (tx, rx) = mpsc::channel(opts.backlog);
     let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
     tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
-    tokio::spawn(serve(tcp, tls, registry, shutdown));
+    tokio::spawn(serve(tcp, tls, gate, registry, shutdown));
     Ok(QueuedListener::new(rx, local, "pht"))
 }
 
-/// Time a client gets for the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control windows (see the client's): big enough that a tunnel never waits
 /// for credit on loopback-class links.
 const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
+/// HTTP/2 PING interval; an unanswered PING closes the connection (and resets its
+/// tunnels' pulls) after hyper's default 20 s.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// The HTTP/2 client preface: a plain connection that starts with it speaks h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection speaks HTTP/2 (prior knowledge), from its first bytes, read
+/// without consuming them. `None`: closed, or nothing decisive within `limit`.
+async fn speaks_h2(stream: &tokio::net::TcpStream, limit: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface so far: wait a little for the rest (peek does not wait for
+        // more than what is already there).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
 
 async fn serve(
     tcp: tokio::net::TcpListener,
     tls: Option<TlsAcceptor>,
+    gate: Gate,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(registry.opts.max_streams)
+    let o = &registry.opts;
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    // The timer starts whenever the connection waits for a request head: from the first
+    // byte of a new connection on, and again between requests.
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(o.header_timeout);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(o.max_streams)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
-        .keep_alive_interval(Duration::from_secs(30));
+        .keep_alive_interval(H2_KEEP_ALIVE);
+    let (header_timeout, handshake_timeout) = (o.header_timeout, o.handshake_timeout);
     loop {
-        let Some((stream, peer)) = accept_tcp(&tcp, &shutdown).await else {
+        let Some((stream, peer)) = accept_tcp(&tcp, &gate, &shutdown).await else {
             break;
         };
         debug!(service = %registry.service, %peer, "pht connection accepted");
         let registry = registry.clone();
-        let builder = builder.clone();
+        let (h1, h2) = (h1.clone(), h2.clone());
         let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(routes::route(req, &registry, peer).await)
-                }
+                async move { Ok::<_, io::Error>(routes::route(req, &registry, peer).await) }
             });
             let served = match tls {
-                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                None => match speaks_h2(stream.tcp(), header_timeout).await {
+                    None => {
+                        debug!(%peer, "no request within headerTimeout: closed");
+                        return;
+                    }
+                    Some(true) => h2.serve_connection(TokioIo::new(stream), svc).await,
+                    Some(false) => h1.serve_connection(TokioIo::new(stream), svc).await,
+                },
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), svc).await,
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                h2.serve_connection(TokioIo::new(s), svc).await
+                            } else {
+                                h1.serve_connection(TokioIo::new(s), svc).await
+                            }
+                        }
                         Ok(Err(e)) => {
                             debug!(%peer, "TLS handshake failed: {e}");
                             return;
@@ -225,7 +363,7 @@ async fn serve(
             }
         });
     }
-    info!(service = %registry.service, "pht listener stopped; closing tunnels");
+    info!(service = %registry.service, "pht listener stopped; resetting tunnels");
     registry.close_all();
 }
 

@@ -1,15 +1,21 @@
-//! Live tunnels by token, tombstones for closed ones, and the idle reaper.
+//! Tunnels by token: reserved (authorized, not used yet), live, or closed (tombstones);
+//! the limits on them per client and in total; and the idle reaper.
+//!
+//! An authorized token costs a map entry and nothing else: its tunnel, and so the
+//! handler's work (a `forward` handler dials its target at once), only starts with the
+//! first pull or push. A server-speaks-first protocol still works, since the client pulls
+//! right after authorizing.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pht_client::logging::token_prefix;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::PhtOptions;
 use super::pipe::Pipe;
@@ -18,6 +24,8 @@ use crate::listener::Accepted;
 /// The HTTP side of one tunnel.
 pub(super) struct ServerTunnel {
     pub token: String,
+    /// The client address the tunnel counts against.
+    client: IpAddr,
     /// The bytes between HTTP requests and the handler.
     pub pipe: Arc<Pipe>,
     /// Set while a pull request streams this tunnel (a second one gets 409).
@@ -52,123 +60,334 @@ impl ServerTunnel {
 }
 
 enum Slot {
+    /// Handed out by authorize; becomes live on its first pull or push.
+    Reserved {
+        client: IpAddr,
+        at: Instant,
+    },
     Live(Arc<ServerTunnel>),
-    Closed(Instant),
+    /// A tombstone; `reset` when the tunnel ended as an error.
+    Closed {
+        at: Instant,
+        reset: bool,
+    },
 }
 
 pub(super) enum Lookup {
     Live(Arc<ServerTunnel>),
-    /// The token was closed: never bring it back.
-    Closed,
+    /// The token was closed (`reset`: as an error): never bring it back.
+    Closed {
+        reset: bool,
+    },
     /// Unknown and not created (creation not asked for).
     Unknown,
-    /// The handler is not taking tunnels fast enough.
+    /// Not created: a limit says no.
+    Refused(Refusal),
+}
+
+/// Why a new tunnel was refused; each is a `429` with its own body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The handler is not taking tunnels fast enough (`backlog`).
     QueueFull,
+    /// `maxTunnels` tunnels are open.
+    ServerFull,
+    /// This client has `maxTunnelsPerClient` tunnels open.
+    ClientFull,
+    /// This client opens tunnels faster than `tunnelRate`.
+    TooFast,
+}
+
+impl Refusal {
+    pub fn body(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "tunnel queue full\n",
+            Refusal::ServerFull => "server tunnel limit reached\n",
+            Refusal::ClientFull => "tunnel limit for this client reached\n",
+            Refusal::TooFast => "tunnels opened too fast, slow down\n",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-client accounting: open (and reserved) tunnels, and a token bucket for new ones.
+struct Client {
+    tunnels: usize,
+    bucket: f64,
+    refilled: Instant,
+}
+
+struct Tables {
+    tokens: HashMap<String, Slot>,
+    clients: HashMap<IpAddr, Client>,
+    /// Reserved and live tokens.
+    open: usize,
 }
 
 pub(super) struct Registry {
-    map: Mutex<HashMap<String, Slot>>,
+    tables: Mutex<Tables>,
     queue: mpsc::Sender<Accepted>,
     pub opts: PhtOptions,
     pub service: String,
+    /// Refusals per [`Refusal`] since the last report: a flood makes one log line per
+    /// [`REPORT_EVERY`], not one per request.
+    refused: [AtomicU64; 4],
+    last_report: Mutex<Instant>,
 }
+
+/// How often refusals are summed up in the log.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl Registry {
     pub fn new(opts: PhtOptions, queue: mpsc::Sender<Accepted>, service: String) -> Self {
         Registry {
-            map: Mutex::new(HashMap::new()),
+            tables: Mutex::new(Tables {
+                tokens: HashMap::new(),
+                clients: HashMap::new(),
+                open: 0,
+            }),
             queue,
             opts,
             service,
+            refused: Default::default(),
+            last_report: Mutex::new(Instant::now() - REPORT_EVERY),
         }
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Finds `token`, creating its tunnel when `create` is set and it was never seen
-    /// (gost ≥ 3.3 clients choose their own tokens). A full backlog is waited on for
-    /// `backlogWait` before the answer is 429.
-    pub async fn lookup(&self, token: &str, peer: SocketAddr, create: bool) -> Lookup {
-        match self.map().get(token) {
+    /// Counts a refusal, and logs the sum now and then.
+    fn refuse(&self, why: Refusal, client: IpAddr) -> Refusal {
+        self.refused[why.index()].fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= REPORT_EVERY {
+            *last = Instant::now();
+            let n = |r: Refusal| self.refused[r.index()].swap(0, Ordering::Relaxed);
+            let (queue, server, per_client, rate) = (
+                n(Refusal::QueueFull),
+                n(Refusal::ServerFull),
+                n(Refusal::ClientFull),
+                n(Refusal::TooFast),
+            );
+            warn!(
+                service = %self.service, last_client = %client,
+                backlog = queue, max_tunnels = server, max_tunnels_per_client = per_client,
+                tunnel_rate = rate,
+                "new tunnels refused with 429 (counts since the last report, by limit)"
+            );
+        }
+        why
+    }
+
+    /// Takes one tunnel's worth of the limits for `client`, or says which limit refuses.
+    fn admit(&self, t: &mut Tables, client: IpAddr) -> Result<(), Refusal> {
+        let o = &self.opts;
+        if o.max_tunnels > 0 && t.open >= o.max_tunnels {
+            return Err(Refusal::ServerFull);
+        }
+        let c = t.clients.entry(client).or_insert_with(|| Client {
+            tunnels: 0,
+            bucket: o.tunnel_burst() as f64,
+            refilled: Instant::now(),
+        });
+        if o.max_tunnels_per_client > 0 && c.tunnels >= o.max_tunnels_per_client {
+            return Err(Refusal::ClientFull);
+        }
+        if o.tunnel_rate > 0.0 {
+            let now = Instant::now();
+            let earned = now.duration_since(c.refilled).as_secs_f64() * o.tunnel_rate;
+            c.bucket = (c.bucket + earned).min(o.tunnel_burst() as f64);
+            c.refilled = now;
+            if c.bucket < 1.0 {
+                return Err(Refusal::TooFast);
+            }
+            c.bucket -= 1.0;
+        }
+        c.tunnels += 1;
+        t.open += 1;
+        Ok(())
+    }
+
+    /// Gives back what [`Registry::admit`] took.
+    fn release(&self, t: &mut Tables, client: IpAddr) {
+        t.open = t.open.saturating_sub(1);
+        if let Some(c) = t.clients.get_mut(&client) {
+            c.tunnels = c.tunnels.saturating_sub(1);
+        }
+    }
+
+    /// Hands out a new token for `client` (authorize), within the limits. Its tunnel
+    /// starts with the first pull or push.
+    pub fn reserve(&self, client: IpAddr) -> Result<String, Refusal> {
+        let token = pht_core::mint_token();
+        let mut t = self.tables();
+        if let Err(why) = self.admit(&mut t, client) {
+            drop(t);
+            return Err(self.refuse(why, client));
+        }
+        t.tokens.insert(
+            token.clone(),
+            Slot::Reserved {
+                client,
+                at: Instant::now(),
+            },
+        );
+        Ok(token)
+    }
+
+    /// Finds `token`'s tunnel, starting it when `create` is set and the token was
+    /// reserved or never seen (gost ≥ 3.3 clients choose their own tokens). A full backlog
+    /// is waited on for `backlogWait` before the answer is 429.
+    pub async fn lookup(
+        &self,
+        token: &str,
+        peer: SocketAddr,
+        client: IpAddr,
+        create: bool,
+    ) -> Lookup {
+        let reserved = match self.tables().tokens.get(token) {
             Some(Slot::Live(t)) => return Lookup::Live(t.clone()),
-            Some(Slot::Closed(_)) => return Lookup::Closed,
-            None if !create => return Lookup::Unknown,
-            None => {}
-        }
+            Some(Slot::Closed { reset, .. }) => return Lookup::Closed { reset: *reset },
+            Some(Slot::Reserved { client, .. }) if create => Some(*client),
+            Some(Slot::Reserved { .. }) | None if !create => return Lookup::Unknown,
+            Some(Slot::Reserved { .. }) | None => None,
+        };
         let permit = match tokio::time::timeout(self.opts.backlog_wait, self.queue.reserve()).await
         {
             Ok(Ok(p)) => p,
             _ => {
                 debug!(service = %self.service, %peer, "pht backlog full: tunnel refused");
-                return Lookup::QueueFull;
+                return Lookup::Refused(self.refuse(Refusal::QueueFull, client));
             }
         };
-        let mut map = self.map();
+        let mut t = self.tables();
         // Another request for the same token may have won while this one waited.
-        match map.get(token) {
-            Some(Slot::Live(t)) => return Lookup::Live(t.clone()),
-            Some(Slot::Closed(_)) => return Lookup::Closed,
-            None => {}
-        }
+        let owner = match t.tokens.get(token) {
+            Some(Slot::Live(s)) => return Lookup::Live(s.clone()),
+            Some(Slot::Closed { reset, .. }) => return Lookup::Closed { reset: *reset },
+            Some(Slot::Reserved { client, .. }) => *client,
+            // Expired meanwhile.
+            None if reserved.is_some() => return Lookup::Closed { reset: false },
+            None => {
+                if let Err(why) = self.admit(&mut t, client) {
+                    drop(t);
+                    return Lookup::Refused(self.refuse(why, client));
+                }
+                client
+            }
+        };
         let (pipe, end) = Pipe::new(self.opts.tunnel_buffer);
         permit.send(Accepted {
             stream: Box::new(end),
-            peer,
+            // Behind a trusted proxy the handler (admission, logs) sees the client it named.
+            peer: if client == peer.ip() {
+                peer
+            } else {
+                SocketAddr::new(client, 0)
+            },
             tag: Some(token_prefix(token).to_string()),
             local: None,
         });
-        let t = Arc::new(ServerTunnel {
+        let s = Arc::new(ServerTunnel {
             token: token.to_string(),
+            client: owner,
             pipe,
             pull_busy: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             pull_attached: AtomicBool::new(false),
             last_active: Mutex::new(Instant::now()),
         });
-        map.insert(token.to_string(), Slot::Live(t.clone()));
-        debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = map.len(), "tunnel opened");
-        Lookup::Live(t)
+        t.tokens.insert(token.to_string(), Slot::Live(s.clone()));
+        debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = t.open, "tunnel opened");
+        Lookup::Live(s)
+    }
+
+    /// Leaves a tombstone for `token` and gives back its share of the limits; returns
+    /// the live tunnel it replaced, if any.
+    fn bury(&self, token: &str, reset: bool) -> Option<Arc<ServerTunnel>> {
+        let mut t = self.tables();
+        let tomb = Slot::Closed {
+            at: Instant::now(),
+            reset,
+        };
+        let old = match t.tokens.get_mut(token) {
+            // Already buried: a reset after a close still marks it reset.
+            Some(Slot::Closed { reset: was, .. }) => {
+                *was |= reset;
+                return None;
+            }
+            _ => t.tokens.insert(token.to_string(), tomb),
+        };
+        match old {
+            Some(Slot::Live(s)) => {
+                self.release(&mut t, s.client);
+                Some(s)
+            }
+            Some(Slot::Reserved { client, .. }) => {
+                self.release(&mut t, client);
+                None
+            }
+            _ => None,
+        }
     }
 
     /// Closes `token` and leaves a tombstone.
     pub fn close(&self, token: &str, reason: &str) {
-        let old = self
-            .map()
-            .insert(token.to_string(), Slot::Closed(Instant::now()));
-        if let Some(Slot::Live(t)) = old {
+        if let Some(s) = self.bury(token, false) {
             debug!(service = %self.service, token = token_prefix(token), reason, "tunnel closed");
-            t.shut();
+            s.shut();
         }
     }
 
     /// Ends `token` as an error (see [`Pipe::abort`]) and leaves a tombstone.
     pub fn abort(&self, token: &str, reason: &'static str) {
-        let old = self
-            .map()
-            .insert(token.to_string(), Slot::Closed(Instant::now()));
-        if let Some(Slot::Live(t)) = old {
+        if let Some(s) = self.bury(token, true) {
             debug!(service = %self.service, token = token_prefix(token), reason, "tunnel reset");
-            t.abort(reason);
+            s.abort(reason);
         }
     }
 
-    /// Closes idle tunnels and forgets old tombstones.
+    /// Closes idle tunnels, forgets unused reservations and old tombstones.
     pub fn reap(&self) {
         let now = Instant::now();
         let mut idle = Vec::new();
-        self.map().retain(|token, slot| match slot {
-            Slot::Live(t) => {
-                if !t.pull_attached.load(Ordering::Acquire)
-                    && now.duration_since(t.idle_since()) >= self.opts.idle_timeout
+        let mut t = self.tables();
+        let mut freed = Vec::new();
+        t.tokens.retain(|token, slot| match slot {
+            Slot::Live(s) => {
+                if !s.pull_attached.load(Ordering::Acquire)
+                    && now.duration_since(s.idle_since()) >= self.opts.idle_timeout
                 {
                     idle.push(token.clone());
                 }
                 true
             }
-            Slot::Closed(at) => now.duration_since(*at) < self.opts.tombstone_ttl,
+            Slot::Reserved { client, at } => {
+                let keep = now.duration_since(*at) < self.opts.idle_timeout;
+                if !keep {
+                    freed.push(*client);
+                }
+                keep
+            }
+            Slot::Closed { at, .. } => now.duration_since(*at) < self.opts.tombstone_ttl,
         });
+        for client in freed {
+            self.release(&mut t, client);
+        }
+        // Forget clients with nothing open and a full bucket: the table stays small.
+        let burst = self.opts.tunnel_burst() as f64;
+        let rate = self.opts.tunnel_rate;
+        t.clients.retain(|_, c| {
+            c.tunnels > 0
+                || rate > 0.0
+                    && c.bucket + now.duration_since(c.refilled).as_secs_f64() * rate < burst
+        });
+        drop(t);
         // The client vanished without closing: its far end must not see a clean end.
         for token in idle {
             self.abort(&token, "idle: no pull and no push");
@@ -178,7 +397,8 @@ impl Registry {
     /// Resets every tunnel (shutdown): a stream cut short is not a clean end.
     pub fn close_all(&self) {
         let live: Vec<String> = self
-            .map()
+            .tables()
+            .tokens
             .iter()
             .filter(|(_, s)| matches!(s, Slot::Live(_)))
             .map(|(k, _)| k.clone())
@@ -186,6 +406,12 @@ impl Registry {
         for token in live {
             self.abort(&token, "server shutting down");
         }
+    }
+
+    /// Open (and reserved) tunnels now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.tables().open
     }
 }
 
@@ -197,31 +423,39 @@ mod tests {
         "127.0.0.1:1".parse().unwrap()
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn lo() -> IpAddr {
+        ip("127.0.0.1")
+    }
+
     #[tokio::test]
     async fn backlog_full_refuses_and_creates_nothing() {
         let opts = PhtOptions {
             backlog: 1,
-            backlog_wait: std::time::Duration::from_millis(20),
+            backlog_wait: Duration::from_millis(20),
             ..Default::default()
         };
         let (tx, mut rx) = mpsc::channel(opts.backlog);
         let reg = Registry::new(opts, tx, "s".into());
         assert!(matches!(
-            reg.lookup("a", peer(), true).await,
+            reg.lookup("a", peer(), lo(), true).await,
             Lookup::Live(_)
         ));
         // The handler has not taken "a" yet: the queue is full.
         assert!(matches!(
-            reg.lookup("b", peer(), true).await,
-            Lookup::QueueFull
+            reg.lookup("b", peer(), lo(), true).await,
+            Lookup::Refused(Refusal::QueueFull)
         ));
         assert!(
-            matches!(reg.lookup("b", peer(), false).await, Lookup::Unknown),
+            matches!(reg.lookup("b", peer(), lo(), false).await, Lookup::Unknown),
             "no half-made tunnel"
         );
         assert_eq!(rx.recv().await.unwrap().tag.as_deref(), Some("a"));
         assert!(matches!(
-            reg.lookup("b", peer(), true).await,
+            reg.lookup("b", peer(), lo(), true).await,
             Lookup::Live(_)
         ));
     }
@@ -229,23 +463,110 @@ mod tests {
     #[tokio::test]
     async fn closed_tokens_stay_closed_until_the_tombstone_expires() {
         let opts = PhtOptions {
-            tombstone_ttl: std::time::Duration::from_millis(0),
+            tombstone_ttl: Duration::from_millis(0),
             ..Default::default()
         };
         let (tx, _rx) = mpsc::channel(8);
         let reg = Registry::new(opts, tx, "s".into());
         assert!(matches!(
-            reg.lookup("a", peer(), true).await,
+            reg.lookup("a", peer(), lo(), true).await,
             Lookup::Live(_)
         ));
         reg.close("a", "test");
         assert!(matches!(
-            reg.lookup("a", peer(), true).await,
-            Lookup::Closed
+            reg.lookup("a", peer(), lo(), true).await,
+            Lookup::Closed { reset: false }
         ));
+        reg.abort("a", "test");
+        assert!(
+            matches!(
+                reg.lookup("a", peer(), lo(), true).await,
+                Lookup::Closed { reset: true }
+            ),
+            "a pull retried after a reset must learn of it"
+        );
         reg.reap();
         assert!(matches!(
-            reg.lookup("a", peer(), false).await,
+            reg.lookup("a", peer(), lo(), false).await,
+            Lookup::Unknown
+        ));
+        assert_eq!(reg.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_authorized_token_starts_no_tunnel_until_it_is_used() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let reg = Registry::new(PhtOptions::default(), tx, "s".into());
+        let token = reg.reserve(lo()).unwrap();
+        assert!(rx.try_recv().is_err(), "nothing for the handler yet");
+        assert!(matches!(
+            reg.lookup(&token, peer(), lo(), false).await,
+            Lookup::Unknown
+        ));
+        assert!(matches!(
+            reg.lookup(&token, peer(), lo(), true).await,
+            Lookup::Live(_)
+        ));
+        assert!(rx.try_recv().is_ok(), "the first pull started it");
+        assert_eq!(reg.open(), 1, "counted once");
+    }
+
+    #[tokio::test]
+    async fn per_client_and_total_limits() {
+        let opts = PhtOptions {
+            max_tunnels: 3,
+            max_tunnels_per_client: 2,
+            tunnel_rate: 0.0,
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let reg = Registry::new(opts, tx, "s".into());
+        let a = reg.reserve(lo()).unwrap();
+        assert!(matches!(
+            reg.lookup("minted", peer(), lo(), true).await,
+            Lookup::Live(_)
+        ));
+        assert_eq!(reg.reserve(lo()), Err(Refusal::ClientFull));
+        // Another client is unaffected, up to the total.
+        reg.reserve(ip("127.0.0.2")).unwrap();
+        assert_eq!(reg.reserve(ip("127.0.0.3")), Err(Refusal::ServerFull));
+        // Closing gives the share back.
+        reg.close(&a, "test");
+        reg.reserve(lo()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn creation_rate_per_client() {
+        let opts = PhtOptions {
+            tunnel_rate: 1000.0,
+            max_tunnels_per_client: 5,
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let reg = Registry::new(opts, tx, "s".into());
+        // The bucket holds `maxTunnelsPerClient` tunnels: a burst that size passes.
+        let mut tokens: Vec<String> = (0..5).map(|_| reg.reserve(lo()).unwrap()).collect();
+        for t in tokens.drain(..) {
+            reg.close(&t, "test");
+        }
+        assert_eq!(reg.reserve(lo()), Err(Refusal::TooFast));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        reg.reserve(lo()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unused_reservations_expire() {
+        let opts = PhtOptions {
+            idle_timeout: Duration::from_millis(0),
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let reg = Registry::new(opts, tx, "s".into());
+        let token = reg.reserve(lo()).unwrap();
+        reg.reap();
+        assert_eq!(reg.open(), 0);
+        assert!(matches!(
+            reg.lookup(&token, peer(), lo(), false).await,
             Lookup::Unknown
         ));
     }

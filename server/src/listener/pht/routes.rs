@@ -1,7 +1,7 @@
 //! The three PHT endpoints: authorize, push, pull.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,7 +16,8 @@ use percent_encoding::percent_decode_str;
 use pht_client::logging::token_prefix;
 use tracing::debug;
 
-use super::registry::{Lookup, Registry, ServerTunnel};
+use super::client_addr::client_addr;
+use super::registry::{Lookup, Refusal, Registry, ServerTunnel};
 
 /// Response bodies; an error aborts the response, which is how a broken tunnel reaches
 /// the client (a PHT/1 pull has no in-band error).
@@ -74,14 +75,16 @@ async fn route_pht(
 ) -> Response<Body> {
     let path = req.uri().path();
     let o = &reg.opts;
+    let client = client_addr(req.headers(), peer.ip(), &o.trusted_proxies);
+    let peer = Peer { addr: peer, client };
     if path == o.authorize_path {
-        authorize(reg, peer).await
+        authorize(reg, &peer)
     } else if path == o.push_path {
         if req.method() != Method::POST {
             return text(StatusCode::BAD_REQUEST, "push must be POST\n");
         }
         match token_of(&req) {
-            Ok(token) => push(req, reg, &token, peer).await,
+            Ok(token) => push(req, reg, &token, &peer).await,
             Err(r) => r,
         }
     } else if path == o.pull_path {
@@ -89,7 +92,7 @@ async fn route_pht(
             return text(StatusCode::BAD_REQUEST, "pull must be GET\n");
         }
         match token_of(&req) {
-            Ok(token) => pull(reg, &token, peer).await,
+            Ok(token) => pull(reg, &token, &peer).await,
             Err(r) => r,
         }
     } else {
@@ -114,20 +117,39 @@ fn token_of(req: &Request<Incoming>) -> Result<String, Response<Body>> {
     Ok(token)
 }
 
-async fn authorize(reg: &Registry, peer: SocketAddr) -> Response<Body> {
-    let token = pht_core::mint_token();
-    match reg.lookup(&token, peer, true).await {
-        Lookup::Live(_) => {
+/// The TCP peer of a request, and the client address its limits count against.
+struct Peer {
+    addr: SocketAddr,
+    client: IpAddr,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.client == self.addr.ip() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{} (via {})", self.client, self.addr)
+        }
+    }
+}
+
+fn refused(r: Refusal) -> Response<Body> {
+    text(StatusCode::TOO_MANY_REQUESTS, r.body())
+}
+
+fn authorize(reg: &Registry, peer: &Peer) -> Response<Body> {
+    match reg.reserve(peer.client) {
+        Ok(token) => {
             let mut r = text(StatusCode::OK, "");
             *r.body_mut() = full(Bytes::from(format!("token={token}")));
             r
         }
-        _ => text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
+        Err(why) => refused(why),
     }
 }
 
 /// Why a push failed, and what becomes of the tunnel.
-struct Refusal {
+struct PushFailure {
     status: StatusCode,
     body: &'static str,
     /// Bytes of this push may have reached the target: the stream has a gap, so the
@@ -135,12 +157,7 @@ struct Refusal {
     reset: Option<&'static str>,
 }
 
-async fn push(
-    req: Request<Incoming>,
-    reg: &Registry,
-    token: &str,
-    peer: SocketAddr,
-) -> Response<Body> {
+async fn push(req: Request<Incoming>, reg: &Registry, token: &str, peer: &Peer) -> Response<Body> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -152,11 +169,13 @@ async fn push(
         .is_some_and(|q| q.split('&').any(|kv| kv == pht_core::RESET_PARAM));
     let empty = declared == Some(0);
     // An empty POST is a close (or, with rst=1, a reset): never create a tunnel for it.
-    let t = match reg.lookup(token, peer, !empty).await {
+    let t = match reg.lookup(token, peer.addr, peer.client, !empty).await {
         Lookup::Live(t) => t,
-        Lookup::Closed | Lookup::Unknown if empty => return text(StatusCode::OK, ""),
-        Lookup::Closed | Lookup::Unknown => return text(StatusCode::GONE, "tunnel closed\n"),
-        Lookup::QueueFull => return text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
+        Lookup::Closed { .. } | Lookup::Unknown if empty => return text(StatusCode::OK, ""),
+        Lookup::Closed { .. } | Lookup::Unknown => {
+            return text(StatusCode::GONE, "tunnel closed\n");
+        }
+        Lookup::Refused(why) => return refused(why),
     };
     if reset {
         reg.abort(token, "reset by client");
@@ -173,7 +192,7 @@ async fn push(
     let result = tokio::select! {
         r = deliver(req.into_body(), &t, reg, token, peer) => r,
         // Reset or closed meanwhile (a silent push connection, say): stop reading.
-        _ = t.cancel.cancelled() => Err(Refusal {
+        _ = t.cancel.cancelled() => Err(PushFailure {
             status: StatusCode::GONE,
             body: "tunnel closed\n",
             reset: None,
@@ -205,14 +224,14 @@ async fn deliver(
     t: &ServerTunnel,
     reg: &Registry,
     token: &str,
-    peer: SocketAddr,
-) -> Result<bool, Refusal> {
+    peer: &Peer,
+) -> Result<bool, PushFailure> {
     let max = reg.opts.max_push_body;
     let mut decoder = pht_core::PushDecoder::default();
     let mut out = Vec::new();
     let mut received = 0usize;
     let mut delivered = false;
-    let refuse = |delivered: bool, status, body, reason| Refusal {
+    let refuse = |delivered: bool, status, body, reason| PushFailure {
         status,
         body,
         reset: delivered.then_some(reason),
@@ -224,7 +243,7 @@ async fn deliver(
             Some(Err(e)) => {
                 debug!(token = token_prefix(token), %peer, "push body: {e}");
                 // Cut mid-body: whatever part came through is a gap in the stream now.
-                return Err(Refusal {
+                return Err(PushFailure {
                     status: StatusCode::BAD_REQUEST,
                     body: "push body broken\n",
                     reset: Some("push body broken"),
@@ -245,7 +264,7 @@ async fn deliver(
         }
         if let Err(e) = decoder.feed(&data, &mut out) {
             debug!(token = token_prefix(token), %peer, "push: {e}");
-            return Err(Refusal {
+            return Err(PushFailure {
                 status: StatusCode::BAD_REQUEST,
                 body: "invalid base64\n",
                 reset: Some("invalid base64 in push"),
@@ -258,7 +277,7 @@ async fn deliver(
     }
     let had_data = decoder.finish(&mut out).map_err(|e| {
         debug!(token = token_prefix(token), %peer, "push: {e}");
-        Refusal {
+        PushFailure {
             status: StatusCode::BAD_REQUEST,
             body: "invalid base64\n",
             reset: Some("invalid base64 in push"),
@@ -270,17 +289,17 @@ async fn deliver(
     Ok(had_data)
 }
 
-async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<(), Refusal> {
+async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<(), PushFailure> {
     match tokio::time::timeout(limit, t.pipe.push(Bytes::from(data))).await {
         Ok(Ok(())) => Ok(()),
         // The handler has finished (its far end closed) or the tunnel was reset. What it
         // wrote last stays queued for the pull: a refusal reaches the client that way.
-        Ok(Err(_)) => Err(Refusal {
+        Ok(Err(_)) => Err(PushFailure {
             status: StatusCode::GONE,
             body: "tunnel closed\n",
             reset: None,
         }),
-        Err(_) => Err(Refusal {
+        Err(_) => Err(PushFailure {
             status: StatusCode::GONE,
             body: "tunnel closed\n",
             reset: Some("handler did not take pushed data in time"),
@@ -288,14 +307,17 @@ async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<
     }
 }
 
-async fn pull(reg: &Arc<Registry>, token: &str, peer: SocketAddr) -> Response<Body> {
-    let t = match reg.lookup(token, peer, true).await {
+async fn pull(reg: &Arc<Registry>, token: &str, peer: &Peer) -> Response<Body> {
+    let t = match reg.lookup(token, peer.addr, peer.client, true).await {
         Lookup::Live(t) => t,
+        // A reset tunnel: a pull that comes again (a browser retries a GET whose
+        // connection closed before any answer) must not read an error as an end.
+        Lookup::Closed { reset: true } => return text(StatusCode::GONE, "tunnel was reset\n"),
         // A closed token: an empty, finished 200 is what every gost client reads as EOF.
-        Lookup::Closed | Lookup::Unknown => {
+        Lookup::Closed { reset: false } | Lookup::Unknown => {
             return stream_response(full(Bytes::new()));
         }
-        Lookup::QueueFull => return text(StatusCode::TOO_MANY_REQUESTS, "tunnel queue full\n"),
+        Lookup::Refused(why) => return refused(why),
     };
     if t.pull_busy.swap(true, Ordering::AcqRel) {
         return text(
@@ -384,10 +406,11 @@ impl Drop for PullState {
     fn drop(&mut self) {
         self.tunnel.pull_attached.store(false, Ordering::Release);
         self.tunnel.pull_busy.store(false, Ordering::Release);
-        if self.ended {
-            self.registry.close(&self.tunnel.token, "pull ended");
-        } else {
-            self.registry.abort(&self.tunnel.token, "pull broken");
+        match (self.ended, self.tunnel.pipe.aborted()) {
+            (true, None) => self.registry.close(&self.tunnel.token, "pull ended"),
+            // The handler's target failed: the tombstone must say so.
+            (_, Some(why)) => self.registry.abort(&self.tunnel.token, why),
+            (false, None) => self.registry.abort(&self.tunnel.token, "pull broken"),
         }
     }
 }
