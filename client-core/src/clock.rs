@@ -15,6 +15,7 @@ use crate::MaybeSend;
 ///
 /// ```
 /// use std::time::Duration;
+/// use pht_core::Clock;
 /// // A clock whose sleeps never end: a tunnel on it has no deadlines at all.
 /// struct Frozen;
 /// impl pht_core::Clock for Frozen {
