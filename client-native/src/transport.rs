@@ -32,8 +32,10 @@ use crate::tls::{ClientTlsOptions, TlsError};
 
 /// Largest push/authorize response body read into memory (PHT answers are tiny).
 const MAX_SMALL_BODY: usize = 64 * 1024;
-/// Connections idle longer than this are closed (gost: 90 s).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle pooled connections are closed after this, before the servers close them: ours
+/// after its 30 s `headerTimeout`, nginx after 75 s. A push sent on a connection the
+/// server is closing at that moment would fail, and a PHT/1 push cannot be retried.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time allowed for the TCP connection, and again for the TLS handshake, to a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control windows: a tunnel's pushes and pulls should not stall on credit.
