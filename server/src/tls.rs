@@ -173,14 +173,17 @@ mod tests {
                 assert_eq!(mode & 0o777, 0o600, "{key}");
             }
         }
+        use x509_parser::prelude::{FromDer, X509Certificate};
         let ca = load_certs(&dir.join(autocert::CA_CERT).to_string_lossy()).unwrap();
-        let ca = autocert::der::parse_cert(&ca[0]).unwrap();
-        assert!(ca.ca && ca.key_cert_sign == Some(true) && ca.san.is_none());
+        let (_, ca) = X509Certificate::from_der(&ca[0]).unwrap();
+        assert!(ca.is_ca());
+        assert!(ca.key_usage().unwrap().unwrap().value.key_cert_sign());
+        assert!(ca.subject_alternative_name().unwrap().is_none());
         let chain = b.chain();
         assert_eq!(chain.len(), 2, "leaf, then the CA");
-        let leaf = autocert::der::parse_cert(&chain[0]).unwrap();
-        assert!(!leaf.ca);
-        assert_eq!(leaf.key_cert_sign, Some(false));
+        let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+        assert!(!leaf.is_ca());
+        assert!(!leaf.key_usage().unwrap().unwrap().value.key_cert_sign());
         for name in ["localhost", "127.0.0.1", "::1"] {
             verify_as_client(&dir, &b, name).unwrap();
         }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use pht_client::tls::{TlsError, fingerprint, load_certs, provider};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
@@ -35,6 +35,9 @@ use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName, Unix
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 use tracing::{info, warn};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
 
 use crate::config::TlsConfig;
 
@@ -74,9 +77,10 @@ struct Wanted {
 
 struct Ca {
     der: CertificateDer<'static>,
-    key_pem: String,
-    dn: DistinguishedName,
-    ski: Option<Vec<u8>>,
+    /// Its subject, key identifier and key, to sign with.
+    issuer: Issuer<'static, KeyPair>,
+    /// Whether it has a subjectKeyIdentifier (then leaves get an authorityKeyIdentifier).
+    ski: bool,
     not_after: OffsetDateTime,
     saved: bool,
 }
@@ -281,8 +285,13 @@ fn load_ca(dir: &Path) -> Result<Option<Ca>, TlsError> {
         path: key_path.to_string_lossy().into_owned(),
         reason: e.to_string(),
     })?;
-    let info = der::parse_cert(&der).map_err(|e| err(format!("{c}: {e}")))?;
-    if info.san.is_some() || !info.ca || info.key_cert_sign == Some(false) {
+    let (_, x509) = X509Certificate::from_der(&der).map_err(|e| err(format!("{c}: {e}")))?;
+    let key_cert_sign = x509
+        .key_usage()
+        .map_err(|e| err(format!("{c}: {e}")))?
+        .map(|k| k.value.key_cert_sign());
+    let san = names_of(&x509).map_err(|e| err(format!("{c}: {e}")))?;
+    if san.is_some() || !x509.is_ca() || key_cert_sign == Some(false) {
         warn!(
             path = %c,
             "replacing the self-made certificate of an older version (a CA certificate served \
@@ -292,7 +301,8 @@ fn load_ca(dir: &Path) -> Result<Option<Ca>, TlsError> {
         return Ok(None);
     }
     // A key in a form this cannot sign with is not ours: refuse rather than overwrite it.
-    KeyPair::from_pem(&key_pem).map_err(|e| err(format!("{}: {e}", key_path.display())))?;
+    let key =
+        KeyPair::from_pem(&key_pem).map_err(|e| err(format!("{}: {e}", key_path.display())))?;
     let fits = key_der(&key_pem)
         .and_then(|k| CertifiedKey::from_der(vec![der.clone()], k, &provider()).ok())
         .is_some();
@@ -300,19 +310,47 @@ fn load_ca(dir: &Path) -> Result<Option<Ca>, TlsError> {
         warn!(path = %c, "the self-made CA's key does not fit it: making a new CA");
         return Ok(None);
     }
-    if info.not_after <= OffsetDateTime::now_utc() + CA_RENEW {
-        warn!(path = %c, not_after = %info.not_after, "the self-made CA ends soon: making a new one (clients must trust the new one)");
+    let not_after = x509.validity().not_after.to_datetime();
+    if not_after <= OffsetDateTime::now_utc() + CA_RENEW {
+        warn!(path = %c, %not_after, "the self-made CA ends soon: making a new one (clients must trust the new one)");
         return Ok(None);
     }
-    let dn = der::distinguished_name(&info.subject).map_err(|e| err(format!("{c}: {e}")))?;
+    let ski = x509.iter_extensions().any(|e| {
+        matches!(
+            e.parsed_extension(),
+            ParsedExtension::SubjectKeyIdentifier(_)
+        )
+    });
+    let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| err(format!("{c}: {e}")))?;
     Ok(Some(Ca {
         der,
-        key_pem,
-        dn,
-        ski: info.ski,
-        not_after: info.not_after,
+        issuer,
+        ski,
+        not_after,
         saved: true,
     }))
+}
+
+/// The subjectAltName's DNS names (lower case) and IP addresses; `None` without one.
+fn names_of(x509: &X509Certificate<'_>) -> Result<Option<Vec<String>>, String> {
+    let Some(san) = x509.subject_alternative_name().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let mut names = Vec::new();
+    for n in &san.value.general_names {
+        match n {
+            GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
+            GeneralName::IPAddress(ip) => {
+                let ip = <[u8; 4]>::try_from(*ip)
+                    .map(IpAddr::from)
+                    .or_else(|_| <[u8; 16]>::try_from(*ip).map(IpAddr::from))
+                    .map_err(|_| "bad IP address in subjectAltName")?;
+                names.push(ip.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(names))
 }
 
 fn key_der(pem: &str) -> Option<PrivateKeyDer<'static>> {
@@ -359,10 +397,9 @@ fn make_ca(w: &Wanted) -> Result<Ca, TlsError> {
     };
     Ok(Ca {
         der: cert.der().clone(),
-        key_pem,
-        ski: Some(params.key_identifier(&key)),
-        dn: params.distinguished_name,
         not_after: params.not_after,
+        issuer: Issuer::new(params, key),
+        ski: true,
         saved,
     })
 }
@@ -377,18 +414,23 @@ fn load_leaf(dir: &Path) -> Option<Leaf> {
         .ok()?
         .swap_remove(0);
     let key = pht_client::tls::load_key(&key_path.to_string_lossy()).ok()?;
-    let info = der::parse_cert(&der).ok()?;
-    let attr = |oid: &[u64]| {
-        info.subject
-            .iter()
-            .find(|(o, _, _)| o == oid)
-            .and_then(|(_, _, v)| String::from_utf8(v.clone()).ok())
+    let (common_name, organization, names, not_after) = {
+        let (_, x509) = X509Certificate::from_der(&der).ok()?;
+        let text = |a: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| {
+            a.and_then(|a| a.as_str().ok()).map(str::to_string)
+        };
+        (
+            text(x509.subject().iter_common_name().next()),
+            text(x509.subject().iter_organization().next()),
+            names_of(&x509).ok()?.unwrap_or_default(),
+            x509.validity().not_after.to_datetime(),
+        )
     };
     Some(Leaf {
-        common_name: attr(&[2, 5, 4, 3]),
-        organization: attr(&[2, 5, 4, 10]),
-        names: info.san.unwrap_or_default(),
-        not_after: info.not_after,
+        common_name,
+        organization,
+        names,
+        not_after,
         key_der: key.secret_der().to_vec(),
         der,
         saved: true,
@@ -462,15 +504,6 @@ fn issue(
     names: Vec<String>,
     why: &str,
 ) -> Result<Leaf, TlsError> {
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(gen_err)?;
-    let mut issuer_params = CertificateParams::default();
-    issuer_params.distinguished_name = ca.dn.clone();
-    issuer_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    if let Some(ski) = &ca.ski {
-        issuer_params.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());
-    }
-    let issuer = Issuer::new(issuer_params, ca_key);
-
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
     let mut params = CertificateParams::new(names.clone()).map_err(gen_err)?;
     params.distinguished_name = DistinguishedName::new();
@@ -483,11 +516,11 @@ fn issue(
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = ca.ski.is_some();
+    params.use_authority_key_identifier_extension = ca.ski;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = (now + w.validity).min(ca.not_after);
-    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
+    let cert = params.signed_by(&key, &ca.issuer).map_err(gen_err)?;
     verify(verifier, cert.der(), now).map_err(|e| {
         err(format!(
             "the certificate issued by the self-made CA in {} does not verify with it: {e}",
@@ -572,231 +605,6 @@ fn save(dir: &Path, files: &[(&Path, &str, bool)]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Just enough DER to read back what the self-made certificates hold.
-pub(super) mod der {
-    use std::net::IpAddr;
-
-    use rcgen::string::{BmpString, Ia5String, PrintableString, TeletexString, UniversalString};
-    use rcgen::{DistinguishedName, DnType, DnValue};
-    use time::OffsetDateTime;
-
-    type R<T> = Result<T, &'static str>;
-
-    /// What a certificate says about itself.
-    pub struct CertInfo {
-        /// Subject attributes in order: OID arcs, string tag, value bytes.
-        pub subject: Vec<(Vec<u64>, u8, Vec<u8>)>,
-        pub not_after: OffsetDateTime,
-        /// basicConstraints cA.
-        pub ca: bool,
-        /// keyUsage keyCertSign; `None` without a keyUsage extension.
-        pub key_cert_sign: Option<bool>,
-        /// subjectAltName's DNS names and IP addresses; `None` without the extension.
-        pub san: Option<Vec<String>>,
-        pub ski: Option<Vec<u8>>,
-    }
-
-    struct Reader<'a>(&'a [u8]);
-
-    impl<'a> Reader<'a> {
-        fn next(&mut self) -> R<(u8, &'a [u8])> {
-            let d = self.0;
-            let (&tag, rest) = d.split_first().ok_or("truncated")?;
-            if tag & 0x1f == 0x1f {
-                return Err("unsupported tag");
-            }
-            let (&l, rest) = rest.split_first().ok_or("truncated")?;
-            let (len, rest) = match l {
-                0..=0x7f => (l as usize, rest),
-                0x81..=0x84 => {
-                    let n = (l & 0x7f) as usize;
-                    let bytes = rest.get(..n).ok_or("truncated")?;
-                    let len = bytes.iter().fold(0usize, |a, b| (a << 8) | *b as usize);
-                    (len, &rest[n..])
-                }
-                _ => return Err("bad length"),
-            };
-            let body = rest.get(..len).ok_or("truncated")?;
-            self.0 = &rest[len..];
-            Ok((tag, body))
-        }
-        fn expect(&mut self, tag: u8) -> R<&'a [u8]> {
-            match self.next()? {
-                (t, body) if t == tag => Ok(body),
-                _ => Err("unexpected element"),
-            }
-        }
-        fn optional(&mut self, tag: u8) -> R<Option<&'a [u8]>> {
-            match self.0.first() {
-                Some(&t) if t == tag => self.expect(tag).map(Some),
-                _ => Ok(None),
-            }
-        }
-        fn is_empty(&self) -> bool {
-            self.0.is_empty()
-        }
-    }
-
-    fn oid(body: &[u8]) -> R<Vec<u64>> {
-        let mut arcs = Vec::new();
-        let mut v: u64 = 0;
-        for (i, b) in body.iter().enumerate() {
-            v = v.checked_mul(128).ok_or("bad OID")? | u64::from(b & 0x7f);
-            if b & 0x80 == 0 {
-                if arcs.is_empty() {
-                    let first = (v / 40).min(2);
-                    arcs.push(first);
-                    arcs.push(v - first * 40);
-                } else {
-                    arcs.push(v);
-                }
-                v = 0;
-            } else if i + 1 == body.len() {
-                return Err("bad OID");
-            }
-        }
-        if arcs.is_empty() {
-            return Err("bad OID");
-        }
-        Ok(arcs)
-    }
-
-    fn time_of(tag: u8, body: &[u8]) -> R<OffsetDateTime> {
-        let s = std::str::from_utf8(body).map_err(|_| "bad time")?;
-        let s = s
-            .strip_suffix('Z')
-            .filter(|s| s.is_ascii())
-            .ok_or("bad time")?;
-        let (year, rest) = match tag {
-            0x17 if s.len() == 12 => {
-                let y: i32 = s[..2].parse().map_err(|_| "bad time")?;
-                (if y >= 50 { 1900 + y } else { 2000 + y }, &s[2..])
-            }
-            0x18 if s.len() == 14 => (s[..4].parse().map_err(|_| "bad time")?, &s[4..]),
-            _ => return Err("bad time"),
-        };
-        let n = |i: usize| rest[i..i + 2].parse::<u8>().map_err(|_| "bad time");
-        let month = time::Month::try_from(n(0)?).map_err(|_| "bad time")?;
-        let date = time::Date::from_calendar_date(year, month, n(2)?).map_err(|_| "bad time")?;
-        let t = time::Time::from_hms(n(4)?, n(6)?, n(8)?).map_err(|_| "bad time")?;
-        Ok(time::PrimitiveDateTime::new(date, t).assume_utc())
-    }
-
-    pub fn parse_cert(der: &[u8]) -> R<CertInfo> {
-        let cert = Reader(der).expect(0x30)?;
-        let mut t = Reader(Reader(cert).expect(0x30)?);
-        t.optional(0xa0)?; // version
-        t.expect(0x02)?; // serialNumber
-        t.expect(0x30)?; // signature
-        t.expect(0x30)?; // issuer
-        let mut validity = Reader(t.expect(0x30)?);
-        validity.next()?; // notBefore
-        let (tag, body) = validity.next()?;
-        let not_after = time_of(tag, body)?;
-        let mut subject = Vec::new();
-        let mut rdns = Reader(t.expect(0x30)?);
-        while !rdns.is_empty() {
-            let mut set = Reader(rdns.expect(0x31)?);
-            while !set.is_empty() {
-                let mut atv = Reader(set.expect(0x30)?);
-                let o = oid(atv.expect(0x06)?)?;
-                let (tag, value) = atv.next()?;
-                subject.push((o, tag, value.to_vec()));
-            }
-        }
-        t.expect(0x30)?; // subjectPublicKeyInfo
-        t.optional(0x81)?;
-        t.optional(0x82)?;
-        let mut info = CertInfo {
-            subject,
-            not_after,
-            ca: false,
-            key_cert_sign: None,
-            san: None,
-            ski: None,
-        };
-        let Some(exts) = t.optional(0xa3)? else {
-            return Ok(info);
-        };
-        let mut exts = Reader(Reader(exts).expect(0x30)?);
-        while !exts.is_empty() {
-            let mut ext = Reader(exts.expect(0x30)?);
-            let id = oid(ext.expect(0x06)?)?;
-            ext.optional(0x01)?; // critical
-            let value = ext.expect(0x04)?;
-            match id.as_slice() {
-                [2, 5, 29, 19] => {
-                    let mut bc = Reader(Reader(value).expect(0x30)?);
-                    info.ca = bc.optional(0x01)?.is_some_and(|b| b.first() != Some(&0));
-                }
-                [2, 5, 29, 15] => {
-                    let bits = Reader(value).expect(0x03)?;
-                    info.key_cert_sign = Some(bits.get(1).is_some_and(|b| b & 0x04 != 0));
-                }
-                [2, 5, 29, 17] => {
-                    let mut names = Vec::new();
-                    let mut gn = Reader(Reader(value).expect(0x30)?);
-                    while !gn.is_empty() {
-                        match gn.next()? {
-                            (0x82, dns) => names.push(
-                                String::from_utf8(dns.to_vec())
-                                    .map_err(|_| "bad DNS name")?
-                                    .to_ascii_lowercase(),
-                            ),
-                            (0x87, ip) => {
-                                let ip = match ip.len() {
-                                    4 => IpAddr::from(<[u8; 4]>::try_from(ip).unwrap()),
-                                    16 => IpAddr::from(<[u8; 16]>::try_from(ip).unwrap()),
-                                    _ => return Err("bad IP address"),
-                                };
-                                names.push(ip.to_string());
-                            }
-                            _ => {}
-                        }
-                    }
-                    info.san = Some(names);
-                }
-                [2, 5, 29, 14] => info.ski = Some(Reader(value).expect(0x04)?.to_vec()),
-                _ => {}
-            }
-        }
-        Ok(info)
-    }
-
-    /// The subject as rcgen writes it, to issue certificates under it.
-    pub fn distinguished_name(attrs: &[(Vec<u64>, u8, Vec<u8>)]) -> R<DistinguishedName> {
-        let mut dn = DistinguishedName::new();
-        for (o, tag, v) in attrs {
-            let text = || String::from_utf8(v.clone()).map_err(|_| "bad string in the subject");
-            let value = match tag {
-                0x0c => DnValue::Utf8String(text()?),
-                0x13 => DnValue::PrintableString(
-                    PrintableString::try_from(text()?).map_err(|_| "bad PrintableString")?,
-                ),
-                0x16 => {
-                    DnValue::Ia5String(Ia5String::try_from(text()?).map_err(|_| "bad IA5String")?)
-                }
-                0x14 => DnValue::TeletexString(
-                    TeletexString::try_from(text()?).map_err(|_| "bad TeletexString")?,
-                ),
-                0x1e => DnValue::BmpString(
-                    BmpString::from_utf16be(v.clone()).map_err(|_| "bad BMPString")?,
-                ),
-                0x1c => DnValue::UniversalString(
-                    UniversalString::from_utf32be(v.clone()).map_err(|_| "bad UniversalString")?,
-                ),
-                _ => return Err("unsupported string type in the subject"),
-            };
-            let ty = DnType::from_oid(o);
-            if dn.get(&ty).is_some() {
-                return Err("a subject attribute repeats");
-            }
-            dn.push(ty, value);
-        }
-        Ok(dn)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -833,20 +641,5 @@ mod tests {
             assert!(w.names.iter().any(|x| x == n), "{n} in {:?}", w.names);
         }
         assert_eq!(w.names.iter().filter(|n| *n == "localhost").count(), 1);
-    }
-
-    #[test]
-    fn der_reader_reads_rcgen_certificates() {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["a.example".into(), "10.0.0.1".into()]).unwrap();
-        p.distinguished_name.push(DnType::OrganizationName, "Org");
-        p.not_after = OffsetDateTime::from_unix_timestamp(2_559_000_006).unwrap();
-        let info = der::parse_cert(p.self_signed(&key).unwrap().der()).unwrap();
-        assert_eq!(info.san.unwrap(), ["a.example", "10.0.0.1"]);
-        assert!(!info.ca);
-        assert_eq!(info.key_cert_sign, None);
-        assert_eq!(info.not_after, p.not_after);
-        let dn = der::distinguished_name(&info.subject).unwrap();
-        assert_eq!(dn, p.distinguished_name);
     }
 }
