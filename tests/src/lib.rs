@@ -29,7 +29,26 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A free port on 127.0.0.1 (bound, then released for a child process to take).
+///
+/// Taken below the kernel's ephemeral range (32768 and up here), which every outgoing
+/// connection draws its local port from: a port from that range can be taken by some
+/// test's client connection before the child process binds it. Ports are handed out
+/// in turn from a random start, so concurrent tests (and test binaries) rarely meet.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let seed = rand::random::<u32>() % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
