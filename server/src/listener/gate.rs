@@ -16,8 +16,34 @@ use tracing::warn;
 
 use crate::config::{Metadata, MetadataError};
 
-/// How often refused connections are summed up in the log.
-const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often refusals are summed up in the log, instead of a line per refusal.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Says when a summary of refusals is due: at most once per [`REPORT_EVERY`], and at the
+/// first refusal.
+pub struct ReportTimer(Mutex<Instant>);
+
+impl ReportTimer {
+    pub fn new() -> Self {
+        ReportTimer(Mutex::new(Instant::now() - REPORT_EVERY))
+    }
+
+    /// `true` (and the timer restarts) when a summary is due.
+    pub fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.elapsed() >= REPORT_EVERY;
+        if due {
+            *last = Instant::now();
+        }
+        due
+    }
+}
+
+impl Default for ReportTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 /// Descriptors kept out of the derived limit.
 const FD_HEADROOM: u64 = 256;
 
@@ -36,7 +62,7 @@ pub struct Gate {
     max: usize,
     service: String,
     refused: AtomicU64,
-    last_report: Mutex<Instant>,
+    report: ReportTimer,
 }
 
 impl Gate {
@@ -57,7 +83,7 @@ impl Gate {
             max,
             service: service.to_string(),
             refused: AtomicU64::new(0),
-            last_report: Mutex::new(Instant::now() - REPORT_EVERY),
+            report: ReportTimer::new(),
         }
     }
 
@@ -73,9 +99,7 @@ impl Gate {
                 let _ = stream.set_zero_linger();
                 drop(stream);
                 let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-                let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
-                if last.elapsed() >= REPORT_EVERY {
-                    *last = Instant::now();
+                if self.report.due() {
                     self.refused.store(0, Ordering::Relaxed);
                     warn!(
                         service = %self.service, last_peer = %peer, refused = n, max_conns = self.max,

@@ -52,7 +52,7 @@ pub enum ListenError {
     Option(#[from] MetadataError),
 }
 
-pub use gate::{Gate, Guarded};
+pub use gate::{Gate, Guarded, REPORT_EVERY, ReportTimer};
 
 /// Time a client gets for the TLS handshake (`handshakeTimeout`).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

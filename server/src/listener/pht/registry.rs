@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pht_client::logging::token_prefix;
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use super::PhtOptions;
 use super::pipe::Pipe;
-use crate::listener::Accepted;
+use crate::listener::{Accepted, ReportTimer};
 
 /// The HTTP side of one tunnel.
 pub(super) struct ServerTunnel {
@@ -133,13 +133,10 @@ pub(super) struct Registry {
     pub opts: PhtOptions,
     pub service: String,
     /// Refusals per [`Refusal`] since the last report: a flood makes one log line per
-    /// [`REPORT_EVERY`], not one per request.
+    /// [`REPORT_EVERY`](crate::listener::REPORT_EVERY), not one per request.
     refused: [AtomicU64; 4],
-    last_report: Mutex<Instant>,
+    report: ReportTimer,
 }
-
-/// How often refusals are summed up in the log.
-const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl Registry {
     pub fn new(opts: PhtOptions, queue: mpsc::Sender<Accepted>, service: String) -> Self {
@@ -153,7 +150,7 @@ impl Registry {
             opts,
             service,
             refused: Default::default(),
-            last_report: Mutex::new(Instant::now() - REPORT_EVERY),
+            report: ReportTimer::new(),
         }
     }
 
@@ -164,9 +161,7 @@ impl Registry {
     /// Counts a refusal, and logs the sum now and then.
     fn refuse(&self, why: Refusal, client: IpAddr) -> Refusal {
         self.refused[why.index()].fetch_add(1, Ordering::Relaxed);
-        let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
-        if last.elapsed() >= REPORT_EVERY {
-            *last = Instant::now();
+        if self.report.due() {
             let n = |r: Refusal| self.refused[r.index()].swap(0, Ordering::Relaxed);
             let (queue, server, per_client, rate) = (
                 n(Refusal::QueueFull),
@@ -418,6 +413,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn peer() -> SocketAddr {
         "127.0.0.1:1".parse().unwrap()
