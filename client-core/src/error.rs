@@ -34,6 +34,9 @@ pub enum DecodeError {
     /// The stream ended in the middle of a line.
     #[error("PHT stream ended in the middle of a line")]
     Truncated,
+    /// A PHT/2 frame that breaks the framing rules.
+    #[error("PHT/2 protocol error: {0}")]
+    Frame(String),
 }
 
 /// What an HTTP fetch implementation reports when a request fails below HTTP.

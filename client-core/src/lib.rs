@@ -24,6 +24,7 @@ mod codec;
 mod connector;
 mod error;
 mod fetch;
+pub mod frame;
 mod maybe_send;
 mod node;
 mod server_addr;
