@@ -87,6 +87,19 @@ pub enum Error {
     /// The tunnel was reset by this side ([`crate::Tunnel::reset`]).
     #[error("tunnel reset by this side")]
     Aborted,
+    /// The server reset the tunnel (a PHT/2 RESET frame), with its reason.
+    #[error("tunnel reset by the server: {0}")]
+    Reset(String),
+    /// PHT/2 was required (`v=2`) and the server speaks only PHT/1.
+    #[error("the server does not speak PHT/2 (the node asks for v=2)")]
+    NoV2,
+    /// PHT/2 requests kept failing for `resumeTimeout`; the last failure is given.
+    #[error("{what} failed for {after:?} in a row (resumeTimeout); last: {last}")]
+    Unresumable {
+        what: &'static str,
+        after: std::time::Duration,
+        last: Box<Error>,
+    },
 }
 
 fn status_hint(status: u16) -> &'static str {
@@ -109,7 +122,11 @@ impl From<Error> for io::Error {
             Error::Status { status: 403, .. } | Error::Status { status: 429, .. } => {
                 io::ErrorKind::ConnectionRefused
             }
-            Error::Status { .. } | Error::Fetch { .. } => io::ErrorKind::ConnectionReset,
+            Error::Status { .. }
+            | Error::Fetch { .. }
+            | Error::Reset(_)
+            | Error::Unresumable { .. } => io::ErrorKind::ConnectionReset,
+            Error::NoV2 => io::ErrorKind::Unsupported,
             Error::Decode(_) | Error::Authorize(_) => io::ErrorKind::InvalidData,
             Error::Url(_) => io::ErrorKind::InvalidInput,
         };

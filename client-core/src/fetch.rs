@@ -11,6 +11,9 @@ use crate::{FetchError, MaybeSend, MaybeSync};
 /// A response whose body arrives as a stream of chunks split anywhere.
 pub struct FetchResponse<B> {
     pub status: u16,
+    /// The `Content-Type` header, if any (a PHT/2 pull says `application/octet-stream`;
+    /// gost's pulls carry none).
+    pub content_type: Option<String>,
     pub body: B,
 }
 

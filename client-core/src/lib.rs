@@ -41,8 +41,8 @@ pub use connector::{Connected, Connector, ConnectorError, Credentials, handshake
 pub use error::{DecodeError, Error, FetchError, UrlError};
 pub use fetch::{Fetch, FetchResponse};
 pub use maybe_send::{BoxFuture, MaybeSend, MaybeSync};
-pub use node::{NodeUrl, TokenMode, TunnelConfig};
-pub use token::mint_token;
+pub use node::{NodeUrl, PollMode, TokenMode, TunnelConfig, Version};
+pub use token::{mint_token, token_prefix};
 pub use tunnel::{RESET_PARAM, Tunnel, TunnelDriver, open};
 pub use url::{GostUrl, parse_bool, parse_duration};
 

@@ -24,6 +24,30 @@ pub enum TokenMode {
     Mint,
 }
 
+/// Which PHT version a tunnel speaks (node option `v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// Ask for PHT/2 and fall back to PHT/1 when the server does not offer it.
+    #[default]
+    Auto,
+    /// gost's PHT/1 only.
+    V1,
+    /// PHT/2, or an error.
+    V2,
+}
+
+/// When a PHT/2 client long-polls instead of streaming its pull (node option `poll`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PollMode {
+    /// Stream, and switch to long polls while a proxy holds responses back.
+    #[default]
+    Auto,
+    /// Always long-poll (`poll=1`).
+    Always,
+    /// Always stream (`poll=0`).
+    Never,
+}
+
 /// Everything a tunnel needs to know about its server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelConfig {
@@ -47,6 +71,16 @@ pub struct TunnelConfig {
     pub max_pull_line: usize,
     /// Decoded bytes held for the reader before the pull response is left unread.
     pub recv_buffer: usize,
+    /// PHT version to speak (`v`).
+    pub version: Version,
+    /// PHT/2: how long pulls or pushes may fail in a row before the tunnel fails.
+    pub resume_timeout: Duration,
+    /// PHT/2: age at which the pull is replaced by a new one (make before break).
+    pub pull_max_age: Duration,
+    /// PHT/2: push POSTs in flight at most.
+    pub push_window: usize,
+    /// PHT/2: streaming or long-polling pulls.
+    pub poll: PollMode,
 }
 
 impl TunnelConfig {
@@ -70,6 +104,11 @@ impl TunnelConfig {
             heartbeat_timeout: defaults::HEARTBEAT_TIMEOUT,
             max_pull_line: defaults::MAX_PULL_LINE,
             recv_buffer: defaults::RECV_BUFFER,
+            version: Version::default(),
+            resume_timeout: crate::frame::defaults::RESUME_TIMEOUT,
+            pull_max_age: crate::frame::defaults::PULL_MAX_AGE,
+            push_window: crate::frame::defaults::PUSH_WINDOW,
+            poll: PollMode::default(),
         }
     }
 
@@ -92,8 +131,9 @@ impl TunnelConfig {
 ///
 /// gost's defaults apply: `pht://` alone means the `http` connector. Extra query keys of
 /// this project: `token=authorize|mint`, `maxPushSize=<bytes>`, `minPushSize=<bytes>`,
-/// `requestTimeout=<duration>`, `heartbeatTimeout=<duration>` (and the transport's
-/// `proxy=`, read by the native client).
+/// `requestTimeout=<duration>`, `heartbeatTimeout=<duration>`, PHT/2's `v=auto|1|2`,
+/// `resumeTimeout=<duration>`, `pullMaxAge=<duration>`, `pushWindow=<n>`,
+/// `poll=auto|<bool>` (and the transport's `proxy=`, read by the native client).
 ///
 /// ```
 /// let n = pht_core::NodeUrl::parse("forward+pht://10.0.0.1:8443?pushPath=/up&host=cdn.example").unwrap();
@@ -245,6 +285,33 @@ impl NodeUrl {
         }
         if let Some(d) = duration("heartbeatTimeout")? {
             c.heartbeat_timeout = d;
+        }
+        if let Some(d) = duration("resumeTimeout")? {
+            c.resume_timeout = d;
+        }
+        if let Some(d) = duration("pullMaxAge")? {
+            c.pull_max_age = d;
+        }
+        if let Some(n) = bytes("pushWindow")? {
+            c.push_window = n.min(64);
+        }
+        if let Some(v) = self.url.param("v") {
+            c.version = match v {
+                "auto" | "" => Version::Auto,
+                "1" => Version::V1,
+                "2" => Version::V2,
+                _ => return Err(bad("v", v, "expected auto, 1 or 2")),
+            };
+        }
+        if let Some(v) = self.url.param("poll") {
+            c.poll = match v {
+                "auto" | "" => PollMode::Auto,
+                _ => match parse_bool(v) {
+                    Some(true) => PollMode::Always,
+                    Some(false) => PollMode::Never,
+                    None => return Err(bad("poll", v, "expected auto or a boolean")),
+                },
+            };
         }
         for (k, v) in &self.url.query {
             // gost reads headers from a YAML map; `header.Name=value` is this project's CLI form.

@@ -13,3 +13,17 @@ pub fn mint_token() -> String {
     getrandom::fill(&mut raw).expect("the OS random source is unavailable");
     base64_simd::URL_SAFE_NO_PAD.encode_to_string(raw)
 }
+
+/// The first characters of a token: enough to follow a tunnel in logs, too few to hijack it.
+///
+/// ```
+/// assert_eq!(pht_core::token_prefix("abcdefghij"), "abcdef");
+/// ```
+pub fn token_prefix(token: &str) -> &str {
+    let end = token
+        .char_indices()
+        .nth(6)
+        .map(|(i, _)| i)
+        .unwrap_or(token.len());
+    &token[..end]
+}

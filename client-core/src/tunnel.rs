@@ -19,7 +19,8 @@ use futures::{AsyncRead, AsyncWrite, StreamExt};
 
 use crate::clock::{Clock, timeout};
 use crate::codec::{PullDecoder, PullEvent, encode_push_body};
-use crate::{BoxFuture, Error, Fetch, TokenMode, TunnelConfig, mint_token};
+use crate::frame::{AuthorizeAnswer, Limits};
+use crate::{BoxFuture, Error, Fetch, FetchResponse, TokenMode, TunnelConfig, Version, mint_token};
 
 /// Longest authorize answer read; gost's is 26 bytes.
 const MAX_AUTHORIZE_BODY: usize = 4096;
@@ -41,27 +42,58 @@ pub async fn open<F: Fetch, C: Clock>(
     clock: C,
     cfg: TunnelConfig,
 ) -> Result<(Tunnel, TunnelDriver), Error> {
-    let token = match cfg.token_mode {
-        TokenMode::Authorize => authorize(&fetch, &clock, &cfg).await?,
-        TokenMode::Mint => mint_token(),
+    let (token, plan) = match (cfg.token_mode, cfg.version) {
+        (TokenMode::Authorize, version) => {
+            let answer = authorize(&fetch, &clock, &cfg).await?;
+            let plan = match (answer.v2, version) {
+                (_, Version::V1) => Plan::V1,
+                (Some(limits), _) => Plan::V2(limits),
+                (None, Version::Auto) => Plan::V1,
+                (None, Version::V2) => return Err(Error::NoV2),
+            };
+            (answer.token, plan)
+        }
+        (TokenMode::Mint, Version::V1) => (mint_token(), Plan::V1),
+        (TokenMode::Mint, _) => (mint_token(), Plan::Probe),
     };
     let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
-        max_push: cfg.max_push_payload.max(1),
+        state: Mutex::new(State {
+            tx_cap: cfg.max_push_payload.max(1),
+            ..State::default()
+        }),
         recv_cap: cfg.recv_buffer.max(1),
     });
     let driver = TunnelDriver {
-        fut: Box::pin(drive(fetch, clock, cfg, token.clone(), shared.clone())),
+        fut: Box::pin(drive(
+            fetch,
+            clock,
+            cfg,
+            token.clone(),
+            shared.clone(),
+            plan,
+        )),
     };
     Ok((Tunnel { shared, token }, driver))
+}
+
+/// How the driver learns the tunnel's version.
+enum Plan {
+    V1,
+    V2(Limits),
+    /// A minted token: the first pull asks for PHT/2 and its answer tells.
+    Probe,
 }
 
 async fn authorize<F: Fetch, C: Clock>(
     fetch: &F,
     clock: &C,
     cfg: &TunnelConfig,
-) -> Result<String, Error> {
-    let url = cfg.url(&cfg.authorize_path, None);
+) -> Result<AuthorizeAnswer, Error> {
+    let mut url = cfg.url(&cfg.authorize_path, None);
+    if cfg.version != Version::V1 {
+        // gost's servers ignore the query; ours answer with the PHT/2 offer.
+        url.push_str("?v=2");
+    }
     let fetch_err = |source| Error::Fetch {
         what: "authorize",
         source,
@@ -90,20 +122,12 @@ async fn authorize<F: Fetch, C: Clock>(
             after: cfg.request_timeout,
         })??;
     let text = String::from_utf8_lossy(&body);
-    let text = text.trim();
-    // PHT/2 servers may append `&key=value` pairs after the token.
-    match text
-        .strip_prefix("token=")
-        .map(|t| t.split('&').next().unwrap_or(""))
-    {
-        Some(token) if !token.is_empty() => Ok(token.to_string()),
-        _ => Err(Error::Authorize(text.chars().take(80).collect())),
-    }
+    AuthorizeAnswer::parse(&text)
+        .ok_or_else(|| Error::Authorize(text.trim().chars().take(80).collect()))
 }
 
 struct Shared {
     state: Mutex<State>,
-    max_push: usize,
     recv_cap: usize,
 }
 
@@ -134,11 +158,26 @@ struct State {
     rx_end: Option<Result<(), Error>>,
     reader: Option<Waker>,
     puller: Option<Waker>,
+    /// PHT/2: the tunnel survives cut requests and half-closes.
+    v2: bool,
+    /// PHT/2: download bytes received in order (the `ack` the client reports).
+    rx_off: u64,
+    /// PHT/2: the server's FIN arrived (the download is complete).
+    fin_seen: bool,
     // client → server
+    /// PHT/1: bytes not sent yet. PHT/2: bytes not acknowledged yet, from `tx_acked` on.
     tx: BytesMut,
+    /// Bytes the writer may queue in `tx`.
+    tx_cap: usize,
+    /// PHT/2: upload bytes the server has acknowledged.
+    tx_acked: u64,
+    /// PHT/2: where the upload ends, once the writer closed.
+    fin_at: Option<u64>,
     tx_inflight: bool,
     tx_err: Option<Error>,
     close_requested: bool,
+    /// The application dropped the tunnel: nobody reads any more.
+    dropped: bool,
     close_done: bool,
     reset_requested: bool,
     writer: Option<Waker>,
@@ -264,14 +303,15 @@ impl AsyncWrite for Tunnel {
             return Poll::Ready(Err(Error::Closed.into()));
         }
         match &st.rx_end {
-            // The far end has finished and the server has forgotten the tunnel: like a TCP
-            // peer that closed, take the bytes and drop them, so a reader still gets the
-            // last words the far end sent (a refusal, say) instead of a write error first.
-            Some(Ok(())) => return Poll::Ready(Ok(buf.len())),
+            // PHT/1: the far end has finished and the server has forgotten the tunnel: like
+            // a TCP peer that closed, take the bytes and drop them, so a reader still gets
+            // the last words the far end sent (a refusal, say) instead of a write error
+            // first. PHT/2 tunnels are half-closed then: the upload goes on.
+            Some(Ok(())) if !st.v2 => return Poll::Ready(Ok(buf.len())),
             Some(Err(e)) => return Poll::Ready(Err(e.clone().into())),
-            None => {}
+            _ => {}
         }
-        let space = shared.max_push.saturating_sub(st.tx.len());
+        let space = st.tx_cap.saturating_sub(st.tx.len());
         if space == 0 {
             st.writer = Some(cx.waker().clone());
             return Poll::Pending;
@@ -317,6 +357,7 @@ impl Drop for Tunnel {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.close_requested = true;
+        st.dropped = true;
         wake(&mut st.pusher);
         wake(&mut st.driver);
     }
@@ -351,6 +392,7 @@ async fn drive<F: Fetch, C: Clock>(
     cfg: TunnelConfig,
     token: String,
     shared: Arc<Shared>,
+    plan: Plan,
 ) {
     let ctx = Ctx {
         fetch: &fetch,
@@ -359,8 +401,24 @@ async fn drive<F: Fetch, C: Clock>(
         token: &token,
         shared: &shared,
     };
-    let mut push = Box::pin(push_loop(&ctx));
-    let mut pull = Box::pin(pull_loop(&ctx));
+    match plan {
+        Plan::V1 => drive_v1(&ctx, None).await,
+        Plan::V2(limits) => v2::drive(&ctx, limits, None).await,
+        Plan::Probe => match v2::probe(&ctx).await {
+            Ok(v2::Probed::V2(first)) => v2::drive(&ctx, Limits::default(), Some(first)).await,
+            Ok(v2::Probed::V1(first)) => drive_v1(&ctx, Some(first)).await,
+            Err(e) => {
+                shared.fail(e);
+                send_reset(&ctx).await;
+            }
+        },
+    }
+}
+
+async fn drive_v1<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, first: Option<FetchResponse<F::Body>>) {
+    let shared = ctx.shared;
+    let mut push = Box::pin(push_loop(ctx));
+    let mut pull = Box::pin(pull_loop(ctx, first));
     let first = poll_fn(|cx| {
         if let Poll::Ready(r) = push.as_mut().poll(cx) {
             return Poll::Ready(First::Push(r));
@@ -368,7 +426,7 @@ async fn drive<F: Fetch, C: Clock>(
         if let Poll::Ready(r) = pull.as_mut().poll(cx) {
             return Poll::Ready(First::Pull(r));
         }
-        reset_or_wait(&shared, cx).map(|()| First::Reset)
+        reset_or_wait(shared, cx).map(|()| First::Reset)
     })
     .await;
     match first {
@@ -405,11 +463,11 @@ async fn drive<F: Fetch, C: Clock>(
             shared.fail(e);
             // Cancel the pull first: on our server that alone resets the far end.
             drop((push, pull));
-            send_reset(&ctx).await;
+            send_reset(ctx).await;
         }
         First::Reset => {
             drop((push, pull));
-            send_reset(&ctx).await;
+            send_reset(ctx).await;
         }
         // The far end finished in order. Writes from now on are dropped like a closed TCP
         // peer's; the push side still sends what was queued and, later, the close request.
@@ -425,7 +483,7 @@ async fn drive<F: Fetch, C: Clock>(
                 if push.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(());
                 }
-                reset_or_wait(&shared, cx)
+                reset_or_wait(shared, cx)
             })
             .await;
         }
@@ -475,10 +533,16 @@ impl<F: Fetch, C: Clock> Ctx<'_, F, C> {
 /// Tells the server the tunnel failed, so it resets the far end instead of closing it.
 /// Best effort: the server may be unreachable, which is why the tunnel failed.
 async fn send_reset<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) {
-    let url = format!(
-        "{}&{RESET_PARAM}",
-        ctx.cfg.url(&ctx.cfg.push_path, Some(ctx.token))
-    );
+    let mut url = ctx.cfg.url(&ctx.cfg.push_path, Some(ctx.token));
+    let (v2, acked) = {
+        let st = ctx.shared.lock();
+        (st.v2, st.tx_acked)
+    };
+    if v2 {
+        url.push_str(&format!("&v=2&seq={acked}"));
+    }
+    url.push('&');
+    url.push_str(RESET_PARAM);
     let _ = ctx.post(&url, Bytes::new()).await;
 }
 
@@ -499,7 +563,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
     let shared = ctx.shared;
     let url = ctx.cfg.url(&ctx.cfg.push_path, Some(ctx.token));
     // Shrinks on 413: a proxy on the way refused the body size, and took none of it.
-    let mut limit = shared.max_push;
+    let mut limit = shared.lock().tx_cap;
     let floor = ctx.cfg.min_push_payload.clamp(1, limit);
     loop {
         let job = poll_fn(|cx| {
@@ -574,7 +638,10 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
     }
 }
 
-async fn pull_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> Result<(), Error> {
+async fn pull_loop<F: Fetch, C: Clock>(
+    ctx: &Ctx<'_, F, C>,
+    mut first: Option<FetchResponse<F::Body>>,
+) -> Result<(), Error> {
     let url = ctx.cfg.url(&ctx.cfg.pull_path, Some(ctx.token));
     let shared = ctx.shared;
     let (cfg, clock) = (ctx.cfg, ctx.clock);
@@ -584,17 +651,20 @@ async fn pull_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> Result<(), Error>
     };
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
-        let resp = timeout(
-            clock,
-            cfg.request_timeout,
-            ctx.fetch.get(&url, &cfg.headers),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            what: "pull",
-            after: cfg.request_timeout,
-        })?
-        .map_err(fetch_err)?;
+        let resp = match first.take() {
+            Some(r) => r,
+            None => timeout(
+                clock,
+                cfg.request_timeout,
+                ctx.fetch.get(&url, &cfg.headers),
+            )
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "pull",
+                after: cfg.request_timeout,
+            })?
+            .map_err(fetch_err)?,
+        };
         if resp.status != 200 {
             return Err(Error::Status {
                 what: "pull",
@@ -656,6 +726,8 @@ async fn pull_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> Result<(), Error>
         return Ok(());
     }
 }
+
+mod v2;
 
 #[cfg(test)]
 mod tests;

@@ -24,12 +24,4 @@ pub fn init(verbosity: u8) {
         .try_init();
 }
 
-/// The first characters of a token: enough to follow a tunnel in logs, too few to hijack it.
-pub fn token_prefix(token: &str) -> &str {
-    let end = token
-        .char_indices()
-        .nth(6)
-        .map(|(i, _)| i)
-        .unwrap_or(token.len());
-    &token[..end]
-}
+pub use pht_core::token_prefix;

@@ -411,8 +411,14 @@ impl Fetch for HyperFetch {
             .await
             .map_err(fetch_error)?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Ok(FetchResponse {
             status,
+            content_type,
             body: HyperBody(resp.into_body().into_data_stream()),
         })
     }

@@ -168,6 +168,7 @@ impl Fetch for GlooFetch {
             .map(|b| wasm_streams::ReadableStream::from_raw(b.unchecked_into()).into_stream());
         Ok(FetchResponse {
             status: resp.status(),
+            content_type: resp.headers().get("content-type"),
             body: FetchBody { chunks, abort },
         })
     }

@@ -78,7 +78,11 @@ type Body = mpsc::UnboundedReceiver<Result<Bytes, FetchError>>;
 enum Answer {
     /// Status and, for a GET, the body's sender (the test feeds chunks through it).
     Get(u16, Body),
+    /// A PHT/2 pull (labelled as one).
+    GetV2(Body),
     Post(u16),
+    /// A POST answered with a body (PHT/2's `ack=`).
+    PostBody(u16, &'static str),
     /// Fails below HTTP.
     Fail(&'static str),
     /// Never answers (the deadline must fire).
@@ -130,10 +134,21 @@ impl Fetch for Script {
         };
         async move {
             match answer {
-                Some(Answer::Get(status, body)) => Ok(FetchResponse { status, body }),
+                Some(Answer::Get(status, body)) => Ok(FetchResponse {
+                    status,
+                    content_type: None,
+                    body,
+                }),
+                Some(Answer::GetV2(body)) => Ok(FetchResponse {
+                    status: 200,
+                    content_type: Some("application/octet-stream".into()),
+                    body,
+                }),
                 Some(Answer::Fail(m)) => Err(FetchError(m.into())),
                 Some(Answer::Hang) | None => futures::future::pending().await,
-                Some(Answer::Post(_)) => panic!("script: POST answer for a GET"),
+                Some(Answer::Post(_) | Answer::PostBody(..)) => {
+                    panic!("script: POST answer for a GET")
+                }
             }
         }
     }
@@ -148,6 +163,8 @@ impl Fetch for Script {
             let mut st = self.0.lock().unwrap();
             let payload = if body.is_empty() {
                 Vec::new()
+            } else if url.contains("&v=2") {
+                body.to_vec()
             } else {
                 decode_push_body(&body)
                     .expect("client sent valid base64")
@@ -164,9 +181,10 @@ impl Fetch for Script {
         async move {
             match answer {
                 Some(Answer::Post(status)) => Ok((status, Bytes::new())),
+                Some(Answer::PostBody(status, b)) => Ok((status, Bytes::from_static(b.as_bytes()))),
                 Some(Answer::Fail(m)) => Err(FetchError(m.into())),
                 Some(Answer::Hang) | None => futures::future::pending().await,
-                Some(Answer::Get(..)) => panic!("script: GET answer for a POST"),
+                Some(Answer::Get(..) | Answer::GetV2(_)) => panic!("script: GET answer for a POST"),
             }
         }
     }
@@ -613,3 +631,5 @@ fn a_reset_request_that_hangs_still_ends_the_driver() {
     rig.advance(Duration::from_secs(30));
     assert!(done_rx.try_recv().unwrap().is_some());
 }
+
+mod v2;

@@ -1,0 +1,219 @@
+//! PHT/2 under the scripted fetch: cut pulls resume from the ack, failed pushes are sent
+//! again, and the ends (FIN, RESET, half-close) reach the application as they should.
+
+use super::*;
+use crate::Version;
+use crate::frame::{ResetCode, kind, put_count, put_data, put_empty, put_reset};
+
+fn v2_config() -> TunnelConfig {
+    let mut c = config();
+    c.version = Version::V2;
+    c
+}
+
+/// A PHT/2 pull whose body the test writes.
+fn pull_v2(rig: &Rig) -> mpsc::UnboundedSender<Result<Bytes, FetchError>> {
+    let (tx, rx) = mpsc::unbounded();
+    rig.script.get(Answer::GetV2(rx));
+    tx
+}
+
+fn frames(build: impl FnOnce(&mut Vec<u8>)) -> Result<Bytes, FetchError> {
+    let mut v = Vec::new();
+    build(&mut v);
+    Ok(Bytes::from(v))
+}
+
+fn got_urls(rig: &Rig) -> Vec<String> {
+    rig.script.0.lock().unwrap().got.clone()
+}
+
+#[test]
+fn a_cut_pull_resumes_from_the_ack_and_duplicates_are_dropped() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let (t, _tw) = rig.open(v2_config()).split();
+    p1.unbounded_send(frames(|v| {
+        put_empty(v, kind::PING);
+        put_data(v, 0, b"hello ");
+    }))
+    .unwrap();
+    let out = rig.try_run(read_all(t));
+    let p2 = pull_v2(&rig);
+    p1.unbounded_send(Err(FetchError("connection reset".into())))
+        .unwrap();
+    rig.pool.run_until_stalled();
+    // The first retry waits the shortest back-off.
+    rig.advance(Duration::from_millis(50));
+    let urls = got_urls(&rig);
+    assert!(urls[0].ends_with("&v=2&ack=0"), "{urls:?}");
+    assert!(urls[1].ends_with("&v=2&ack=6"), "{urls:?}");
+    // The server resends from an older offset: only the new part counts.
+    p2.unbounded_send(frames(|v| {
+        put_empty(v, kind::PING);
+        put_data(v, 3, b"lo world");
+        put_count(v, kind::FIN, 11);
+    }))
+    .unwrap();
+    rig.pool.run_until_stalled();
+    let (got, end) = out.borrow_mut().take().expect("read finished");
+    assert_eq!(got, b"hello world");
+    assert!(end.is_ok(), "FIN is a clean end: {end:?}");
+}
+
+#[test]
+fn a_gap_in_the_offsets_is_resumed_not_delivered() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let (t, _tw) = rig.open(v2_config()).split();
+    let out = rig.try_run(read_all(t));
+    let p2 = pull_v2(&rig);
+    p1.unbounded_send(frames(|v| {
+        put_empty(v, kind::PING);
+        put_data(v, 4, b"late");
+    }))
+    .unwrap();
+    rig.pool.run_until_stalled();
+    rig.advance(Duration::from_millis(50));
+    assert!(got_urls(&rig)[1].ends_with("&ack=0"));
+    p2.unbounded_send(frames(|v| {
+        put_data(v, 0, b"0123late");
+        put_count(v, kind::FIN, 8);
+    }))
+    .unwrap();
+    rig.pool.run_until_stalled();
+    let (got, end) = out.borrow_mut().take().expect("read finished");
+    assert_eq!(got, b"0123late");
+    assert!(end.is_ok());
+}
+
+#[test]
+fn a_failed_push_is_sent_again_with_the_same_offset() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let t = rig.open(v2_config());
+    p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+        .unwrap();
+    rig.script.post(Answer::Fail("connection reset"));
+    rig.script.post(Answer::PostBody(200, "ack=3"));
+    let (_tr, mut tw) = t.split();
+    let flushed = rig.try_run(async move {
+        tw.write_all(b"abc").await.unwrap();
+        tw.flush().await.map(|()| tw)
+    });
+    assert!(flushed.borrow().is_none(), "not acknowledged yet");
+    rig.advance(Duration::from_millis(50));
+    assert!(flushed.borrow().as_ref().is_some_and(|r| r.is_ok()));
+    let posted = rig.script.posted();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    for (url, body) in &posted {
+        assert!(url.contains("&v=2&seq=0&ack=0"), "{url}");
+        assert_eq!(body, b"abc");
+    }
+}
+
+#[test]
+fn a_reset_frame_is_an_error_after_the_bytes_before_it() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let (t, _tw) = rig.open(v2_config()).split();
+    p1.unbounded_send(frames(|v| {
+        put_empty(v, kind::PING);
+        put_data(v, 0, b"partial");
+        put_reset(v, ResetCode::TargetFailed, "the target connection failed");
+    }))
+    .unwrap();
+    let out = rig.try_run(read_all(t));
+    let (got, end) = out.borrow_mut().take().expect("read finished");
+    assert_eq!(got, b"partial");
+    let e = end.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        e.to_string(),
+        "tunnel reset by the server: the target connection failed"
+    );
+}
+
+#[test]
+fn closing_the_writer_is_a_half_close_and_the_answer_still_arrives() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let (t, mut tw) = rig.open(v2_config()).split();
+    p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+        .unwrap();
+    rig.script.post(Answer::PostBody(200, "ack=5"));
+    let closed = rig.try_run(async move {
+        tw.write_all(b"query").await.unwrap();
+        tw.close().await
+    });
+    assert!(closed.borrow_mut().take().unwrap().is_ok());
+    let posted = rig.script.posted();
+    assert_eq!(posted.len(), 1, "one POST carries the data and the fin");
+    assert!(
+        posted[0].0.ends_with("&seq=0&ack=0&fin=1"),
+        "{}",
+        posted[0].0
+    );
+    // The far end answers after the half-close, then ends.
+    rig.script.post(Answer::PostBody(200, "ack=5"));
+    p1.unbounded_send(frames(|v| {
+        put_data(v, 0, b"answer");
+        put_count(v, kind::FIN, 6);
+    }))
+    .unwrap();
+    let out = rig.try_run(read_all(t));
+    let (got, end) = out.borrow_mut().take().expect("read finished");
+    assert_eq!(got, b"answer");
+    assert!(end.is_ok());
+    let posted = rig.script.posted();
+    assert!(
+        posted[1].0.ends_with("&seq=5&ack=6&fin=1&close=1"),
+        "both ends done: the tunnel is closed: {posted:?}"
+    );
+}
+
+#[test]
+fn a_pull_held_back_by_a_proxy_switches_to_long_polls() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let (_t, _tw) = rig.open(v2_config()).split();
+    let p2 = pull_v2(&rig);
+    // Nothing, not even the first PING, within heartbeat (10 s) + 5 s.
+    rig.advance(Duration::from_secs(14));
+    assert_eq!(got_urls(&rig).len(), 1);
+    rig.advance(Duration::from_secs(1));
+    let urls = got_urls(&rig);
+    assert!(urls[1].ends_with("&ack=0&poll=1"), "{urls:?}");
+    drop((p1, p2));
+}
+
+#[test]
+fn pulls_that_keep_failing_end_the_tunnel_after_the_resume_timeout() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let (t, _tw) = rig.open(v2_config()).split();
+    for _ in 0..64 {
+        rig.script.get(Answer::Fail("connection refused"));
+    }
+    p1.unbounded_send(Err(FetchError("connection reset".into())))
+        .unwrap();
+    let out = rig.try_run(read_all(t));
+    for _ in 0..40 {
+        rig.advance(Duration::from_secs(1));
+    }
+    let (_, end) = out.borrow_mut().take().expect("read finished");
+    let e = end.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    assert!(
+        e.to_string()
+            .starts_with("pull failed for 30s in a row (resumeTimeout)"),
+        "{e}"
+    );
+    assert!(
+        rig.script
+            .posted()
+            .iter()
+            .any(|(u, _)| u.ends_with("&rst=1")),
+        "the server is told"
+    );
+}

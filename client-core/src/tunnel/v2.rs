@@ -1,0 +1,694 @@
+//! The PHT/2 driver: a resumable pull of binary frames and pipelined, retried pushes
+//! (docs/PROTOCOL.md). A cut request is repaired, not reported: the pull resumes from the
+//! client's `ack`, and a push is sent again, since the server drops bytes it already has.
+//! Only a failure that outlasts `resumeTimeout`, a RESET from the server or a refusal
+//! ends the tunnel, and then as an error.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures::future::{Either, poll_fn, select};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+
+use super::{Ctx, Shared, send_reset, wake};
+use crate::clock::{Clock, timeout};
+use crate::frame::{self, Frame, FrameDecoder, Limits};
+use crate::{BoxFuture, DecodeError, Error, Fetch, FetchResponse, PollMode, Version};
+
+/// First pause before a failed request is sent again; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// POSTs in flight when a tunnel starts; the window grows from there.
+const START_WINDOW: usize = 2;
+
+/// Whether a pull response is PHT/2: our server labels it; gost's pulls carry no type.
+fn is_v2(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| t.trim().starts_with("application/octet-stream"))
+}
+
+/// What the first pull of a minted token found.
+pub(super) enum Probed<B> {
+    V2(FetchResponse<B>),
+    V1(FetchResponse<B>),
+}
+
+/// Sends the first pull of a minted token with `v=2` and reads the version from its
+/// answer, before any push: a raw PHT/2 body must never reach a PHT/1 server.
+pub(super) async fn probe<F: Fetch, C: Clock>(
+    ctx: &Ctx<'_, F, C>,
+) -> Result<Probed<F::Body>, Error> {
+    let url = format!(
+        "{}&v=2&ack=0",
+        ctx.cfg.url(&ctx.cfg.pull_path, Some(ctx.token))
+    );
+    let resp = get(ctx, &url).await?;
+    match resp.status {
+        200 if is_v2(resp.content_type.as_deref()) => Ok(Probed::V2(resp)),
+        200 if ctx.cfg.version == Version::Auto => Ok(Probed::V1(resp)),
+        200 => Err(Error::NoV2),
+        status => Err(Error::Status {
+            what: "pull",
+            status,
+        }),
+    }
+}
+
+async fn get<F: Fetch, C: Clock>(
+    ctx: &Ctx<'_, F, C>,
+    url: &str,
+) -> Result<FetchResponse<F::Body>, Error> {
+    let limit = ctx.cfg.request_timeout;
+    timeout(ctx.clock, limit, ctx.fetch.get(url, &ctx.cfg.headers))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "pull",
+            after: limit,
+        })?
+        .map_err(|source| Error::Fetch {
+            what: "pull",
+            source,
+        })
+}
+
+/// Runs a PHT/2 tunnel to its end. `first` is a pull already answered (a probe).
+pub(super) async fn drive<F: Fetch, C: Clock>(
+    ctx: &Ctx<'_, F, C>,
+    limits: Limits,
+    first: Option<FetchResponse<F::Body>>,
+) {
+    let shared = ctx.shared;
+    {
+        let mut st = shared.lock();
+        st.v2 = true;
+        // Unacknowledged bytes stay queued; more than the server reorders would only
+        // earn 429s.
+        st.tx_cap = limits.reorder.max(ctx.cfg.max_push_payload).max(1);
+        wake(&mut st.writer);
+    }
+    let push = push_loop(ctx, &limits).fuse();
+    let pull = pull_loop(ctx, &limits, first).fuse();
+    let reset = poll_fn(|cx| super::reset_or_wait(shared, cx)).fuse();
+    futures::pin_mut!(push, pull, reset);
+    enum End {
+        Done,
+        Failed(Error),
+        Reset,
+    }
+    let end = futures::select_biased! {
+        r = reset => { let () = r; End::Reset },
+        r = push => match r { Ok(()) => End::Done, Err(e) => End::Failed(e) },
+        r = pull => match r { Ok(()) => End::Done, Err(e) => End::Failed(e) },
+    };
+    match end {
+        End::Done => {
+            let mut st = shared.lock();
+            if st.rx_end.is_none() {
+                st.rx_end = Some(Ok(()));
+            }
+            st.close_done = true;
+            st.wake_all();
+        }
+        End::Failed(e) => {
+            tracing::debug!(
+                token = crate::token_prefix(ctx.token),
+                "PHT/2 tunnel failed: {e}"
+            );
+            shared.fail(e);
+            send_reset(ctx).await;
+        }
+        End::Reset => send_reset(ctx).await,
+    }
+}
+
+// ------------------------------------------------------------------------ push side
+
+/// One push POST: `len` bytes from upload offset `seq`.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    seq: u64,
+    len: u64,
+    fin: bool,
+    close: bool,
+}
+
+impl Job {
+    /// Everything it carries is acknowledged already.
+    fn obsolete(&self, acked: u64, fin_acked: bool) -> bool {
+        self.seq + self.len <= acked && !self.close && (!self.fin || fin_acked)
+    }
+}
+
+/// The push side's own bookkeeping (the shared state holds the bytes).
+struct Pusher {
+    /// Upload offset up to which bytes were sent at least once.
+    next_seq: u64,
+    /// Failed jobs, by offset, sent again before new ones.
+    retry: VecDeque<Job>,
+    fin_sent: bool,
+    close_sent: bool,
+    /// Largest `ack` (download count) sent to the server.
+    ack_reported: u64,
+    ack_every: u64,
+    limit: u64,
+    floor: u64,
+    window: usize,
+    max_window: usize,
+}
+
+impl Pusher {
+    fn requeue(&mut self, job: Job) {
+        let at = self.retry.partition_point(|j| j.seq <= job.seq);
+        self.retry.insert(at, job);
+    }
+
+    /// The next POST to send, if any is due. Called with the lock held.
+    fn pick(&mut self, st: &mut super::State, inflight: usize) -> Option<Job> {
+        let fin_acked = st.fin_at.is_some_and(|f| st.tx_acked >= f) && st.close_done;
+        while let Some(j) = self.retry.front() {
+            if j.obsolete(st.tx_acked, fin_acked) {
+                self.retry.pop_front();
+                continue;
+            }
+            let mut j = self.retry.pop_front()?;
+            if j.len > self.limit {
+                // Shrunk after a 413: the rest waits for the next turn.
+                let rest = Job {
+                    seq: j.seq + self.limit,
+                    len: j.len - self.limit,
+                    ..j
+                };
+                j.len = self.limit;
+                j.fin = false;
+                j.close = false;
+                self.retry.push_front(rest);
+            }
+            return Some(j);
+        }
+        let tx_end = st.tx_acked + st.tx.len() as u64;
+        if self.next_seq < tx_end {
+            let len = (tx_end - self.next_seq).min(self.limit);
+            let fin = st.close_requested && self.next_seq + len == tx_end;
+            let job = Job {
+                seq: self.next_seq,
+                len,
+                fin,
+                close: false,
+            };
+            self.next_seq += len;
+            if fin {
+                self.fin_sent = true;
+                st.fin_at = Some(tx_end);
+            }
+            return Some(job);
+        }
+        if st.close_requested && !self.fin_sent {
+            self.fin_sent = true;
+            st.fin_at = Some(tx_end);
+            return Some(Job {
+                seq: tx_end,
+                len: 0,
+                fin: true,
+                close: false,
+            });
+        }
+        // The end: every byte acknowledged both ways (or nobody left to read), and no
+        // other POST that could arrive after it.
+        let finished = st.dropped || (fin_acked && st.fin_seen);
+        if !self.close_sent && finished && st.tx.is_empty() && inflight == 0 {
+            self.close_sent = true;
+            return Some(Job {
+                seq: tx_end,
+                len: 0,
+                fin: true,
+                close: true,
+            });
+        }
+        // A long download with nothing to upload: the server's replay buffer frees only
+        // on acknowledgements.
+        if st.rx_off >= self.ack_reported + self.ack_every && inflight == 0 {
+            return Some(Job {
+                seq: self.next_seq,
+                len: 0,
+                fin: false,
+                close: false,
+            });
+        }
+        None
+    }
+}
+
+enum PushEvent<T> {
+    Job(Job, String, Bytes),
+    Done(T),
+    Timer,
+    Failed(Error),
+}
+
+async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> Result<(), Error> {
+    let shared = ctx.shared;
+    let cfg = ctx.cfg;
+    let base = format!("{}&v=2", cfg.url(&cfg.push_path, Some(ctx.token)));
+    let limit = cfg.max_push_payload.min(limits.max_push).max(1) as u64;
+    let max_window = cfg.push_window.max(1);
+    let mut p = Pusher {
+        next_seq: shared.lock().tx_acked,
+        retry: VecDeque::new(),
+        fin_sent: false,
+        close_sent: false,
+        ack_reported: 0,
+        ack_every: (limits.replay / 4).max(1) as u64,
+        limit,
+        floor: (cfg.min_push_payload as u64).clamp(1, limit),
+        window: START_WINDOW.min(max_window),
+        max_window,
+    };
+    let mut inflight = FuturesUnordered::new();
+    let mut hold: Option<Pin<Box<C::Sleep>>> = None;
+    let mut failing_since: Option<Duration> = None;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let ev = poll_fn(|cx| {
+            if let Some(h) = hold.as_mut() {
+                if h.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(PushEvent::Timer);
+                }
+            }
+            if let Poll::Ready(Some(done)) = inflight.poll_next_unpin(cx) {
+                return Poll::Ready(PushEvent::Done(done));
+            }
+            let mut st = shared.lock();
+            if let Some(e) = &st.tx_err {
+                return Poll::Ready(PushEvent::Failed(e.clone()));
+            }
+            if hold.is_none() && inflight.len() < p.window && !st.reset_requested {
+                if let Some(job) = p.pick(&mut st, inflight.len()) {
+                    let mut url = format!("{base}&seq={}&ack={}", job.seq, st.rx_off);
+                    p.ack_reported = p.ack_reported.max(st.rx_off);
+                    if job.fin {
+                        url.push_str("&fin=1");
+                    }
+                    if job.close {
+                        url.push_str("&close=1");
+                    }
+                    let from = (job.seq.saturating_sub(st.tx_acked)) as usize;
+                    let to =
+                        ((job.seq + job.len).saturating_sub(st.tx_acked) as usize).min(st.tx.len());
+                    let body = Bytes::copy_from_slice(&st.tx[from.min(to)..to]);
+                    return Poll::Ready(PushEvent::Job(job, url, body));
+                }
+            }
+            st.pusher = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        match ev {
+            PushEvent::Timer => hold = None,
+            PushEvent::Failed(e) => return Err(e),
+            PushEvent::Job(job, url, body) => {
+                inflight.push(async move {
+                    let r = ctx.post(&url, body).await;
+                    (job, r)
+                });
+            }
+            PushEvent::Done((job, res)) => {
+                let retryable = match res {
+                    Ok((200, body)) => {
+                        let Some(acked) = frame::parse_push_answer(&body) else {
+                            return Err(Error::Decode(DecodeError::Frame(
+                                "push answer without ack=".into(),
+                            )));
+                        };
+                        on_ack(shared, acked);
+                        failing_since = None;
+                        backoff = MIN_BACKOFF;
+                        p.window = (p.window + 1).min(p.max_window);
+                        if job.close {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Ok((413, _)) if p.limit > p.floor => {
+                        p.limit = (p.limit / 2).max(p.floor);
+                        tracing::debug!(limit = p.limit, "push refused with 413: halving");
+                        p.requeue(job);
+                        continue;
+                    }
+                    // The reorder buffer is full: wait for the gap before to be filled.
+                    Ok((429, _)) => Error::Status {
+                        what: "push",
+                        status: 429,
+                    },
+                    Ok((status, _)) if status >= 500 || status == 408 => Error::Status {
+                        what: "push",
+                        status,
+                    },
+                    Ok((status, _)) => {
+                        return Err(Error::Status {
+                            what: "push",
+                            status,
+                        });
+                    }
+                    Err(e) => e,
+                };
+                let now = ctx.clock.now();
+                let since = *failing_since.get_or_insert(now);
+                if now.saturating_sub(since) >= cfg.resume_timeout {
+                    return Err(Error::Unresumable {
+                        what: "push",
+                        after: cfg.resume_timeout,
+                        last: Box::new(retryable),
+                    });
+                }
+                tracing::debug!(
+                    token = crate::token_prefix(ctx.token),
+                    seq = job.seq,
+                    "push failed, sending it again: {retryable}"
+                );
+                p.requeue(job);
+                p.window = (p.window / 2).max(1);
+                hold = Some(Box::pin(ctx.clock.sleep(backoff)));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// The server has the first `acked` upload bytes: free them.
+fn on_ack(shared: &Shared, acked: u64) {
+    let mut st = shared.lock();
+    if acked > st.tx_acked {
+        let n = ((acked - st.tx_acked) as usize).min(st.tx.len());
+        st.tx.advance(n);
+        st.tx_acked += n as u64;
+    }
+    if st.fin_at.is_some_and(|f| st.tx_acked >= f) && st.tx.is_empty() {
+        st.close_done = true;
+    }
+    wake(&mut st.writer);
+    wake(&mut st.pusher);
+}
+
+// ------------------------------------------------------------------------ pull side
+
+/// How one pull response ended.
+enum Next {
+    /// END (or a poll cycle): pull again.
+    Again,
+    /// No byte within the heartbeat and a margin: a proxy holds responses back.
+    ToPoll,
+    /// A poll response was delivered while still open: streaming works.
+    ToStream,
+}
+
+/// Why a pull response failed.
+struct Failure {
+    err: Error,
+    /// Only the tunnel's end (RESET, a protocol error) is fatal; the rest is resumed.
+    fatal: bool,
+}
+
+fn retry(err: Error) -> Failure {
+    Failure { err, fatal: false }
+}
+
+async fn pull_loop<F: Fetch, C: Clock>(
+    ctx: &Ctx<'_, F, C>,
+    limits: &Limits,
+    mut first: Option<FetchResponse<F::Body>>,
+) -> Result<(), Error> {
+    let cfg = ctx.cfg;
+    let base = format!("{}&v=2", cfg.url(&cfg.pull_path, Some(ctx.token)));
+    let mut poll = cfg.poll == PollMode::Always;
+    let mut failing_since: Option<Duration> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut next: Option<NextPull<'_, F::Body>> = None;
+    loop {
+        let resp = match (first.take(), next.take()) {
+            (Some(r), _) => Ok(r),
+            (None, Some(n)) => n.await,
+            (None, None) => get(ctx, &pull_url(&base, ctx.shared, poll)).await,
+        };
+        let outcome = match resp {
+            Ok(r) if r.status == 200 && is_v2(r.content_type.as_deref()) => {
+                read_response(ctx, limits, r, poll, &mut next, &base).await
+            }
+            Ok(r) if r.status == 200 => Err(Failure {
+                err: Error::Decode(DecodeError::Frame("a PHT/2 pull answered as PHT/1".into())),
+                fatal: true,
+            }),
+            Ok(r) if r.status >= 500 || r.status == 408 || r.status == 429 => {
+                Err(retry(Error::Status {
+                    what: "pull",
+                    status: r.status,
+                }))
+            }
+            Ok(r) => Err(Failure {
+                err: Error::Status {
+                    what: "pull",
+                    status: r.status,
+                },
+                fatal: true,
+            }),
+            Err(e) => Err(retry(e)),
+        };
+        match outcome {
+            Ok(n) => {
+                failing_since = None;
+                backoff = MIN_BACKOFF;
+                match n {
+                    Next::Again => {}
+                    Next::ToPoll => {
+                        tracing::info!(
+                            token = crate::token_prefix(ctx.token),
+                            "the pull shows nothing within the heartbeat: a proxy holds \
+                             responses back; long-polling (poll=1)"
+                        );
+                        poll = true;
+                    }
+                    Next::ToStream => {
+                        tracing::info!(
+                            token = crate::token_prefix(ctx.token),
+                            "poll responses arrive while open: streaming the pull again"
+                        );
+                        poll = false;
+                    }
+                }
+            }
+            Err(f) if f.fatal => return Err(f.err),
+            Err(f) => {
+                next = None;
+                let now = ctx.clock.now();
+                let since = *failing_since.get_or_insert(now);
+                if now.saturating_sub(since) >= cfg.resume_timeout {
+                    return Err(Error::Unresumable {
+                        what: "pull",
+                        after: cfg.resume_timeout,
+                        last: Box::new(f.err),
+                    });
+                }
+                tracing::debug!(
+                    token = crate::token_prefix(ctx.token),
+                    "pull broke, resuming: {}",
+                    f.err
+                );
+                ctx.clock.sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// A pull asked for ahead of time (rotation).
+type NextPull<'a, B> = BoxFuture<'a, Result<FetchResponse<B>, Error>>;
+
+fn pull_url(base: &str, shared: &Shared, poll: bool) -> String {
+    let ack = shared.lock().rx_off;
+    let p = if poll { "&poll=1" } else { "" };
+    format!("{base}&ack={ack}{p}")
+}
+
+/// Reads one pull response to its END. While it streams, the next pull may be opened
+/// ahead of `pullMaxAge` (into `next`), so the tunnel never waits between the two.
+async fn read_response<'a, F: Fetch, C: Clock>(
+    ctx: &'a Ctx<'_, F, C>,
+    limits: &Limits,
+    resp: FetchResponse<F::Body>,
+    poll: bool,
+    next: &mut Option<NextPull<'a, F::Body>>,
+    base: &str,
+) -> Result<Next, Failure> {
+    let (cfg, clock, shared) = (ctx.cfg, ctx.clock, ctx.shared);
+    let hb = limits.heartbeat;
+    let started = clock.now();
+    let auto = cfg.poll == PollMode::Auto;
+    // A streaming pull shows its first PING at once unless something holds it back.
+    let first_wait = if auto && !poll {
+        hb + (hb / 2).max(Duration::from_secs(1))
+    } else {
+        cfg.heartbeat_timeout
+    };
+    let mut body = resp.body;
+    let mut decoder = FrameDecoder::default();
+    let mut first_at: Option<Duration> = None;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut ended = None;
+    loop {
+        let wait = if first_at.is_some() {
+            cfg.heartbeat_timeout
+        } else {
+            first_wait
+        };
+        // Make before break: the next pull is asked for while this one still streams;
+        // the server ends this one with END when the next arrives.
+        if next.is_none() && !poll && clock.now().saturating_sub(started) >= cfg.pull_max_age {
+            let u = pull_url(base, shared, false);
+            *next = Some(Box::pin(async move { get(ctx, &u).await }));
+        }
+        let rotate_in = cfg
+            .pull_max_age
+            .saturating_sub(clock.now().saturating_sub(started));
+        let chunk = {
+            let sleep = clock.sleep(wait);
+            let rotate = if next.is_none() && !poll {
+                Either::Left(clock.sleep(rotate_in))
+            } else {
+                Either::Right(futures::future::pending())
+            };
+            let read = body.next();
+            futures::pin_mut!(sleep, rotate, read);
+            match select(read, select(sleep, rotate)).await {
+                Either::Left((c, _)) => c,
+                Either::Right((Either::Left(_), _)) => {
+                    if first_at.is_none() && auto && !poll {
+                        return Ok(Next::ToPoll);
+                    }
+                    return Err(retry(Error::Silent { after: wait }));
+                }
+                // Time to open the next pull: loop to start it.
+                Either::Right((Either::Right(_), _)) => continue,
+            }
+        };
+        let chunk = match chunk {
+            None => {
+                return Err(retry(Error::Fetch {
+                    what: "pull",
+                    source: crate::FetchError("the pull response ended without END".into()),
+                }));
+            }
+            Some(Err(source)) => {
+                return Err(retry(Error::Fetch {
+                    what: "pull",
+                    source,
+                }));
+            }
+            Some(Ok(c)) => c,
+        };
+        let now = clock.now();
+        first_at.get_or_insert(now);
+        let mut fatal = None;
+        let mut gap = false;
+        let mut ack_max: Option<u64> = None;
+        {
+            let mut st = shared.lock();
+            let mut rx_off = st.rx_off;
+            let res = decoder.feed(&chunk, &mut |f| {
+                if fatal.is_some() || gap || ended.is_some() {
+                    return;
+                }
+                match f {
+                    Frame::Data { offset, mut data } => {
+                        if offset > rx_off {
+                            gap = true;
+                            return;
+                        }
+                        let skip = (rx_off - offset) as usize;
+                        if skip >= data.len() {
+                            return;
+                        }
+                        data.advance(skip);
+                        rx_off += data.len() as u64;
+                        batch.push(data);
+                    }
+                    Frame::Ping => {}
+                    // Applied below, once this lock is let go.
+                    Frame::Ack(n) => ack_max = ack_max.max(Some(n)),
+                    Frame::Fin(total) => {
+                        if total == rx_off {
+                            ended = Some(true);
+                        } else if total > rx_off {
+                            gap = true;
+                        } else {
+                            fatal = Some(Error::Decode(DecodeError::Frame(format!(
+                                "FIN at {total} after {rx_off} bytes"
+                            ))));
+                        }
+                    }
+                    Frame::Reset { reason, .. } => fatal = Some(Error::Reset(reason)),
+                    Frame::End => ended = Some(false),
+                }
+            });
+            for b in batch.drain(..) {
+                st.rx_len += b.len();
+                st.rx.push_back(b);
+            }
+            st.rx_off = rx_off;
+            wake(&mut st.reader);
+            wake(&mut st.pusher);
+            if ended == Some(true) {
+                ended = None;
+                if !st.fin_seen {
+                    st.fin_seen = true;
+                    if st.rx_end.is_none() {
+                        st.rx_end = Some(Ok(()));
+                    }
+                    st.wake_all();
+                }
+            }
+            if let Err(e) = res {
+                return Err(Failure {
+                    err: Error::Decode(e),
+                    fatal: true,
+                });
+            }
+        }
+        if let Some(e) = fatal {
+            return Err(Failure {
+                err: e,
+                fatal: true,
+            });
+        }
+        if let Some(acked) = ack_max {
+            on_ack(shared, acked);
+        }
+        if gap {
+            return Err(retry(Error::Decode(DecodeError::Frame(
+                "a gap in the download: resuming".into(),
+            ))));
+        }
+        if ended == Some(false) {
+            // A poll response seen while it was still open (its PING long before its
+            // END) means nothing holds responses back any more.
+            let open_for = now.saturating_sub(first_at.unwrap_or(now));
+            if poll && auto && open_for >= hb / 4 && open_for > Duration::ZERO {
+                return Ok(Next::ToStream);
+            }
+            return Ok(Next::Again);
+        }
+        // Backpressure: stop reading while the reader is behind.
+        poll_fn(|cx| {
+            let mut st = shared.lock();
+            if st.rx_len < shared.recv_cap || st.reset_requested {
+                Poll::Ready(())
+            } else {
+                st.puller = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
