@@ -29,6 +29,7 @@ use crate::{TempDir, free_port};
 
 const NGINX_CONF: &str = include_str!("../fixtures/nginx.conf.in");
 const NGINX_64K_CONF: &str = include_str!("../fixtures/nginx-64k.conf.in");
+const NGINX_BUFFERING_CONF: &str = include_str!("../fixtures/nginx-buffering.conf.in");
 const SQUID_CONF: &str = include_str!("../fixtures/squid.conf.in");
 
 /// Which nginx configuration.
@@ -38,6 +39,9 @@ pub enum Nginx {
     Stock,
     /// `fixtures/nginx-64k.conf.in`: the same with `client_max_body_size 64k`.
     SmallBody,
+    /// `fixtures/nginx-buffering.conf.in`: responses buffered whatever the server says
+    /// (`proxy_ignore_headers X-Accel-Buffering`).
+    Buffering,
 }
 
 /// How squid is set up.
@@ -100,6 +104,7 @@ impl Middlebox {
         let template = match conf {
             Nginx::Stock => NGINX_CONF,
             Nginx::SmallBody => NGINX_64K_CONF,
+            Nginx::Buffering => NGINX_BUFFERING_CONF,
         };
         let d = dir.path().to_string_lossy().into_owned();
         let d = d.as_str();
