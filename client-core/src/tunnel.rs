@@ -238,6 +238,12 @@ impl Tunnel {
         &self.token
     }
 
+    /// The PHT version the tunnel speaks: `2` once its driver runs PHT/2, else `1`. A
+    /// minted token's tunnel reads `1` until its first pull has answered.
+    pub fn version(&self) -> u8 {
+        if self.shared.lock().v2 { 2 } else { 1 }
+    }
+
     /// Ends the tunnel as an error, the way a TCP reset ends a connection: queued bytes
     /// are dropped, the pull is cancelled, and the server is sent a reset request, so the
     /// far end sees a reset rather than a clean end. Used when the local side of a
@@ -385,6 +391,19 @@ enum First {
 
 /// Logged once per process: later tunnels shrink their pushes the same way.
 static SHRINK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// A 413 made a tunnel halve its pushes: warn once per process, debug after that.
+fn warn_shrink(refused: usize, smaller: usize) {
+    if !SHRINK_LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            refused,
+            now = smaller,
+            "a proxy refused a push body as too large (HTTP 413): sending smaller \
+             pushes; set maxPushSize={smaller} on the node to skip the refusal"
+        );
+    }
+    tracing::debug!(limit = smaller, "push refused with 413: halving");
+}
 
 async fn drive<F: Fetch, C: Clock>(
     fetch: F,
@@ -605,15 +624,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
             Ok((200, _)) => None,
             Ok((413, _)) if limit > floor => {
                 let smaller = (limit / 2).max(floor);
-                if !SHRINK_LOGGED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        refused = data.len(),
-                        now = smaller,
-                        "a proxy refused a push body as too large (HTTP 413): sending smaller \
-                         pushes; set maxPushSize={smaller} on the node to skip the refusal"
-                    );
-                }
-                tracing::debug!(limit = smaller, "push refused with 413: halving");
+                warn_shrink(data.len(), smaller);
                 limit = smaller;
                 // Nothing of the refused body was taken: send the same bytes again first.
                 let mut again = data;

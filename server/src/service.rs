@@ -63,7 +63,10 @@ impl Service {
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let conn = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.listener.drained().await;
+                    return;
+                }
                 c = self.listener.accept() => c,
             };
             match conn {

@@ -101,10 +101,10 @@ impl ChaosProxy {
                 } else {
                     Cut::Fin
                 };
-                if let Some(tx) = victim {
-                    if tx.send(how).is_ok() {
-                        s.cuts.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Some(tx) = victim
+                    && tx.send(how).is_ok()
+                {
+                    s.cuts.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });

@@ -1,6 +1,7 @@
 //! The benchmark binary runs end to end in `--quick` mode against the debug builds: it
-//! exits 0, and its JSON has every scenario with every request answered and every hash
-//! right. No timing is asserted: this checks the benchmark, not the machine.
+//! exits 0, and its JSON has every scenario, for PHT/2 and for PHT/1, with every request
+//! answered and every hash right. No timing is asserted: this checks the benchmark, not
+//! the machine.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -8,6 +9,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const SCENARIOS: [&str; 5] = ["download", "upload", "pingpong", "setup", "tunnels_50"];
+/// What `--quick` requests per scenario: one 4 MiB transfer each way, 200 round trips,
+/// 20 setups, 50 tunnels.
+const REQUESTED: [u64; 5] = [1, 1, 200, 20, 50];
+/// The versions measured by default, and the JSON name of a scenario for each.
+const VERSIONS: [(u64, &str); 2] = [(2, ""), (1, "_pht1")];
 
 fn run_quick(name: &str, extra: &[&str]) -> Value {
     let json = std::env::temp_dir().join(format!(
@@ -48,40 +54,55 @@ fn run_quick(name: &str, extra: &[&str]) -> Value {
 
 fn check(name: &str, doc: &Value) {
     let scenarios = doc["scenarios"].as_array().expect("scenarios");
-    for want in SCENARIOS {
-        let s = scenarios
-            .iter()
-            .find(|s| s["name"] == want)
-            .unwrap_or_else(|| panic!("{name}: scenario {want} missing: {doc:#}"));
-        for side in ["direct", "tunnel"] {
-            let r = &s[side];
-            let requested = r["requested"].as_u64().expect("requested");
-            assert!(requested > 0, "{name} {want} {side}: nothing requested");
-            assert_eq!(
-                r["succeeded"].as_u64(),
-                Some(requested),
-                "{name} {want} {side}: {r:#}"
-            );
-            assert_eq!(r["ok"], true, "{name} {want} {side}: {r:#}");
-            if want == "download" || want == "upload" {
-                assert_eq!(r["hash_ok"], true, "{name} {want} {side}: hash");
+    assert_eq!(
+        doc["config"]["versions"],
+        serde_json::json!([2, 1]),
+        "{name}"
+    );
+    let server = doc["config"]["server_params"]
+        .as_str()
+        .expect("server_params");
+    assert!(
+        server.contains("maxTunnelsPerClient=0") && server.contains("tunnelRate=0"),
+        "{name}: server params {server}"
+    );
+    for (version, suffix) in VERSIONS {
+        for (base, requested) in SCENARIOS.into_iter().zip(REQUESTED) {
+            let want = format!("{base}{suffix}");
+            let s = scenarios
+                .iter()
+                .find(|s| s["name"] == want.as_str())
+                .unwrap_or_else(|| panic!("{name}: scenario {want} missing: {doc:#}"));
+            assert_eq!(s["scenario"], base, "{name} {want}");
+            assert_eq!(s["version"].as_u64(), Some(version), "{name} {want}");
+            for side in ["direct", "tunnel"] {
+                let r = &s[side];
+                assert_eq!(
+                    r["requested"].as_u64(),
+                    Some(requested),
+                    "{name} {want} {side}: {r:#}"
+                );
+                assert_eq!(
+                    r["succeeded"].as_u64(),
+                    Some(requested),
+                    "{name} {want} {side}: {r:#}"
+                );
+                assert_eq!(r["ok"], true, "{name} {want} {side}: {r:#}");
+                if base == "download" || base == "upload" {
+                    assert_eq!(r["hash_ok"], true, "{name} {want} {side}: hash");
+                }
+                let metrics = r["metrics"].as_object().expect("metrics");
+                assert!(!metrics.is_empty(), "{name} {want} {side}: no metrics");
             }
-            let metrics = r["metrics"].as_object().expect("metrics");
-            assert!(!metrics.is_empty(), "{name} {want} {side}: no metrics");
+            assert!(
+                s["ratio"].as_object().is_some_and(|r| !r.is_empty()),
+                "{name} {want}: no ratios"
+            );
         }
-        assert!(
-            s["ratio"].as_object().is_some_and(|r| !r.is_empty()),
-            "{name} {want}: no ratios"
-        );
     }
-    let requested: Vec<u64> = scenarios
-        .iter()
-        .map(|s| s["tunnel"]["requested"].as_u64().unwrap())
-        .collect();
-    // Quick sizes: one 4 MiB transfer each way, 200 round trips, 20 setups, 50 tunnels.
-    assert_eq!(requested, [1, 1, 200, 20, 50], "{name}");
+    assert_eq!(scenarios.len(), SCENARIOS.len() * VERSIONS.len(), "{name}");
     assert_eq!(doc["all_ok"], true, "{name}");
-    for p in ["server", "client"] {
+    for p in ["server", "client_pht2", "client_pht1"] {
         assert!(
             doc["processes"][p]["peak_rss_kib"]
                 .as_u64()
@@ -89,11 +110,22 @@ fn check(name: &str, doc: &Value) {
             "{name}: {p} RSS"
         );
     }
-    assert_eq!(
-        doc["targets"].as_array().map(Vec::len),
-        Some(5),
-        "{name}: targets"
-    );
+    let targets = doc["targets"].as_array().expect("targets");
+    for (version, _) in VERSIONS {
+        assert_eq!(
+            targets.iter().filter(|t| t["version"] == version).count(),
+            5,
+            "{name}: targets for PHT/{version}"
+        );
+    }
+}
+
+/// The scenario named `name` (versioned: `tunnels_50_pht1`).
+fn scenario<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["scenarios"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("scenario {name} missing"))
 }
 
 #[test]
@@ -108,12 +140,15 @@ fn quick_benchmark_over_pht_http1() {
 fn quick_benchmark_over_phts_http2() {
     let doc = run_quick("phts2", &["--proto", "phts", "--http", "2"]);
     check("phts HTTP/2", &doc);
-    let conns = doc["scenarios"][4]["tunnel"]["metrics"]["http_connections"]
-        .as_f64()
-        .unwrap();
-    // HTTP/2 multiplexes the 50 tunnels on few connections.
-    assert!(
-        (1.0..=4.0).contains(&conns),
-        "HTTP/2: {conns} connections for 50 tunnels"
-    );
+    // HTTP/2 multiplexes the 50 tunnels on few connections, in either PHT version (each
+    // client's own connections are counted).
+    for name in ["tunnels_50", "tunnels_50_pht1"] {
+        let conns = scenario(&doc, name)["tunnel"]["metrics"]["http_connections"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (1.0..=4.0).contains(&conns),
+            "HTTP/2 {name}: {conns} connections for 50 tunnels"
+        );
+    }
 }

@@ -115,14 +115,15 @@ async fn a_pull_silent_past_the_heartbeat_timeout_resets_both_ends() {
     let target = target_listener().await;
     let taddr = target.local_addr().unwrap();
     let sp = free_port();
-    // The server's heartbeats come every 5 s; the client will not wait past 500 ms.
+    // The server's heartbeats come every 5 s; the client will not wait past 500 ms. PHT/1:
+    // a PHT/2 client pulls again instead (tests/tests/resume.rs).
     let _srv = server(
         &["-L", &format!("pht://127.0.0.1:{sp}/{taddr}?heartbeat=5s")],
         sp,
     )
     .await;
     let (_cli, local) = client(&format!(
-        "forward+pht://127.0.0.1:{sp}?heartbeatTimeout=500ms"
+        "forward+pht://127.0.0.1:{sp}?v=1&heartbeatTimeout=500ms"
     ))
     .await;
     let mut s = TcpStream::connect(("127.0.0.1", local)).await.unwrap();

@@ -62,7 +62,14 @@ async fn get<F: Fetch, C: Clock>(
     ctx: &Ctx<'_, F, C>,
     url: &str,
 ) -> Result<FetchResponse<F::Body>, Error> {
-    let limit = ctx.cfg.request_timeout;
+    get_within(ctx, url, ctx.cfg.request_timeout).await
+}
+
+async fn get_within<F: Fetch, C: Clock>(
+    ctx: &Ctx<'_, F, C>,
+    url: &str,
+    limit: Duration,
+) -> Result<FetchResponse<F::Body>, Error> {
     timeout(ctx.clock, limit, ctx.fetch.get(url, &ctx.cfg.headers))
         .await
         .map_err(|_| Error::Timeout {
@@ -333,8 +340,9 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                         continue;
                     }
                     Ok((413, _)) if p.limit > p.floor => {
-                        p.limit = (p.limit / 2).max(p.floor);
-                        tracing::debug!(limit = p.limit, "push refused with 413: halving");
+                        let smaller = (p.limit / 2).max(p.floor);
+                        super::warn_shrink(job.len as usize, smaller as usize);
+                        p.limit = smaller;
                         p.requeue(job);
                         continue;
                     }
@@ -410,10 +418,21 @@ struct Failure {
     err: Error,
     /// Only the tunnel's end (RESET, a protocol error) is fatal; the rest is resumed.
     fatal: bool,
+    /// The response carried frames before it failed: the path works, the clock of
+    /// failures in a row starts again.
+    progressed: bool,
 }
 
 fn retry(err: Error) -> Failure {
-    Failure { err, fatal: false }
+    retry_after(false, err)
+}
+
+fn retry_after(progressed: bool, err: Error) -> Failure {
+    Failure {
+        err,
+        fatal: false,
+        progressed,
+    }
 }
 
 async fn pull_loop<F: Fetch, C: Clock>(
@@ -428,9 +447,14 @@ async fn pull_loop<F: Fetch, C: Clock>(
     let mut backoff = MIN_BACKOFF;
     let mut next: Option<NextPull<'_, F::Body>> = None;
     loop {
+        let switch_on_silence = cfg.poll == PollMode::Auto && !poll;
         let resp = match (first.take(), next.take()) {
             (Some(r), _) => Ok(r),
             (None, Some(n)) => n.await,
+            (None, None) if switch_on_silence => {
+                let wait = first_byte_wait(limits.heartbeat).min(cfg.request_timeout);
+                get_within(ctx, &pull_url(&base, ctx.shared, poll), wait).await
+            }
             (None, None) => get(ctx, &pull_url(&base, ctx.shared, poll)).await,
         };
         let outcome = match resp {
@@ -440,6 +464,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
             Ok(r) if r.status == 200 => Err(Failure {
                 err: Error::Decode(DecodeError::Frame("a PHT/2 pull answered as PHT/1".into())),
                 fatal: true,
+                progressed: false,
             }),
             Ok(r) if r.status >= 500 || r.status == 408 || r.status == 429 => {
                 Err(retry(Error::Status {
@@ -453,7 +478,10 @@ async fn pull_loop<F: Fetch, C: Clock>(
                     status: r.status,
                 },
                 fatal: true,
+                progressed: false,
             }),
+            // A proxy that holds responses back may hold the head too.
+            Err(Error::Timeout { .. }) if switch_on_silence => Ok(Next::ToPoll),
             Err(e) => Err(retry(e)),
         };
         match outcome {
@@ -483,6 +511,10 @@ async fn pull_loop<F: Fetch, C: Clock>(
             Err(f) => {
                 next = None;
                 let now = ctx.clock.now();
+                if f.progressed {
+                    failing_since = None;
+                    backoff = MIN_BACKOFF;
+                }
                 let since = *failing_since.get_or_insert(now);
                 if now.saturating_sub(since) >= cfg.resume_timeout {
                     return Err(Error::Unresumable {
@@ -501,6 +533,12 @@ async fn pull_loop<F: Fetch, C: Clock>(
             }
         }
     }
+}
+
+/// How long a streaming pull may show nothing before the client concludes that a proxy
+/// holds responses back: the server's heartbeat plus half of it, at least 1 s.
+fn first_byte_wait(heartbeat: Duration) -> Duration {
+    heartbeat + (heartbeat / 2).max(Duration::from_secs(1))
 }
 
 /// A pull asked for ahead of time (rotation).
@@ -528,7 +566,7 @@ async fn read_response<'a, F: Fetch, C: Clock>(
     let auto = cfg.poll == PollMode::Auto;
     // A streaming pull shows its first PING at once unless something holds it back.
     let first_wait = if auto && !poll {
-        hb + (hb / 2).max(Duration::from_secs(1))
+        first_byte_wait(hb)
     } else {
         cfg.heartbeat_timeout
     };
@@ -567,7 +605,10 @@ async fn read_response<'a, F: Fetch, C: Clock>(
                     if first_at.is_none() && auto && !poll {
                         return Ok(Next::ToPoll);
                     }
-                    return Err(retry(Error::Silent { after: wait }));
+                    return Err(retry_after(
+                        first_at.is_some(),
+                        Error::Silent { after: wait },
+                    ));
                 }
                 // Time to open the next pull: loop to start it.
                 Either::Right((Either::Right(_), _)) => continue,
@@ -575,16 +616,22 @@ async fn read_response<'a, F: Fetch, C: Clock>(
         };
         let chunk = match chunk {
             None => {
-                return Err(retry(Error::Fetch {
-                    what: "pull",
-                    source: crate::FetchError("the pull response ended without END".into()),
-                }));
+                return Err(retry_after(
+                    first_at.is_some(),
+                    Error::Fetch {
+                        what: "pull",
+                        source: crate::FetchError("the pull response ended without END".into()),
+                    },
+                ));
             }
             Some(Err(source)) => {
-                return Err(retry(Error::Fetch {
-                    what: "pull",
-                    source,
-                }));
+                return Err(retry_after(
+                    first_at.is_some(),
+                    Error::Fetch {
+                        what: "pull",
+                        source,
+                    },
+                ));
             }
             Some(Ok(c)) => c,
         };
@@ -653,6 +700,7 @@ async fn read_response<'a, F: Fetch, C: Clock>(
                 return Err(Failure {
                     err: Error::Decode(e),
                     fatal: true,
+                    progressed: true,
                 });
             }
         }
@@ -660,15 +708,17 @@ async fn read_response<'a, F: Fetch, C: Clock>(
             return Err(Failure {
                 err: e,
                 fatal: true,
+                progressed: true,
             });
         }
         if let Some(acked) = ack_max {
             on_ack(shared, acked);
         }
         if gap {
-            return Err(retry(Error::Decode(DecodeError::Frame(
-                "a gap in the download: resuming".into(),
-            ))));
+            return Err(retry_after(
+                first_at.is_some(),
+                Error::Decode(DecodeError::Frame("a gap in the download: resuming".into())),
+            ));
         }
         if ended == Some(false) {
             // A poll response seen while it was still open (its PING long before its

@@ -37,6 +37,12 @@ pub trait Listener: Send {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Accepted>>;
     /// The address actually bound (port 0 resolved).
     fn local_addr(&self) -> SocketAddr;
+    /// After shutdown: waits (bounded) until the listener's connections have said their
+    /// last words, such as the RESET frame that tells a PHT/2 client its tunnel is gone
+    /// (a connection merely dropped would look resumable to it).
+    fn drained(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Why a listener could not start.
@@ -96,6 +102,8 @@ pub struct QueuedListener {
     rx: tokio::sync::mpsc::Receiver<Accepted>,
     local: SocketAddr,
     kind: &'static str,
+    /// Fires (or is dropped) once the serving side has drained after shutdown.
+    drained: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl QueuedListener {
@@ -104,7 +112,18 @@ impl QueuedListener {
         local: SocketAddr,
         kind: &'static str,
     ) -> Self {
-        QueuedListener { rx, local, kind }
+        QueuedListener {
+            rx,
+            local,
+            kind,
+            drained: None,
+        }
+    }
+
+    /// What [`Listener::drained`] waits for.
+    pub fn with_drained(mut self, drained: tokio::sync::oneshot::Receiver<()>) -> Self {
+        self.drained = Some(drained);
+        self
     }
 }
 
@@ -122,6 +141,14 @@ impl Listener for QueuedListener {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    fn drained(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(rx) = self.drained.take() {
+                let _ = rx.await;
+            }
+        })
     }
 }
 

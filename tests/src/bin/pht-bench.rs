@@ -1,11 +1,14 @@
 //! `pht-bench`: throughput, latency, set-up time, many tunnels at once and the memory and
 //! CPU they cost, through the real `pht-server` and `pht-client` on 127.0.0.1, each figure
-//! next to the same scenario without a tunnel ("direct") and as a ratio to it.
+//! next to the same scenario without a tunnel ("direct") and as a ratio to it. PHT/2 and
+//! PHT/1 are measured in the same run (`--versions`), each through its own `pht-client`
+//! (`v=2`, `v=1`) and the same server.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
 //! target/release/pht-bench                          # pht, HTTP/1.1, full sizes
 //! target/release/pht-bench --proto phts --http 2 --json bench.json
+//! target/release/pht-bench --versions 1             # PHT/1 only
 //! target/release/pht-bench --quick                  # small sizes (what the test suite runs)
 //! ```
 //!
@@ -26,7 +29,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use procs::Child;
-use report::{Cpu, Metric, Report, Scenario, Side};
+use report::{Cpu, Metric, ProcStat, Report, Scenario, Side};
 use scenarios as sc;
 
 const MIB: usize = 1024 * 1024;
@@ -63,16 +66,22 @@ struct Cli {
     /// Scenarios to run, of: download,upload,pingpong,setup,tunnels [default: all].
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
+    /// PHT versions to measure, each through its own pht-client (node URL `v=2`, `v=1`),
+    /// in this order after the direct run of each scenario.
+    #[arg(long, value_delimiter = ',', default_value = "2,1", value_parser = ["2", "1"])]
+    versions: Vec<String>,
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Where pht-server and pht-client are [default: next to this executable].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
-    /// Extra listener metadata for the server's -L URL, e.g. `backlog=1024&tunnelBuffer=256KiB`.
+    /// Extra listener metadata for the server's -L URL, e.g. `backlog=1024&tunnelBuffer=256KiB`
+    /// (added to `maxTunnelsPerClient=0&tunnelRate=0`; a key given here wins).
     #[arg(long, value_name = "QUERY")]
     server_params: Option<String>,
-    /// Extra node URL keys for the client's -F URL, e.g. `maxPushSize=4MiB`.
+    /// Extra node URL keys for the clients' -F URLs, e.g. `maxPushSize=4MiB` (not `v`: see
+    /// --versions).
     #[arg(long, value_name = "QUERY")]
     client_params: Option<String>,
     /// Exit with status 3 if any tunnel, round trip or hash check failed.
@@ -99,7 +108,52 @@ pub struct Plan {
     pub setups: usize,
     pub tunnels: Vec<usize>,
     pub scenarios: Vec<String>,
+    /// PHT versions, in the order measured (each 1 or 2, no repeats).
+    pub versions: Vec<u8>,
+    /// The query of the server's -L URL (defaults merged with `--server-params`).
+    pub server_query: String,
+    /// `--client-params` as given (each client adds its `v`).
+    pub client_params: String,
     pub quick: bool,
+}
+
+/// Listener keys the bench sets unless `--server-params` names them: the bench opens up
+/// to 10 000 tunnels at once from one address, far beyond the per-client limits meant for
+/// the Internet (1024 open, 100 new per second).
+const SERVER_DEFAULTS: [(&str, &str); 2] = [("maxTunnelsPerClient", "0"), ("tunnelRate", "0")];
+
+/// The pairs of a URL query (`a=1&b=2`), without a leading `?` or empty parts.
+fn query_parts(q: &str) -> Vec<&str> {
+    q.trim()
+        .trim_start_matches('?')
+        .split('&')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Whether a query names `key` (case-insensitive, like the server's metadata).
+fn query_has(parts: &[&str], key: &str) -> bool {
+    parts
+        .iter()
+        .any(|p| p.split('=').next().unwrap_or("").eq_ignore_ascii_case(key))
+}
+
+/// `SERVER_DEFAULTS` the user did not set, then the user's pairs.
+fn server_query(user: Option<&str>) -> String {
+    let user = query_parts(user.unwrap_or(""));
+    let mut parts: Vec<String> = SERVER_DEFAULTS
+        .iter()
+        .filter(|(k, _)| !query_has(&user, k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    parts.extend(user.iter().map(|p| p.to_string()));
+    parts.join("&")
+}
+
+/// "PHT/2" or "PHT/1".
+pub fn version_name(v: u8) -> String {
+    format!("PHT/{v}")
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -158,6 +212,20 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
     if tunnels.iter().any(|&n| n == 0 || n > 100_000) {
         return Err("--tunnels: each number must be 1..=100000".into());
     }
+    let mut versions = Vec::new();
+    for v in &cli.versions {
+        let v: u8 = v.parse().map_err(|_| format!("--versions: {v:?}"))?;
+        if !versions.contains(&v) {
+            versions.push(v);
+        }
+    }
+    if versions.is_empty() {
+        return Err("--versions: name at least one of 2,1".into());
+    }
+    let client_params = query_parts(cli.client_params.as_deref().unwrap_or("")).join("&");
+    if query_has(&query_parts(&client_params), "v") {
+        return Err("--client-params: choose the PHT version with --versions, not v=".into());
+    }
     Ok(Plan {
         proto: cli.proto.clone(),
         http: if cli.http == "2" { 2 } else { 1 },
@@ -172,6 +240,9 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             .clamp(1, 100_000),
         tunnels,
         scenarios,
+        versions,
+        server_query: server_query(cli.server_params.as_deref()),
+        client_params,
         quick: q,
     })
 }
@@ -240,14 +311,41 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The processes of the benchmark: the target, and those of the tunnel path.
+/// One pht-client: the PHT version its node URL asks for (`v=`), and its entry port.
+struct Client {
+    version: u8,
+    child: Child,
+    port: u16,
+}
+
+/// The processes of the benchmark: the target, the server, and one client per version.
 struct TunnelPath {
     target: Child,
     target_port: u16,
     server: Child,
-    client: Child,
     server_port: u16,
-    local_port: u16,
+    clients: Vec<Client>,
+}
+
+impl TunnelPath {
+    fn all_alive(&mut self) -> bool {
+        self.server.alive()
+            && self.target.alive()
+            && self.clients.iter_mut().all(|c| c.child.alive())
+    }
+
+    /// The last lines of the server's and every client's log.
+    fn log_tails(&self) -> String {
+        let mut out = format!("--- server log tail:\n{}", tail(&self.server.log_text()));
+        for c in &self.clients {
+            out += &format!(
+                "\n--- client v={} log tail:\n{}",
+                c.version,
+                tail(&c.child.log_text())
+            );
+        }
+        out
+    }
 }
 
 /// Starts this executable as the target server (see `targets`).
@@ -270,6 +368,25 @@ async fn start_target(work: &Path, size: usize) -> Result<(Child, u16), String> 
     Ok((child, port))
 }
 
+/// The client's -F URL for one PHT version.
+fn node_url(plan: &Plan, server_port: u16, version: u8) -> String {
+    let mut params: Vec<String> = Vec::new();
+    match (plan.proto.as_str(), plan.http) {
+        ("pht", 2) => params.push("http2=true".into()),
+        ("phts", 1) => params.push("http2=false".into()),
+        _ => {}
+    }
+    params.push(format!("v={version}"));
+    if !plan.client_params.is_empty() {
+        params.push(plan.client_params.clone());
+    }
+    format!(
+        "forward+{}://127.0.0.1:{server_port}?{}",
+        plan.proto,
+        params.join("&")
+    )
+}
+
 async fn start_all(
     cli: &Cli,
     plan: &Plan,
@@ -282,16 +399,10 @@ async fn start_all(
     let home = work.join("home");
     std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
     let sp = free_port();
-    let q = |p: &Option<String>| {
-        p.as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|s| format!("?{s}"))
-    };
-    let server_url = format!(
-        "forward+{}://127.0.0.1:{sp}/{target}{}",
-        plan.proto,
-        q(&cli.server_params).unwrap_or_default()
-    );
+    let mut server_url = format!("forward+{}://127.0.0.1:{sp}/{target}", plan.proto);
+    if !plan.server_query.is_empty() {
+        server_url = format!("{server_url}?{}", plan.server_query);
+    }
     let debug: &[String] = if cli.debug_logs {
         &["-D".to_string()]
     } else {
@@ -305,51 +416,47 @@ async fn start_all(
         work.join("pht-server.log"),
     )
     .await?;
-    let mut params: Vec<String> = Vec::new();
-    match (plan.proto.as_str(), plan.http) {
-        ("pht", 2) => params.push("http2=true".into()),
-        ("phts", 1) => params.push("http2=false".into()),
-        _ => {}
-    }
-    if let Some(p) = cli.client_params.as_deref().filter(|s| !s.is_empty()) {
-        params.push(p.to_string());
-    }
-    let mut node = format!("forward+{}://127.0.0.1:{sp}", plan.proto);
-    if !params.is_empty() {
-        node = format!("{node}?{}", params.join("&"));
-    }
-    let lp = free_port();
-    let client = Child::start(
-        &dir.join("pht-client"),
-        &[
-            debug,
+    let mut clients = Vec::new();
+    for &version in &plan.versions {
+        let lp = free_port();
+        let child = Child::start(
+            &dir.join("pht-client"),
             &[
-                "-L".into(),
-                format!("tcp://127.0.0.1:{lp}"),
-                "-F".into(),
-                node,
-            ],
-        ]
-        .concat(),
-        &[("HOME", &home)],
-        lp,
-        work.join("pht-client.log"),
-    )
-    .await?;
+                debug,
+                &[
+                    "-L".into(),
+                    format!("tcp://127.0.0.1:{lp}"),
+                    "-F".into(),
+                    node_url(plan, sp, version),
+                ],
+            ]
+            .concat(),
+            &[("HOME", &home)],
+            lp,
+            work.join(format!("pht-client-v{version}.log")),
+        )
+        .await?;
+        clients.push(Client {
+            version,
+            child,
+            port: lp,
+        });
+    }
     Ok(TunnelPath {
         target: target_child,
         target_port,
         server,
-        client,
         server_port: sp,
-        local_port: lp,
+        clients,
     })
 }
 
-/// CPU seconds of server, client and this process at one moment.
-fn cpu_now(p: &TunnelPath) -> Cpu {
+/// CPU seconds of server, one client (none for a direct run) and this process at one
+/// moment.
+fn cpu_now(p: &TunnelPath, client: Option<usize>) -> Cpu {
     let t = |pid| procs::cpu_seconds(pid).unwrap_or((0.0, 0.0));
-    let (server, client) = (t(Some(p.server.pid)), t(Some(p.client.pid)));
+    let server = t(Some(p.server.pid));
+    let client = client.map_or((0.0, 0.0), |i| t(Some(p.clients[i].child.pid)));
     Cpu {
         server: server.0,
         client: client.0,
@@ -360,12 +467,42 @@ fn cpu_now(p: &TunnelPath) -> Cpu {
     }
 }
 
-/// Runs `f` against `port`, with the CPU each process spent meanwhile.
-async fn measured<T, F: std::future::Future<Output = T>>(p: &TunnelPath, f: F) -> (T, Cpu) {
-    let before = cpu_now(p);
+/// Runs `f`, with the CPU each process spent meanwhile (`client`: the index of the client
+/// it goes through, `None` for direct).
+async fn measured<T, F: std::future::Future<Output = T>>(
+    p: &TunnelPath,
+    client: Option<usize>,
+    f: F,
+) -> (T, Cpu) {
+    let before = cpu_now(p, client);
     let out = f.await;
-    let after = cpu_now(p);
+    let after = cpu_now(p, client);
     (out, after.minus(&before))
+}
+
+/// One way to the target: its name, the port to connect to, and the client's index
+/// (`None`: direct).
+struct Way {
+    name: String,
+    port: u16,
+    client: Option<usize>,
+}
+
+/// Direct first, then every client, in `--versions` order.
+fn ways(p: &TunnelPath) -> Vec<Way> {
+    let mut out = vec![Way {
+        name: "direct".into(),
+        port: p.target_port,
+        client: None,
+    }];
+    for (i, c) in p.clients.iter().enumerate() {
+        out.push(Way {
+            name: version_name(c.version),
+            port: c.port,
+            client: Some(i),
+        });
+    }
+    out
 }
 
 async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
@@ -411,31 +548,41 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             return 1;
         }
     };
-    let direct_port = tunnel.target_port;
-    let tunnel_port = tunnel.local_port;
+    let clients: Vec<String> = tunnel
+        .clients
+        .iter()
+        .map(|c| format!("client v={} pid {} port {}", c.version, c.child.pid, c.port))
+        .collect();
     eprintln!(
-        "pht-bench: {} {} | binaries {} | server pid {} port {} | client pid {} port {} | target pid {} port {} | open files {}",
+        "pht-bench: {} {} | binaries {} | server pid {} port {} ?{} | {} | target pid {} port {} | open files {}",
         plan.proto,
         report::http_name(plan.http),
         dir.display(),
         tunnel.server.pid,
         tunnel.server_port,
-        tunnel.client.pid,
-        tunnel.local_port,
+        plan.server_query,
+        clients.join(" | "),
         tunnel.target.pid,
         tunnel.target_port,
         nofile
     );
+    let ways = ways(&tunnel);
 
-    // One tunnel end to end before anything is timed: the path works, pools are warm.
-    for (what, port) in [("direct", direct_port), ("tunnel", tunnel_port)] {
-        let w = sc::setups(port, 1).await;
+    // One tunnel end to end before anything is timed: each path works, pools are warm.
+    for way in &ways {
+        let w = sc::setups(way.port, 1).await;
         if w.samples.len() != 1 {
+            let hint = match way.client.map(|i| tunnel.clients[i].version) {
+                Some(2) => {
+                    "\n(v=2 requires PHT/2 of the server; --versions 1 measures PHT/1 alone)"
+                }
+                _ => "",
+            };
             eprintln!(
-                "pht-bench: warm-up {what} failed: {}\n--- server log:\n{}\n--- client log:\n{}",
+                "pht-bench: warm-up {} failed: {}{hint}\n{}",
+                way.name,
                 w.error.unwrap_or_default(),
-                tail(&tunnel.server.log_text()),
-                tail(&tunnel.client.log_text())
+                tunnel.log_tails()
             );
             return 1;
         }
@@ -452,17 +599,17 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
         match name.as_str() {
             "download" | "upload" => {
                 let mut sides = Vec::new();
-                for port in [direct_port, tunnel_port] {
+                for way in &ways {
                     eprintln!(
                         "pht-bench: {name} {} via {}",
                         report::bytes(plan.size),
-                        side_name(port, direct_port)
+                        way.name
                     );
-                    let (b, cpu) = measured(&tunnel, async {
+                    let (b, cpu) = measured(&tunnel, way.client, async {
                         if name == "download" {
-                            sc::download(port, &mut recv, &want).await
+                            sc::download(way.port, &mut recv, &want).await
                         } else {
-                            sc::upload(port, &source, &want).await
+                            sc::upload(way.port, &source, &want).await
                         }
                     })
                     .await;
@@ -474,99 +621,105 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                     sides.push(s);
                     settle().await;
                 }
-                let tun = sides.pop().unwrap();
-                let dir_side = sides.pop().unwrap();
-                report.push(Scenario::new(
+                report.push(scenario(
                     &name,
                     &format!("{name} {}", report::bytes(plan.size)),
-                    dir_side,
-                    tun,
+                    sides,
+                    &plan.versions,
                 ));
             }
             "pingpong" => {
                 let mut sides = Vec::new();
-                for port in [direct_port, tunnel_port] {
-                    eprintln!(
-                        "pht-bench: ping-pong x{} via {}",
-                        plan.pingpongs,
-                        side_name(port, direct_port)
-                    );
-                    let (l, cpu) = measured(&tunnel, sc::ping_pong(port, plan.pingpongs, 20)).await;
+                for way in &ways {
+                    eprintln!("pht-bench: ping-pong x{} via {}", plan.pingpongs, way.name);
+                    let (l, cpu) = measured(
+                        &tunnel,
+                        way.client,
+                        sc::ping_pong(way.port, plan.pingpongs, 20),
+                    )
+                    .await;
                     sides.push(latency_side(l, cpu));
                     settle().await;
                 }
-                let tun = sides.pop().unwrap();
-                let dir_side = sides.pop().unwrap();
-                report.push(Scenario::new(
+                report.push(scenario(
                     "pingpong",
                     &format!("ping-pong 64 B x{}", plan.pingpongs),
-                    dir_side,
-                    tun,
+                    sides,
+                    &plan.versions,
                 ));
             }
             "setup" => {
                 let mut sides = Vec::new();
-                for port in [direct_port, tunnel_port] {
-                    eprintln!(
-                        "pht-bench: setup x{} via {}",
-                        plan.setups,
-                        side_name(port, direct_port)
-                    );
-                    let (l, cpu) = measured(&tunnel, sc::setups(port, plan.setups)).await;
+                for way in &ways {
+                    eprintln!("pht-bench: setup x{} via {}", plan.setups, way.name);
+                    let (l, cpu) =
+                        measured(&tunnel, way.client, sc::setups(way.port, plan.setups)).await;
                     sides.push(latency_side(l, cpu));
                     settle().await;
                 }
-                let tun = sides.pop().unwrap();
-                let dir_side = sides.pop().unwrap();
-                report.push(Scenario::new(
+                report.push(scenario(
                     "setup",
                     &format!("setup x{}", plan.setups),
-                    dir_side,
-                    tun,
+                    sides,
+                    &plan.versions,
                 ));
             }
             "tunnels" => {
                 for &n in &plan.tunnels {
                     let mut sides = Vec::new();
-                    for port in [direct_port, tunnel_port] {
-                        eprintln!(
-                            "pht-bench: {n} tunnels at once via {}",
-                            side_name(port, direct_port)
-                        );
-                        let is_tunnel = port == tunnel_port;
-                        sides.push(concurrent_side(&mut tunnel, port, n, is_tunnel).await);
+                    for way in &ways {
+                        eprintln!("pht-bench: {n} tunnels at once via {}", way.name);
+                        sides.push(concurrent_side(&mut tunnel, way, n).await);
                         settle().await;
                     }
-                    let tun = sides.pop().unwrap();
-                    let dir_side = sides.pop().unwrap();
-                    report.push(Scenario::new(
+                    report.push(scenario(
                         &format!("tunnels_{n}"),
                         &format!("{n} tunnels at once"),
-                        dir_side,
-                        tun,
+                        sides,
+                        &plan.versions,
                     ));
                 }
             }
             _ => unreachable!("checked in plan()"),
         }
-        if !tunnel.server.alive() || !tunnel.client.alive() || !tunnel.target.alive() {
+        if !tunnel.all_alive() {
             eprintln!("pht-bench: a process died; stopping");
             break;
         }
     }
 
-    report.finish(
-        [
-            procs::status_kib(Some(tunnel.server.pid), "VmHWM"),
-            procs::status_kib(Some(tunnel.client.pid), "VmHWM"),
-            procs::status_kib(None, "VmHWM"),
-            procs::status_kib(Some(tunnel.target.pid), "VmHWM"),
-        ],
-        cpu_now(&tunnel),
-    );
-    let server_alive = tunnel.server.alive();
-    let client_alive = tunnel.client.alive();
-    tunnel.client.terminate();
+    let whole = |pid: u32| procs::cpu_seconds(Some(pid)).map_or(0.0, |c| c.0);
+    let mut procs_end = vec![ProcStat {
+        key: "server".into(),
+        label: "pht-server".into(),
+        peak_rss_kib: procs::status_kib(Some(tunnel.server.pid), "VmHWM"),
+        cpu_s: whole(tunnel.server.pid),
+    }];
+    for c in &tunnel.clients {
+        procs_end.push(ProcStat {
+            key: format!("client_pht{}", c.version),
+            label: format!("pht-client v={}", c.version),
+            peak_rss_kib: procs::status_kib(Some(c.child.pid), "VmHWM"),
+            cpu_s: whole(c.child.pid),
+        });
+    }
+    procs_end.push(ProcStat {
+        key: "bench".into(),
+        label: "bench".into(),
+        peak_rss_kib: procs::status_kib(None, "VmHWM"),
+        cpu_s: procs::cpu_seconds(None).map_or(0.0, |c| c.0),
+    });
+    procs_end.push(ProcStat {
+        key: "target".into(),
+        label: "bench target".into(),
+        peak_rss_kib: procs::status_kib(Some(tunnel.target.pid), "VmHWM"),
+        cpu_s: whole(tunnel.target.pid),
+    });
+    report.finish(procs_end);
+    let alive = tunnel.all_alive();
+    for c in &mut tunnel.clients {
+        c.child.terminate();
+    }
     tunnel.server.terminate();
     tunnel.target.terminate();
 
@@ -579,13 +732,12 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             code = 1;
         }
     }
-    let all_ok = report.all_ok() && server_alive && client_alive;
+    let all_ok = report.all_ok() && alive;
     if !all_ok {
         eprintln!(
-            "pht-bench: some measurements failed; logs kept in {}\n--- server log tail:\n{}\n--- client log tail:\n{}",
+            "pht-bench: some measurements failed; logs kept in {}\n{}",
             work.display(),
-            tail(&tunnel.server.log_text()),
-            tail(&tunnel.client.log_text())
+            tunnel.log_tails()
         );
         if cli.strict && code == 0 {
             code = 3;
@@ -598,8 +750,15 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
     code
 }
 
-fn side_name(port: u16, direct: u16) -> &'static str {
-    if port == direct { "direct" } else { "tunnel" }
+/// A scenario from its sides: direct first, then one per version in `versions` order.
+fn scenario(name: &str, title: &str, mut sides: Vec<Side>, versions: &[u8]) -> Scenario {
+    let direct = sides.remove(0);
+    Scenario::new(
+        name,
+        title,
+        direct,
+        versions.iter().copied().zip(sides).collect(),
+    )
 }
 
 /// A short pause between measurements, so closing tunnels do not overlap the next one.
@@ -622,41 +781,45 @@ fn latency_side(l: sc::Latencies, cpu: Cpu) -> Side {
 }
 
 /// One run of `n` tunnels at once, with memory sampled while all are open.
-async fn concurrent_side(p: &mut TunnelPath, port: u16, n: usize, is_tunnel: bool) -> Side {
+async fn concurrent_side(p: &mut TunnelPath, way: &Way, n: usize) -> Side {
     let rss = |pid: Option<u32>| procs::status_kib(pid, "VmRSS").unwrap_or(0);
-    let (spid, cpid) = (p.server.pid, p.client.pid);
-    let before = (rss(Some(spid)), rss(Some(cpid)), rss(None));
+    let spid = p.server.pid;
+    // Direct: no client; its figures are left out below.
+    let cpid = way.client.map(|i| p.clients[i].child.pid);
+    let client_rss = |pid: Option<u32>| pid.map_or(0, |pid| rss(Some(pid)));
+    let before = (rss(Some(spid)), client_rss(cpid), rss(None));
     let baseline = targets::active(p.target_port).await.unwrap_or(0);
     let mut peak = (0u64, 0u64, 0u64);
     let mut conns = 0usize;
     let mut fds = (0usize, 0usize);
     let sp = p.server_port;
-    let cpu0 = cpu_now(p);
+    let cpu0 = cpu_now(p, way.client);
     let tcp0 = procs::tcp_counters();
     let c = sc::concurrent(
-        port,
+        way.port,
         n,
         Box::new(|| {
             // All tunnels are open: sample a few times, keep the highest.
             for i in 0..3 {
                 peak.0 = peak.0.max(rss(Some(spid)));
-                peak.1 = peak.1.max(rss(Some(cpid)));
+                peak.1 = peak.1.max(client_rss(cpid));
                 peak.2 = peak.2.max(rss(None));
                 if i < 2 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            conns = procs::established_on(sp);
+            // This client's connections only: the other clients may hold idle ones.
+            conns = cpid.map_or(0, |pid| procs::established_to(pid, sp));
             fds = (
                 procs::open_fds(Some(spid)).unwrap_or(0),
-                procs::open_fds(Some(cpid)).unwrap_or(0),
+                cpid.and_then(|pid| procs::open_fds(Some(pid))).unwrap_or(0),
             );
         }),
         p.target_port,
         baseline,
     )
     .await;
-    let cpu = cpu_now(p).minus(&cpu0);
+    let cpu = cpu_now(p, way.client).minus(&cpu0);
     let tcp1 = procs::tcp_counters();
     let mut s = Side::new(c.requested, c.succeeded, cpu);
     s.error = c.first_error;
@@ -690,7 +853,7 @@ async fn concurrent_side(p: &mut TunnelPath, port: u16, n: usize, is_tunnel: boo
             sc::CLOSE_WAIT.as_secs()
         ));
     }
-    if is_tunnel {
+    if way.client.is_some() {
         let per = |peak: u64, before: u64| {
             if c.succeeded == 0 {
                 0.0

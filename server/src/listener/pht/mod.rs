@@ -1,4 +1,5 @@
-//! The `pht` listener: gost's Plain HTTP Tunnel server (PHT/1) on hyper.
+//! The `pht` listener: gost's Plain HTTP Tunnel server (PHT/1) on hyper, and this
+//! project's PHT/2 for requests that ask for it (docs/PROTOCOL.md).
 //!
 //! Each tunnel is an in-memory byte pipe: push POSTs write into one end, the pull GET
 //! streams out of it, and the service's handler gets the other end as an accepted stream.
@@ -7,7 +8,10 @@ mod client_addr;
 mod cors;
 mod pipe;
 mod registry;
+mod reorder;
+mod replay;
 mod routes;
+mod v2;
 
 pub use cors::Cors;
 
@@ -17,9 +21,10 @@ use std::time::Duration;
 use std::io;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use super::{Gate, ListenError, QueuedListener, accept_tcp};
@@ -83,6 +88,19 @@ pub struct PhtOptions {
     pub header_timeout: Duration,
     /// `handshakeTimeout`: time for a TLS handshake (`phts`; default 10s).
     pub handshake_timeout: Duration,
+    /// `replayBuffer` (PHT/2): download bytes kept per tunnel until the client
+    /// acknowledges them, so a broken pull resumes without loss (default 8 MiB). It is
+    /// also the download's window: the handler's bytes wait while it is full.
+    pub replay_buffer: usize,
+    /// `reorderBuffer` (PHT/2): upload bytes per tunnel held while earlier pushes are
+    /// missing (default 8 MiB; `0` takes only in-order pushes); beyond it a push gets 429.
+    pub reorder_buffer: usize,
+    /// `resumeGrace` (PHT/2): how long a tunnel without a pull waits for one before it
+    /// is reset (default 30s).
+    pub resume_grace: Duration,
+    /// `pollWait` (PHT/2): how long a `poll=1` pull waits for data before it ends
+    /// (default: the heartbeat).
+    pub poll_wait: Duration,
 }
 
 /// Descriptors kept out of the derived limits, for listeners, logs and the rest.
@@ -129,6 +147,10 @@ impl Default for PhtOptions {
             trusted_proxies: Vec::new(),
             header_timeout: super::DEFAULT_HEADER_TIMEOUT,
             handshake_timeout: super::DEFAULT_HANDSHAKE_TIMEOUT,
+            replay_buffer: pht_core::frame::defaults::REPLAY_BUFFER,
+            reorder_buffer: pht_core::frame::defaults::REORDER_BUFFER,
+            resume_grace: pht_core::frame::defaults::GRACE,
+            poll_wait: pht_core::frame::defaults::HEARTBEAT,
         }
     }
 }
@@ -218,6 +240,17 @@ impl PhtOptions {
                 expected: "a comma list of addresses and CIDRs",
             })?;
         }
+        if let Some(v) = positive("replayBuffer", md.get_size("replayBuffer")?)? {
+            o.replay_buffer = v;
+        }
+        if let Some(v) = md.get_size("reorderBuffer")? {
+            o.reorder_buffer = v;
+        }
+        if let Some(v) = md.get_duration("resumeGrace")? {
+            o.resume_grace = v;
+        }
+        // After `heartbeat`, which it follows unless set.
+        o.poll_wait = md.get_duration("pollWait")?.unwrap_or(o.heartbeat);
         Ok(o)
     }
 }
@@ -253,8 +286,31 @@ pub async fn bind(
     let (tx, rx) = mpsc::channel(opts.backlog);
     let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
     tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
-    tokio::spawn(serve(tcp, tls, gate, registry, shutdown));
-    Ok(QueuedListener::new(rx, local, "pht"))
+    let (drained, drained_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        serve(tcp, tls, gate, registry, shutdown).await;
+        let _ = drained.send(());
+    });
+    Ok(QueuedListener::new(rx, local, "pht").with_drained(drained_rx))
+}
+
+/// How long shutdown waits for connections to finish their responses: PHT/2 pulls send
+/// their RESET frames, then the connections close.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Drives a hyper connection; on `shutdown` it finishes the responses in flight (and
+/// takes no new requests) instead of being dropped mid-response.
+async fn until_drained<F: Future>(
+    mut conn: std::pin::Pin<&mut F>,
+    shutdown: &CancellationToken,
+    graceful: impl FnOnce(std::pin::Pin<&mut F>),
+) -> F::Output {
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = shutdown.cancelled() => {}
+    }
+    graceful(conn.as_mut());
+    conn.await
 }
 
 /// HTTP/2 flow-control windows (see the client's): big enough that a tunnel never waits
@@ -316,6 +372,7 @@ async fn serve(
         .initial_connection_window_size(H2_CONN_WINDOW)
         .keep_alive_interval(H2_KEEP_ALIVE);
     let (header_timeout, handshake_timeout) = (o.header_timeout, o.handshake_timeout);
+    let connections = TaskTracker::new();
     loop {
         let Some((stream, peer)) = accept_tcp(&tcp, &gate, &shutdown).await else {
             break;
@@ -324,27 +381,42 @@ async fn serve(
         let registry = registry.clone();
         let (h1, h2) = (h1.clone(), h2.clone());
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
                 async move { Ok::<_, io::Error>(routes::route(req, &registry, peer).await) }
             });
+            // HTTP/1 and HTTP/2 connections are different types with the same shutdown.
+            macro_rules! drive {
+                ($builder:expr, $io:expr) => {{
+                    let conn = $builder.serve_connection(TokioIo::new($io), svc);
+                    tokio::pin!(conn);
+                    until_drained(conn.as_mut(), &shutdown, |c| c.graceful_shutdown()).await
+                }};
+            }
             let served = match tls {
-                None => match speaks_h2(stream.tcp(), header_timeout).await {
-                    None => {
-                        debug!(%peer, "no request within headerTimeout: closed");
-                        return;
+                None => {
+                    let h2_or_not = tokio::select! {
+                        r = speaks_h2(stream.tcp(), header_timeout) => r,
+                        _ = shutdown.cancelled() => None,
+                    };
+                    match h2_or_not {
+                        None => {
+                            debug!(%peer, "no request within headerTimeout: closed");
+                            return;
+                        }
+                        Some(true) => drive!(h2, stream),
+                        Some(false) => drive!(h1, stream),
                     }
-                    Some(true) => h2.serve_connection(TokioIo::new(stream), svc).await,
-                    Some(false) => h1.serve_connection(TokioIo::new(stream), svc).await,
-                },
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
                             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                h2.serve_connection(TokioIo::new(s), svc).await
+                                drive!(h2, s)
                             } else {
-                                h1.serve_connection(TokioIo::new(s), svc).await
+                                drive!(h1, s)
                             }
                         }
                         Ok(Err(e)) => {
@@ -365,11 +437,19 @@ async fn serve(
     }
     info!(service = %registry.service, "pht listener stopped; resetting tunnels");
     registry.close_all();
+    connections.close();
+    if tokio::time::timeout(DRAIN_LIMIT, connections.wait())
+        .await
+        .is_err()
+    {
+        debug!(service = %registry.service, open = connections.len(), "pht connections still open after the drain limit");
+    }
 }
 
 async fn reap_loop(registry: Arc<Registry>, shutdown: CancellationToken) {
-    let period =
-        (registry.opts.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let o = &registry.opts;
+    let period = (o.idle_timeout.min(o.resume_grace) / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {

@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::future::poll_fn;
+use pht_core::frame::ResetCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 #[derive(Default)]
@@ -63,6 +64,28 @@ impl Queue {
     }
 }
 
+/// Why a tunnel was aborted: the code a PHT/2 RESET frame carries, and the reason for
+/// people (logs, the frame's text, the handler's error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cause {
+    pub code: ResetCode,
+    pub reason: &'static str,
+}
+
+/// What the handler→HTTP direction has for a pull right now.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Up {
+    Data(Bytes),
+    /// Nothing yet; the handler may write more.
+    Empty,
+    /// The handler shut its write side (or is gone) and everything was taken.
+    Eof,
+    /// The HTTP side closed the tunnel: no end of the handler's stream to report.
+    Closed,
+    /// The tunnel failed; nothing more comes.
+    Aborted(Cause),
+}
+
 #[derive(Default)]
 struct State {
     /// HTTP (push) → handler.
@@ -70,7 +93,11 @@ struct State {
     /// Handler → HTTP (pull).
     up: Queue,
     /// Ended as an error (by either side): both sides get errors, not EOF.
-    aborted: Option<&'static str>,
+    aborted: Option<Cause>,
+    /// The handler dropped its end.
+    handler_gone: bool,
+    /// [`Pipe::close`] was called.
+    closed: bool,
 }
 
 fn reset_error(why: &'static str) -> io::Error {
@@ -104,10 +131,11 @@ impl Pipe {
         let mut data = Some(data);
         poll_fn(|cx| {
             let mut st = self.lock();
-            if let Some(why) = st.aborted {
-                return Poll::Ready(Err(reset_error(why)));
+            if let Some(c) = st.aborted {
+                return Poll::Ready(Err(reset_error(c.reason)));
             }
-            if st.up.eof && st.down.eof {
+            // Closed by the HTTP side, the handler gone, or (PHT/2) the upload finished.
+            if st.down.eof {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
             if st.down.len >= self.cap {
@@ -128,8 +156,8 @@ impl Pipe {
             if let Some(b) = st.up.take(max) {
                 return Poll::Ready(Ok(Some(b)));
             }
-            if let Some(why) = st.aborted {
-                return Poll::Ready(Err(reset_error(why)));
+            if let Some(c) = st.aborted {
+                return Poll::Ready(Err(reset_error(c.reason)));
             }
             if st.up.eof {
                 return Poll::Ready(Ok(None));
@@ -145,25 +173,72 @@ impl Pipe {
         self.lock().up.take(max)
     }
 
+    /// The handler's next bytes for a PHT/2 pull (at most `max`), without waiting.
+    /// Bytes the handler wrote before a failure come before [`Up::Aborted`].
+    pub fn take_up(&self, max: usize) -> Up {
+        let mut st = self.lock();
+        if let Some(b) = st.up.take(max) {
+            return Up::Data(b);
+        }
+        match st.aborted {
+            Some(c) => Up::Aborted(c),
+            None if st.closed => Up::Closed,
+            None if st.up.eof => Up::Eof,
+            None => Up::Empty,
+        }
+    }
+
+    /// Waits until [`Pipe::take_up`] has something other than [`Up::Empty`]. One waiter
+    /// at a time: the tunnel's attached pull.
+    pub async fn readable(&self) {
+        poll_fn(|cx| {
+            let mut st = self.lock();
+            if st.up.len > 0 || st.up.eof || st.aborted.is_some() {
+                return Poll::Ready(());
+            }
+            st.up.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Why the tunnel was aborted, if it was.
     pub fn aborted(&self) -> Option<&'static str> {
+        self.lock().aborted.map(|c| c.reason)
+    }
+
+    /// The code and reason of the abort, if the tunnel was aborted.
+    pub fn cause(&self) -> Option<Cause> {
         self.lock().aborted
+    }
+
+    /// Whether the handler dropped its end (it reads and writes no more).
+    pub fn handler_gone(&self) -> bool {
+        self.lock().handler_gone
+    }
+
+    /// The upload ended (a PHT/2 `fin`): the handler reads what is queued, then EOF, and
+    /// may still write (a TCP half-close).
+    pub fn finish_down(&self) {
+        let mut st = self.lock();
+        st.down.eof = true;
+        wake(&mut st.down.reader);
     }
 
     /// Ends the tunnel as an error from the HTTP side: pending bytes are dropped both
     /// ways, the handler's reads and writes fail (so it resets its target), and the pull
     /// breaks off.
-    pub fn abort(&self, why: &'static str) {
+    pub fn abort(&self, code: ResetCode, why: &'static str) {
         self.lock().up.clear();
-        self.fail(why);
+        self.fail(code, why);
     }
 
     /// Marks the tunnel failed. Bytes the handler already wrote still go down the pull
     /// before its error, as a TCP peer's last bytes arrive before its reset.
-    fn fail(&self, why: &'static str) {
+    fn fail(&self, code: ResetCode, why: &'static str) {
         let mut st = self.lock();
         if st.aborted.is_none() {
-            st.aborted = Some(why);
+            st.aborted = Some(Cause { code, reason: why });
         }
         st.down.clear();
         st.down.eof = true;
@@ -177,6 +252,7 @@ impl Pipe {
     /// The HTTP side is gone: the handler reads what is left, then EOF; its writes fail.
     pub fn close(&self) {
         let mut st = self.lock();
+        st.closed = true;
         st.down.eof = true;
         st.up.eof = true;
         st.up.clear();
@@ -197,8 +273,8 @@ impl AsyncRead for HandlerEnd {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut st = self.0.lock();
-        if let Some(why) = st.aborted {
-            return Poll::Ready(Err(reset_error(why)));
+        if let Some(c) = st.aborted {
+            return Poll::Ready(Err(reset_error(c.reason)));
         }
         let q = &mut st.down;
         if let Some(front) = q.chunks.front_mut() {
@@ -228,8 +304,8 @@ impl AsyncWrite for HandlerEnd {
     ) -> Poll<io::Result<usize>> {
         let cap = self.0.cap;
         let mut st = self.0.lock();
-        if let Some(why) = st.aborted {
-            return Poll::Ready(Err(reset_error(why)));
+        if let Some(c) = st.aborted {
+            return Poll::Ready(Err(reset_error(c.reason)));
         }
         if st.up.eof {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
@@ -261,13 +337,15 @@ impl AsyncWrite for HandlerEnd {
 impl pht_client::Reset for HandlerEnd {
     /// The handler's target broke: the client's pull breaks off with an error.
     fn reset(&mut self) {
-        self.0.fail("the target connection failed");
+        self.0
+            .fail(ResetCode::TargetFailed, "the target connection failed");
     }
 }
 
 impl Drop for HandlerEnd {
     fn drop(&mut self) {
         let mut st = self.0.lock();
+        st.handler_gone = true;
         st.up.eof = true;
         st.down.eof = true;
         st.down.clear();
@@ -309,6 +387,7 @@ mod tests {
         assert!(h.write_all(b"x").await.is_err());
         drop(h);
         assert!(pipe.push(Bytes::from_static(b"y")).await.is_err());
+        assert_eq!(pipe.take_up(10), Up::Closed, "not the handler's end");
     }
 
     #[tokio::test]
@@ -316,7 +395,7 @@ mod tests {
         let (pipe, mut h) = Pipe::new(64);
         pipe.push(Bytes::from_static(b"dropped")).await.unwrap();
         h.write_all(b"dropped too").await.unwrap();
-        pipe.abort("pull broken");
+        pipe.abort(ResetCode::Other, "pull broken");
         let e = h.read(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
         assert_eq!(e.to_string(), "pull broken");
@@ -329,5 +408,46 @@ mod tests {
         pht_client::Reset::reset(&mut h);
         assert_eq!(pipe.pull(100).await.unwrap().unwrap(), "partial");
         assert!(pipe.pull(100).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_finished_upload_is_a_half_close() {
+        let (pipe, mut h) = Pipe::new(64);
+        assert_eq!(pipe.take_up(10), Up::Empty);
+        pipe.push(Bytes::from_static(b"question")).await.unwrap();
+        pipe.finish_down();
+        let mut got = Vec::new();
+        h.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"question", "the rest, then EOF");
+        // The handler still answers, and its end reads as Eof once everything is taken.
+        h.write_all(b"answer").await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), pipe.readable())
+            .await
+            .expect("readable once the handler wrote");
+        assert_eq!(pipe.take_up(3), Up::Data(Bytes::from_static(b"ans")));
+        h.shutdown().await.unwrap();
+        assert_eq!(pipe.take_up(10), Up::Data(Bytes::from_static(b"wer")));
+        assert_eq!(pipe.take_up(10), Up::Eof);
+        assert!(!pipe.handler_gone());
+        drop(h);
+        assert!(pipe.handler_gone());
+        assert!(pipe.push(Bytes::from_static(b"late")).await.is_err());
+        assert_eq!(pipe.cause(), None, "a finished handler is no failure");
+    }
+
+    #[tokio::test]
+    async fn a_failure_carries_its_code_after_the_last_bytes() {
+        let (pipe, mut h) = Pipe::new(64);
+        h.write_all(b"last").await.unwrap();
+        pht_client::Reset::reset(&mut h);
+        assert_eq!(pipe.take_up(10), Up::Data(Bytes::from_static(b"last")));
+        let cause = Cause {
+            code: ResetCode::TargetFailed,
+            reason: "the target connection failed",
+        };
+        assert_eq!(pipe.take_up(10), Up::Aborted(cause));
+        // The first cause stays.
+        pipe.abort(ResetCode::ShuttingDown, "later");
+        assert_eq!(pipe.cause(), Some(cause));
     }
 }

@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pht_client::logging::token_prefix;
+use pht_core::frame::ResetCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::PhtOptions;
 use super::pipe::Pipe;
+use super::v2::{Session, Version};
 use crate::listener::{Accepted, ReportTimer};
 
 /// The HTTP side of one tunnel.
@@ -34,6 +36,8 @@ pub(super) struct ServerTunnel {
     pub cancel: CancellationToken,
     pub pull_attached: AtomicBool,
     last_active: Mutex<Instant>,
+    /// The PHT/2 state; `None` for a PHT/1 tunnel (the version its first request spoke).
+    pub v2: Option<Arc<Session>>,
 }
 
 impl ServerTunnel {
@@ -53,8 +57,8 @@ impl ServerTunnel {
 
     /// Ends the tunnel as an error: the handler's stream fails, so it resets its target,
     /// and a pull in progress breaks off.
-    fn abort(&self, why: &'static str) {
-        self.pipe.abort(why);
+    fn abort(&self, code: ResetCode, why: &'static str) {
+        self.pipe.abort(code, why);
         self.cancel.cancel();
     }
 }
@@ -236,14 +240,16 @@ impl Registry {
     }
 
     /// Finds `token`'s tunnel, starting it when `create` is set and the token was
-    /// reserved or never seen (gost ≥ 3.3 clients choose their own tokens). A full backlog
-    /// is waited on for `backlogWait` before the answer is 429.
+    /// reserved or never seen (gost ≥ 3.3 clients choose their own tokens); a new tunnel
+    /// speaks `version` for good. A full backlog is waited on for `backlogWait` before
+    /// the answer is 429.
     pub async fn lookup(
         &self,
         token: &str,
         peer: SocketAddr,
         client: IpAddr,
         create: bool,
+        version: Version,
     ) -> Lookup {
         let reserved = match self.tables().tokens.get(token) {
             Some(Slot::Live(t)) => return Lookup::Live(t.clone()),
@@ -296,15 +302,16 @@ impl Registry {
             cancel: CancellationToken::new(),
             pull_attached: AtomicBool::new(false),
             last_active: Mutex::new(Instant::now()),
+            v2: (version == Version::V2).then(|| Arc::new(Session::new(&self.opts))),
         });
         t.tokens.insert(token.to_string(), Slot::Live(s.clone()));
-        debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = t.open, "tunnel opened");
+        debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = t.open, ?version, "tunnel opened");
         Lookup::Live(s)
     }
 
     /// Leaves a tombstone for `token` and gives back its share of the limits; returns
-    /// the live tunnel it replaced, if any.
-    fn bury(&self, token: &str, reset: bool) -> Option<Arc<ServerTunnel>> {
+    /// the live tunnel it replaced, if any, and how many tunnels are open now.
+    fn bury(&self, token: &str, reset: bool) -> Option<(Arc<ServerTunnel>, usize)> {
         let mut t = self.tables();
         let tomb = Slot::Closed {
             at: Instant::now(),
@@ -321,7 +328,7 @@ impl Registry {
         match old {
             Some(Slot::Live(s)) => {
                 self.release(&mut t, s.client);
-                Some(s)
+                Some((s, t.open))
             }
             Some(Slot::Reserved { client, .. }) => {
                 self.release(&mut t, client);
@@ -333,32 +340,48 @@ impl Registry {
 
     /// Closes `token` and leaves a tombstone.
     pub fn close(&self, token: &str, reason: &str) {
-        if let Some(s) = self.bury(token, false) {
-            debug!(service = %self.service, token = token_prefix(token), reason, "tunnel closed");
+        if let Some((s, open)) = self.bury(token, false) {
+            debug!(service = %self.service, token = token_prefix(token), reason, tunnels = open, "tunnel closed");
             s.shut();
         }
     }
 
     /// Ends `token` as an error (see [`Pipe::abort`]) and leaves a tombstone.
-    pub fn abort(&self, token: &str, reason: &'static str) {
-        if let Some(s) = self.bury(token, true) {
-            debug!(service = %self.service, token = token_prefix(token), reason, "tunnel reset");
-            s.abort(reason);
+    pub fn abort(&self, token: &str, code: ResetCode, reason: &'static str) {
+        if let Some((s, open)) = self.bury(token, true) {
+            debug!(service = %self.service, token = token_prefix(token), reason, ?code, tunnels = open, "tunnel reset");
+            s.abort(code, reason);
         }
     }
 
-    /// Closes idle tunnels, forgets unused reservations and old tombstones.
+    /// Resets idle tunnels (PHT/1: no pull and no push for `idleTimeout`; PHT/2: no pull
+    /// for `resumeGrace`), forgets unused reservations and old tombstones.
     pub fn reap(&self) {
         let now = Instant::now();
         let mut idle = Vec::new();
+        let mut no_pull = Vec::new();
         let mut t = self.tables();
         let mut freed = Vec::new();
         t.tokens.retain(|token, slot| match slot {
             Slot::Live(s) => {
-                if !s.pull_attached.load(Ordering::Acquire)
-                    && now.duration_since(s.idle_since()) >= self.opts.idle_timeout
-                {
-                    idle.push(token.clone());
+                match &s.v2 {
+                    // A PHT/2 pull may break and come back; without one for this long
+                    // the client is gone (pushes alone do not prove it can still read).
+                    Some(session) => {
+                        if session
+                            .detached_for(now)
+                            .is_some_and(|d| d >= self.opts.resume_grace)
+                        {
+                            no_pull.push(token.clone());
+                        }
+                    }
+                    None => {
+                        if !s.pull_attached.load(Ordering::Acquire)
+                            && now.duration_since(s.idle_since()) >= self.opts.idle_timeout
+                        {
+                            idle.push(token.clone());
+                        }
+                    }
                 }
                 true
             }
@@ -385,7 +408,10 @@ impl Registry {
         drop(t);
         // The client vanished without closing: its far end must not see a clean end.
         for token in idle {
-            self.abort(&token, "idle: no pull and no push");
+            self.abort(&token, ResetCode::NoPull, "idle: no pull and no push");
+        }
+        for token in no_pull {
+            self.abort(&token, ResetCode::NoPull, "no pull within the grace period");
         }
     }
 
@@ -399,7 +425,7 @@ impl Registry {
             .map(|(k, _)| k.clone())
             .collect();
         for token in live {
-            self.abort(&token, "server shutting down");
+            self.abort(&token, ResetCode::ShuttingDown, "server shutting down");
         }
     }
 
@@ -413,6 +439,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Version::V1;
     use std::time::Duration;
 
     fn peer() -> SocketAddr {
@@ -437,21 +464,24 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(opts.backlog);
         let reg = Registry::new(opts, tx, "s".into());
         assert!(matches!(
-            reg.lookup("a", peer(), lo(), true).await,
+            reg.lookup("a", peer(), lo(), true, V1).await,
             Lookup::Live(_)
         ));
         // The handler has not taken "a" yet: the queue is full.
         assert!(matches!(
-            reg.lookup("b", peer(), lo(), true).await,
+            reg.lookup("b", peer(), lo(), true, V1).await,
             Lookup::Refused(Refusal::QueueFull)
         ));
         assert!(
-            matches!(reg.lookup("b", peer(), lo(), false).await, Lookup::Unknown),
+            matches!(
+                reg.lookup("b", peer(), lo(), false, V1).await,
+                Lookup::Unknown
+            ),
             "no half-made tunnel"
         );
         assert_eq!(rx.recv().await.unwrap().tag.as_deref(), Some("a"));
         assert!(matches!(
-            reg.lookup("b", peer(), lo(), true).await,
+            reg.lookup("b", peer(), lo(), true, V1).await,
             Lookup::Live(_)
         ));
     }
@@ -465,25 +495,25 @@ mod tests {
         let (tx, _rx) = mpsc::channel(8);
         let reg = Registry::new(opts, tx, "s".into());
         assert!(matches!(
-            reg.lookup("a", peer(), lo(), true).await,
+            reg.lookup("a", peer(), lo(), true, V1).await,
             Lookup::Live(_)
         ));
         reg.close("a", "test");
         assert!(matches!(
-            reg.lookup("a", peer(), lo(), true).await,
+            reg.lookup("a", peer(), lo(), true, V1).await,
             Lookup::Closed { reset: false }
         ));
-        reg.abort("a", "test");
+        reg.abort("a", ResetCode::Other, "test");
         assert!(
             matches!(
-                reg.lookup("a", peer(), lo(), true).await,
+                reg.lookup("a", peer(), lo(), true, V1).await,
                 Lookup::Closed { reset: true }
             ),
             "a pull retried after a reset must learn of it"
         );
         reg.reap();
         assert!(matches!(
-            reg.lookup("a", peer(), lo(), false).await,
+            reg.lookup("a", peer(), lo(), false, V1).await,
             Lookup::Unknown
         ));
         assert_eq!(reg.open(), 0);
@@ -496,11 +526,11 @@ mod tests {
         let token = reg.reserve(lo()).unwrap();
         assert!(rx.try_recv().is_err(), "nothing for the handler yet");
         assert!(matches!(
-            reg.lookup(&token, peer(), lo(), false).await,
+            reg.lookup(&token, peer(), lo(), false, V1).await,
             Lookup::Unknown
         ));
         assert!(matches!(
-            reg.lookup(&token, peer(), lo(), true).await,
+            reg.lookup(&token, peer(), lo(), true, V1).await,
             Lookup::Live(_)
         ));
         assert!(rx.try_recv().is_ok(), "the first pull started it");
@@ -519,7 +549,7 @@ mod tests {
         let reg = Registry::new(opts, tx, "s".into());
         let a = reg.reserve(lo()).unwrap();
         assert!(matches!(
-            reg.lookup("minted", peer(), lo(), true).await,
+            reg.lookup("minted", peer(), lo(), true, V1).await,
             Lookup::Live(_)
         ));
         assert_eq!(reg.reserve(lo()), Err(Refusal::ClientFull));
@@ -562,8 +592,39 @@ mod tests {
         reg.reap();
         assert_eq!(reg.open(), 0);
         assert!(matches!(
-            reg.lookup(&token, peer(), lo(), false).await,
+            reg.lookup(&token, peer(), lo(), false, V1).await,
             Lookup::Unknown
         ));
+    }
+
+    #[tokio::test]
+    async fn a_pht2_tunnel_without_a_pull_is_reset_after_the_grace() {
+        let opts = PhtOptions {
+            resume_grace: Duration::from_millis(0),
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let reg = Registry::new(opts, tx, "s".into());
+        let Lookup::Live(t) = reg.lookup("a", peer(), lo(), true, Version::V2).await else {
+            panic!("not created");
+        };
+        let session = t.v2.clone().expect("a PHT/2 tunnel has a session");
+        let pull = session.attach();
+        reg.reap();
+        assert!(
+            matches!(
+                reg.lookup("a", peer(), lo(), false, V1).await,
+                Lookup::Live(_)
+            ),
+            "a pull is attached"
+        );
+        session.detach(pull);
+        reg.reap();
+        assert!(matches!(
+            reg.lookup("a", peer(), lo(), true, Version::V2).await,
+            Lookup::Closed { reset: true }
+        ));
+        assert_eq!(t.pipe.cause().map(|c| c.code), Some(ResetCode::NoPull));
+        assert_eq!(reg.open(), 0, "its share is given back");
     }
 }

@@ -14,29 +14,32 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use percent_encoding::percent_decode_str;
 use pht_client::logging::token_prefix;
+use pht_core::frame::{Limits, ResetCode};
 use tracing::debug;
 
 use super::client_addr::client_addr;
+use super::pipe::Cause;
 use super::registry::{Lookup, Refusal, Registry, ServerTunnel};
+use super::v2::{self, Version};
 
 /// Response bodies; an error aborts the response, which is how a broken tunnel reaches
 /// the client (a PHT/1 pull has no in-band error).
-type Body = UnsyncBoxBody<Bytes, io::Error>;
+pub(super) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
-fn full(b: Bytes) -> Body {
+pub(super) fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Decoded push bytes handed to the handler at a time while a large body is still arriving.
-const PUSH_SLICE: usize = 128 * 1024;
+pub(super) const PUSH_SLICE: usize = 128 * 1024;
 
 /// Bytes of pull lines gathered into one response chunk when the handler has more ready.
-const PULL_CHUNK: usize = 256 * 1024;
+pub(super) const PULL_CHUNK: usize = 256 * 1024;
 
 /// Longest token accepted in a query string.
 const MAX_TOKEN_LEN: usize = 256;
 
-fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
+pub(super) fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
     let mut r = Response::new(full(Bytes::from_static(msg.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -77,23 +80,29 @@ async fn route_pht(
     let o = &reg.opts;
     let client = client_addr(req.headers(), peer.ip(), &o.trusted_proxies);
     let peer = Peer { addr: peer, client };
+    let version = Version::of(req.uri().query().unwrap_or(""));
     if path == o.authorize_path {
-        authorize(reg, &peer)
+        authorize(reg, &peer, version)
     } else if path == o.push_path {
         if req.method() != Method::POST {
             return text(StatusCode::BAD_REQUEST, "push must be POST\n");
         }
-        match token_of(&req) {
-            Ok(token) => push(req, reg, &token, &peer).await,
-            Err(r) => r,
+        match (token_of(&req), version) {
+            (Ok(token), Version::V1) => push(req, reg, &token, &peer).await,
+            (Ok(token), Version::V2) => v2::push(req, reg, &token, &peer).await,
+            (Err(r), _) => r,
         }
     } else if path == o.pull_path {
         if req.method() != Method::GET {
             return text(StatusCode::BAD_REQUEST, "pull must be GET\n");
         }
-        match token_of(&req) {
-            Ok(token) => pull(reg, &token, &peer).await,
-            Err(r) => r,
+        match (token_of(&req), version) {
+            (Ok(token), Version::V1) => pull(reg, &token, &peer).await,
+            (Ok(token), Version::V2) => {
+                let query = req.uri().query().unwrap_or("");
+                v2::pull(reg, &token, &peer, query).await
+            }
+            (Err(r), _) => r,
         }
     } else {
         text(StatusCode::NOT_FOUND, "404 page not found\n")
@@ -118,9 +127,9 @@ fn token_of(req: &Request<Incoming>) -> Result<String, Response<Body>> {
 }
 
 /// The TCP peer of a request, and the client address its limits count against.
-struct Peer {
-    addr: SocketAddr,
-    client: IpAddr,
+pub(super) struct Peer {
+    pub addr: SocketAddr,
+    pub client: IpAddr,
 }
 
 impl std::fmt::Display for Peer {
@@ -133,15 +142,34 @@ impl std::fmt::Display for Peer {
     }
 }
 
-fn refused(r: Refusal) -> Response<Body> {
+pub(super) fn refused(r: Refusal) -> Response<Body> {
     text(StatusCode::TOO_MANY_REQUESTS, r.body())
 }
 
-fn authorize(reg: &Registry, peer: &Peer) -> Response<Body> {
+/// A request of one version on a tunnel started by the other.
+pub(super) fn version_mismatch() -> Response<Body> {
+    text(StatusCode::BAD_REQUEST, "version mismatch\n")
+}
+
+fn authorize(reg: &Registry, peer: &Peer, version: Version) -> Response<Body> {
     match reg.reserve(peer.client) {
         Ok(token) => {
+            let body = match version {
+                Version::V1 => format!("token={token}"),
+                Version::V2 => {
+                    let o = &reg.opts;
+                    let limits = Limits {
+                        heartbeat: o.heartbeat,
+                        grace: o.resume_grace,
+                        replay: o.replay_buffer,
+                        reorder: o.reorder_buffer,
+                        max_push: o.max_push_body,
+                    };
+                    format!("token={token}{}", limits.to_query())
+                }
+            };
             let mut r = text(StatusCode::OK, "");
-            *r.body_mut() = full(Bytes::from(format!("token={token}")));
+            *r.body_mut() = full(Bytes::from(body));
             r
         }
         Err(why) => refused(why),
@@ -154,8 +182,25 @@ struct PushFailure {
     body: &'static str,
     /// Bytes of this push may have reached the target: the stream has a gap, so the
     /// tunnel is reset. Otherwise nothing was taken and the client may send them again.
-    reset: Option<&'static str>,
+    reset: Option<Cause>,
 }
+
+const PUSH_BROKEN: Cause = Cause {
+    code: ResetCode::PushBroken,
+    reason: "push body broken",
+};
+const BAD_BASE64: Cause = Cause {
+    code: ResetCode::PushBroken,
+    reason: "invalid base64 in push",
+};
+const TOO_LARGE_LATE: Cause = Cause {
+    code: ResetCode::PushBroken,
+    reason: "push body too large after part of it was delivered",
+};
+pub(super) const PUSH_STALLED: Cause = Cause {
+    code: ResetCode::PushStalled,
+    reason: "handler did not take pushed data in time",
+};
 
 async fn push(req: Request<Incoming>, reg: &Registry, token: &str, peer: &Peer) -> Response<Body> {
     let declared = req
@@ -169,7 +214,11 @@ async fn push(req: Request<Incoming>, reg: &Registry, token: &str, peer: &Peer) 
         .is_some_and(|q| q.split('&').any(|kv| kv == pht_core::RESET_PARAM));
     let empty = declared == Some(0);
     // An empty POST is a close (or, with rst=1, a reset): never create a tunnel for it.
-    let t = match reg.lookup(token, peer.addr, peer.client, !empty).await {
+    let t = match reg
+        .lookup(token, peer.addr, peer.client, !empty, Version::V1)
+        .await
+    {
+        Lookup::Live(t) if t.v2.is_some() => return version_mismatch(),
         Lookup::Live(t) => t,
         Lookup::Closed { .. } | Lookup::Unknown if empty => return text(StatusCode::OK, ""),
         Lookup::Closed { .. } | Lookup::Unknown => {
@@ -178,7 +227,7 @@ async fn push(req: Request<Incoming>, reg: &Registry, token: &str, peer: &Peer) 
         Lookup::Refused(why) => return refused(why),
     };
     if reset {
-        reg.abort(token, "reset by client");
+        reg.abort(token, ResetCode::ClientReset, "reset by client");
         return text(StatusCode::OK, "");
     }
     t.touch();
@@ -208,8 +257,8 @@ async fn push(req: Request<Incoming>, reg: &Registry, token: &str, peer: &Peer) 
             text(StatusCode::OK, "")
         }
         Err(r) => {
-            if let Some(reason) = r.reset {
-                reg.abort(token, reason);
+            if let Some(c) = r.reset {
+                reg.abort(token, c.code, c.reason);
             }
             text(r.status, r.body)
         }
@@ -231,10 +280,10 @@ async fn deliver(
     let mut out = Vec::new();
     let mut received = 0usize;
     let mut delivered = false;
-    let refuse = |delivered: bool, status, body, reason| PushFailure {
+    let refuse = |delivered: bool, status, body, cause| PushFailure {
         status,
         body,
-        reset: delivered.then_some(reason),
+        reset: delivered.then_some(cause),
     };
     loop {
         let frame = match body.frame().await {
@@ -246,7 +295,7 @@ async fn deliver(
                 return Err(PushFailure {
                     status: StatusCode::BAD_REQUEST,
                     body: "push body broken\n",
-                    reset: Some("push body broken"),
+                    reset: Some(PUSH_BROKEN),
                 });
             }
         };
@@ -259,7 +308,7 @@ async fn deliver(
                 delivered,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "push body too large\n",
-                "push body too large after part of it was delivered",
+                TOO_LARGE_LATE,
             ));
         }
         if let Err(e) = decoder.feed(&data, &mut out) {
@@ -267,7 +316,7 @@ async fn deliver(
             return Err(PushFailure {
                 status: StatusCode::BAD_REQUEST,
                 body: "invalid base64\n",
-                reset: Some("invalid base64 in push"),
+                reset: Some(BAD_BASE64),
             });
         }
         if out.len() >= PUSH_SLICE {
@@ -280,7 +329,7 @@ async fn deliver(
         PushFailure {
             status: StatusCode::BAD_REQUEST,
             body: "invalid base64\n",
-            reset: Some("invalid base64 in push"),
+            reset: Some(BAD_BASE64),
         }
     })?;
     if !out.is_empty() {
@@ -302,13 +351,17 @@ async fn write_into(t: &ServerTunnel, data: Vec<u8>, limit: Duration) -> Result<
         Err(_) => Err(PushFailure {
             status: StatusCode::GONE,
             body: "tunnel closed\n",
-            reset: Some("handler did not take pushed data in time"),
+            reset: Some(PUSH_STALLED),
         }),
     }
 }
 
 async fn pull(reg: &Arc<Registry>, token: &str, peer: &Peer) -> Response<Body> {
-    let t = match reg.lookup(token, peer.addr, peer.client, true).await {
+    let t = match reg
+        .lookup(token, peer.addr, peer.client, true, Version::V1)
+        .await
+    {
+        Lookup::Live(t) if t.v2.is_some() => return version_mismatch(),
         Lookup::Live(t) => t,
         // A reset tunnel: a pull that comes again (a browser retries a GET whose
         // connection closed before any answer) must not read an error as an end.
@@ -341,7 +394,7 @@ async fn pull(reg: &Arc<Registry>, token: &str, peer: &Peer) -> Response<Body> {
     stream_response(StreamBody::new(lines.boxed()).boxed_unsync())
 }
 
-fn stream_response(body: Body) -> Response<Body> {
+pub(super) fn stream_response(body: Body) -> Response<Body> {
     let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -406,11 +459,14 @@ impl Drop for PullState {
     fn drop(&mut self) {
         self.tunnel.pull_attached.store(false, Ordering::Release);
         self.tunnel.pull_busy.store(false, Ordering::Release);
-        match (self.ended, self.tunnel.pipe.aborted()) {
+        match (self.ended, self.tunnel.pipe.cause()) {
             (true, None) => self.registry.close(&self.tunnel.token, "pull ended"),
             // The handler's target failed: the tombstone must say so.
-            (_, Some(why)) => self.registry.abort(&self.tunnel.token, why),
-            (false, None) => self.registry.abort(&self.tunnel.token, "pull broken"),
+            (_, Some(c)) => self.registry.abort(&self.tunnel.token, c.code, c.reason),
+            (false, None) => {
+                self.registry
+                    .abort(&self.tunnel.token, ResetCode::Other, "pull broken")
+            }
         }
     }
 }

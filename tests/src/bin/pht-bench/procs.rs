@@ -1,6 +1,7 @@
 //! Child processes (the real `pht-server` and `pht-client`), the open-file limit, and the
 //! figures the kernel keeps about a process in `/proc`.
 
+use std::collections::HashSet;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -184,9 +185,20 @@ pub fn open_fds(pid: Option<u32>) -> Option<usize> {
     )
 }
 
-/// Established TCP connections whose local port is `port` (IPv4, `/proc/net/tcp`): the
-/// HTTP connections a server holds on its listening port.
-pub fn established_on(port: u16) -> usize {
+/// Established TCP connections that process `pid` holds to remote port `port` (IPv4,
+/// `/proc/net/tcp`, matched by socket inode to the process's descriptors): the HTTP
+/// connections one client has open to the server.
+pub fn established_to(pid: u32, port: u16) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: HashSet<String> = dir
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
     let Ok(text) = std::fs::read_to_string("/proc/net/tcp") else {
         return 0;
     };
@@ -194,10 +206,9 @@ pub fn established_on(port: u16) -> usize {
     text.lines()
         .skip(1)
         .filter(|l| {
-            let mut f = l.split_whitespace();
-            let local = f.nth(1).unwrap_or("");
-            let state = f.nth(1).unwrap_or("");
-            local.ends_with(&want) && state == "01"
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9 && f[2].ends_with(&want) && f[3] == "01" && inodes.contains(f[9])
         })
         .count()
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::Plan;
+use crate::{Plan, version_name};
 
 /// CPU seconds (user + system) per process over one measurement.
 #[derive(Debug, Clone, Copy, Default)]
@@ -169,46 +169,101 @@ impl Side {
     }
 }
 
+/// One scenario: its direct run, and one tunnel run per PHT version (`--versions` order).
 pub struct Scenario {
+    /// `download`, `upload`, `pingpong`, `setup`, `tunnels_N`.
     name: String,
     title: String,
     direct: Side,
-    tunnel: Side,
+    tunnels: Vec<(u8, Side)>,
+}
+
+/// The scenario's name in the JSON for one version: the bare name for PHT/2, `_pht1`
+/// appended for PHT/1.
+pub fn versioned_name(name: &str, version: u8) -> String {
+    if version == 2 {
+        name.to_string()
+    } else {
+        format!("{name}_pht{version}")
+    }
 }
 
 impl Scenario {
-    pub fn new(name: &str, title: &str, direct: Side, tunnel: Side) -> Scenario {
+    pub fn new(name: &str, title: &str, direct: Side, tunnels: Vec<(u8, Side)>) -> Scenario {
         Scenario {
             name: name.into(),
             title: title.into(),
             direct,
-            tunnel,
+            tunnels,
         }
     }
 
+    fn tunnel(&self, version: u8) -> Option<&Side> {
+        self.tunnels
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, s)| s)
+    }
+
     /// tunnel ÷ direct for a metric both sides have.
-    fn ratio(&self, key: &str) -> Option<f64> {
+    fn ratio(&self, tunnel: &Side, key: &str) -> Option<f64> {
         let d = self.direct.get(key)?;
-        let t = self.tunnel.get(key)?;
+        let t = tunnel.get(key)?;
         (d > 0.0 && t.is_finite()).then(|| t / d)
     }
 
-    fn cpu_total(&self) -> (f64, f64) {
-        let (d, t) = (self.direct.cpu, self.tunnel.cpu);
+    /// CPU seconds of every process: direct (bench + target), and through `tunnel`
+    /// (server and its client too).
+    fn cpu_total(&self, tunnel: &Side) -> (f64, f64) {
+        let (d, t) = (self.direct.cpu, tunnel.cpu);
         (d.bench + d.target, t.server + t.client + t.bench + t.target)
+    }
+
+    /// The metrics of the tunnel runs, in order, each once.
+    fn metrics(&self) -> Vec<&Metric> {
+        let mut out: Vec<&Metric> = Vec::new();
+        for (_, t) in &self.tunnels {
+            for m in &t.metrics {
+                if !out.iter().any(|o| o.key == m.key) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    fn ok(&self) -> bool {
+        self.direct.ok() && self.tunnels.iter().all(|(_, t)| t.ok())
     }
 }
 
-struct Proc {
-    peak_rss_kib: Option<u64>,
-    cpu_s: f64,
+/// One process at the end of the run: its peak RSS and the CPU it used.
+pub struct ProcStat {
+    /// The key in the JSON's `processes`: `server`, `client_pht2`, `client_pht1`, `bench`,
+    /// `target`.
+    pub key: String,
+    /// Its name in the table.
+    pub label: String,
+    /// `VmHWM`.
+    pub peak_rss_kib: Option<u64>,
+    /// CPU seconds (user + system) over the whole run.
+    pub cpu_s: f64,
+}
+
+/// One of the project's goals judged on this run.
+struct Target {
+    what: &'static str,
+    version: u8,
+    value: String,
+    goal: String,
+    met: Option<bool>,
 }
 
 pub struct Report {
     plan: Plan,
     nofile: u64,
     scenarios: Vec<Scenario>,
-    procs: Option<[Proc; 4]>,
+    procs: Vec<ProcStat>,
     load_start: String,
 }
 
@@ -218,7 +273,7 @@ impl Report {
             plan: plan.clone(),
             nofile,
             scenarios: Vec::new(),
-            procs: None,
+            procs: Vec::new(),
             load_start: loadavg(),
         }
     }
@@ -227,153 +282,161 @@ impl Report {
         self.scenarios.push(s);
     }
 
-    /// Peak RSS (VmHWM, KiB) of server, client, this process and the target at the end,
-    /// and their CPU totals.
-    pub fn finish(&mut self, hwm: [Option<u64>; 4], cpu: Cpu) {
-        let cpus = [cpu.server, cpu.client, cpu.bench, cpu.target];
-        self.procs = Some(std::array::from_fn(|i| Proc {
-            peak_rss_kib: hwm[i],
-            cpu_s: cpus[i],
-        }));
+    /// Peak RSS and CPU totals of every process at the end.
+    pub fn finish(&mut self, procs: Vec<ProcStat>) {
+        self.procs = procs;
     }
 
     pub fn all_ok(&self) -> bool {
-        self.scenarios
-            .iter()
-            .all(|s| s.direct.ok() && s.tunnel.ok())
+        self.scenarios.iter().all(Scenario::ok)
     }
 
     fn find(&self, name: &str) -> Option<&Scenario> {
         self.scenarios.iter().find(|s| s.name == name)
     }
 
-    /// The project's goals (issue 6), judged on this run: (what, value, goal, met).
-    fn targets(&self) -> Vec<(String, String, String, Option<bool>)> {
+    /// The project's goals (issue 6), judged on this run for each PHT version.
+    fn targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
         let pct = |r: f64| format!("{:.1} % of direct", r * 100.0);
         let times = |r: f64| format!("{r:.2}× direct");
-        match self.find("download").and_then(|s| s.ratio("mb_s")) {
-            Some(r) => out.push((
-                "download MB/s".into(),
-                pct(r),
-                "≥ 35 % of direct".into(),
-                Some(r >= 0.35),
-            )),
-            None => out.push((
-                "download MB/s".into(),
-                "not run".into(),
-                "≥ 35 % of direct".into(),
-                None,
-            )),
-        }
-        match self.find("upload").and_then(|s| s.ratio("mb_s")) {
-            Some(r) => out.push((
-                "upload MB/s".into(),
-                pct(r),
-                "≥ 25 % of direct".into(),
-                Some(r >= 0.25),
-            )),
-            None => out.push((
-                "upload MB/s".into(),
-                "not run".into(),
-                "≥ 25 % of direct".into(),
-                None,
-            )),
-        }
-        match self.find("pingpong").and_then(|s| s.ratio("median_us")) {
-            Some(r) => out.push((
-                "ping-pong median".into(),
-                times(r),
-                "≤ 5× direct".into(),
-                Some(r <= 5.0),
-            )),
-            None => out.push((
-                "ping-pong median".into(),
-                "not run".into(),
-                "≤ 5× direct".into(),
-                None,
-            )),
-        }
-        match self.find("setup").and_then(|s| s.ratio("median_us")) {
-            Some(r) => out.push((
-                "setup median".into(),
-                times(r),
-                "≤ 2× direct".into(),
-                Some(r <= 2.0),
-            )),
-            None => out.push((
-                "setup median".into(),
-                "not run".into(),
-                "≤ 2× direct".into(),
-                None,
-            )),
-        }
-        let goal = "all succeed, server ≤ 64 KiB RSS per open tunnel (HTTP/2)".to_string();
-        match self.find("tunnels_10000") {
-            Some(s) => {
-                let per = s
-                    .tunnel
-                    .get("server_rss_kib_per_tunnel")
-                    .unwrap_or(f64::INFINITY);
-                let value = format!(
-                    "{}/{} ok, {:.1} KiB/tunnel",
-                    s.tunnel.succeeded, s.tunnel.requested, per
-                );
-                let met = s.tunnel.succeeded == s.tunnel.requested && per <= 64.0;
-                let met = (self.plan.http == 2).then_some(met);
-                let value = if self.plan.http == 2 {
-                    value
-                } else {
-                    format!("{value} (HTTP/1.1 run)")
-                };
-                out.push(("10000 tunnels at once".into(), value, goal, met));
+        for &v in &self.plan.versions {
+            // (what, scenario, metric, goal, met, as text)
+            type Judge = fn(f64) -> bool;
+            let ratio_goals: [(&str, &str, &str, &str, Judge, bool); 4] = [
+                (
+                    "download MB/s",
+                    "download",
+                    "mb_s",
+                    "≥ 35 % of direct",
+                    |r| r >= 0.35,
+                    true,
+                ),
+                (
+                    "upload MB/s",
+                    "upload",
+                    "mb_s",
+                    "≥ 25 % of direct",
+                    |r| r >= 0.25,
+                    true,
+                ),
+                (
+                    "ping-pong median",
+                    "pingpong",
+                    "median_us",
+                    "≤ 5× direct",
+                    |r| r <= 5.0,
+                    false,
+                ),
+                (
+                    "setup median",
+                    "setup",
+                    "median_us",
+                    "≤ 2× direct",
+                    |r| r <= 2.0,
+                    false,
+                ),
+            ];
+            for (what, name, key, goal, judge, percent) in ratio_goals {
+                let r = self.find(name).and_then(|s| s.ratio(s.tunnel(v)?, key));
+                out.push(Target {
+                    what,
+                    version: v,
+                    value: match r {
+                        Some(r) if percent => pct(r),
+                        Some(r) => times(r),
+                        None => "not run".into(),
+                    },
+                    goal: goal.into(),
+                    met: r.map(judge),
+                });
             }
-            None => out.push(("10000 tunnels at once".into(), "not run".into(), goal, None)),
+            let goal = "all succeed, server ≤ 64 KiB RSS per open tunnel (HTTP/2)".to_string();
+            let what = "10000 tunnels at once";
+            match self.find("tunnels_10000").and_then(|s| s.tunnel(v)) {
+                Some(t) => {
+                    let per = t.get("server_rss_kib_per_tunnel").unwrap_or(f64::INFINITY);
+                    let value =
+                        format!("{}/{} ok, {:.1} KiB/tunnel", t.succeeded, t.requested, per);
+                    let met = t.succeeded == t.requested && per <= 64.0;
+                    let met = (self.plan.http == 2).then_some(met);
+                    let value = if self.plan.http == 2 {
+                        value
+                    } else {
+                        format!("{value} (HTTP/1.1 run)")
+                    };
+                    out.push(Target {
+                        what,
+                        version: v,
+                        value,
+                        goal,
+                        met,
+                    });
+                }
+                None => out.push(Target {
+                    what,
+                    version: v,
+                    value: "not run".into(),
+                    goal,
+                    met: None,
+                }),
+            }
         }
         out
     }
 
     pub fn json(&self) -> Value {
         let p = &self.plan;
-        let scenarios: Vec<Value> = self
-            .scenarios
-            .iter()
-            .map(|s| {
+        let mut scenarios: Vec<Value> = Vec::new();
+        for s in &self.scenarios {
+            for (v, t) in &s.tunnels {
                 let mut ratio = Map::new();
-                for m in &s.tunnel.metrics {
-                    if let Some(r) = s.ratio(m.key) {
+                for m in &t.metrics {
+                    if let Some(r) = s.ratio(t, m.key) {
                         ratio.insert(m.key.into(), round(r, 4).into());
                     }
                 }
-                let (cd, ct) = s.cpu_total();
+                let (cd, ct) = s.cpu_total(t);
                 if cd > 0.0 {
                     ratio.insert("cpu_s".into(), round(ct / cd, 4).into());
                 }
-                json!({
-                    "name": s.name,
+                scenarios.push(json!({
+                    "name": versioned_name(&s.name, *v),
+                    "scenario": s.name,
+                    "version": v,
                     "title": s.title,
                     "direct": s.direct.json(false),
-                    "tunnel": s.tunnel.json(true),
+                    "tunnel": t.json(true),
                     "ratio": ratio,
-                })
+                }));
+            }
+        }
+        let procs: Map<String, Value> = self
+            .procs
+            .iter()
+            .map(|pr| {
+                (
+                    pr.key.clone(),
+                    json!({"peak_rss_kib": pr.peak_rss_kib, "cpu_s": round(pr.cpu_s, 3)}),
+                )
             })
             .collect();
-        let procs = self.procs.as_ref().map(|[s, c, b, t]| {
-            let one =
-                |p: &Proc| json!({"peak_rss_kib": p.peak_rss_kib, "cpu_s": round(p.cpu_s, 3)});
-            json!({"server": one(s), "client": one(c), "bench": one(b), "target": one(t)})
-        });
         let targets: Vec<Value> = self
             .targets()
             .into_iter()
-            .map(|(what, value, goal, met)| json!({"target": what, "value": value, "goal": goal, "met": met}))
+            .map(|t| {
+                json!({"target": t.what, "version": t.version, "value": t.value, "goal": t.goal, "met": t.met})
+            })
             .collect();
         json!({
             "tool": "pht-bench",
-            "schema": 1,
+            "schema": 2,
             "config": {
                 "proto": p.proto,
                 "http": p.http,
+                "versions": p.versions,
+                "server_params": p.server_query,
+                "client_params": p.client_params,
                 "size_bytes": p.size,
                 "pingpongs": p.pingpongs,
                 "setups": p.setups,
@@ -399,8 +462,9 @@ impl Report {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
+        let names: Vec<String> = p.versions.iter().map(|&v| version_name(v)).collect();
         out += &format!(
-            "\npht-bench: {} over {}{}, {cores} cores, 127.0.0.1 (load average at start {}, end {})\n\n",
+            "\npht-bench: {} over {}{}, {}, {cores} cores, 127.0.0.1 (load average at start {}, end {})\n",
             p.proto,
             http_name(p.http),
             match (p.proto.as_str(), p.http) {
@@ -408,84 +472,137 @@ impl Report {
                 ("pht", 2) => " (h2c)",
                 _ => "",
             },
+            names.join(" and "),
             self.load_start,
             loadavg()
         );
-        let row = |a: &str, b: &str, c: &str, d: &str, e: &str, f: &str| {
-            format!("{a:<22} {b:<25} {c:>10} {d:>13} {e:>14}  {f}\n")
+        out += &format!(
+            "server -L ?{}; clients -F ?{}\n\n",
+            p.server_query,
+            p.versions
+                .iter()
+                .map(|v| format!("v={v}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+                + &if p.client_params.is_empty() {
+                    String::new()
+                } else {
+                    format!("&{}", p.client_params)
+                }
+        );
+        // scenario, metric, direct, then (value, ratio) per version, then ok.
+        const W: [usize; 5] = [22, 24, 10, 12, 9];
+        let row = |a: &str, b: &str, c: &str, per: &[(String, String)], f: &str| {
+            let mut line = format!(
+                "{a:<w0$} {b:<w1$} {c:>w2$}",
+                w0 = W[0],
+                w1 = W[1],
+                w2 = W[2]
+            );
+            for (v, r) in per {
+                line += &format!(" {v:>w3$} {r:>w4$}", w3 = W[3], w4 = W[4]);
+            }
+            format!("{}\n", format!("{line}  {f}").trim_end())
         };
+        let head: Vec<(String, String)> = names
+            .iter()
+            .map(|n| (n.clone(), "÷ direct".to_string()))
+            .collect();
         out += &row(
             "scenario",
             "metric",
             "direct",
-            "tunnel",
-            "tunnel/direct",
-            "ok (direct, tunnel)",
+            &head,
+            &format!("ok (direct, {})", names.join(", ")),
         );
-        out += &format!("{}\n", "-".repeat(22 + 25 + 10 + 13 + 14 + 28));
+        let width = W[0] + W[1] + W[2] + 2 + names.len() * (W[3] + W[4] + 2) + 2 + 26;
+        out += &format!("{}\n", "-".repeat(width));
         for s in &self.scenarios {
             let mut first = true;
-            let ok = format!(
-                "{}/{}, {}/{}{}",
-                s.direct.succeeded,
-                s.direct.requested,
-                s.tunnel.succeeded,
-                s.tunnel.requested,
-                match (s.direct.hash_ok, s.tunnel.hash_ok) {
-                    (Some(a), Some(b)) => format!(
-                        "  sha256 {}, {}",
-                        if a { "ok" } else { "BAD" },
-                        if b { "ok" } else { "BAD" }
-                    ),
-                    _ => String::new(),
-                }
-            );
-            let mut line = |metric: &str, d: String, t: String, r: String| {
+            let sides: Vec<&Side> = std::iter::once(&s.direct)
+                .chain(s.tunnels.iter().map(|(_, t)| t))
+                .collect();
+            let counts: Vec<String> = sides
+                .iter()
+                .map(|x| format!("{}/{}", x.succeeded, x.requested))
+                .collect();
+            let hashes: Vec<&str> = sides
+                .iter()
+                .filter_map(|x| x.hash_ok)
+                .map(|h| if h { "ok" } else { "BAD" })
+                .collect();
+            let ok = if hashes.is_empty() {
+                counts.join(", ")
+            } else {
+                format!("{}  sha256 {}", counts.join(", "), hashes.join(", "))
+            };
+            let mut line = |metric: &str, d: String, per: Vec<(String, String)>| {
                 let (title, okc) = if first {
                     (s.title.as_str(), ok.as_str())
                 } else {
                     ("", "")
                 };
                 first = false;
-                row(title, metric, &d, &t, &r, okc)
+                row(title, metric, &d, &per, okc)
             };
-            for m in &s.tunnel.metrics {
-                let d = s.direct.get(m.key).map(num).unwrap_or_else(|| "—".into());
-                let r = match (m.better, s.ratio(m.key)) {
-                    (Better::Higher, Some(r)) => format!("{:.1} %", r * 100.0),
-                    (Better::Lower, Some(r)) => format!("{}×", num(r)),
-                    _ => "—".into(),
-                };
-                out += &line(m.label, d, num(m.value), r);
+            let dash = || "—".to_string();
+            for m in s.metrics() {
+                let d = s.direct.get(m.key).map(num).unwrap_or_else(dash);
+                let per = s
+                    .tunnels
+                    .iter()
+                    .map(|(_, t)| {
+                        let v = t.get(m.key).map(num).unwrap_or_else(dash);
+                        let r = match (m.better, s.ratio(t, m.key)) {
+                            (Better::Higher, Some(r)) => format!("{:.1} %", r * 100.0),
+                            (Better::Lower, Some(r)) => format!("{}×", num(r)),
+                            _ => dash(),
+                        };
+                        (v, r)
+                    })
+                    .collect();
+                out += &line(m.label, d, per);
             }
-            let (cd, ct) = s.cpu_total();
-            let r = if cd > 0.005 {
-                format!("{}×", num(ct / cd))
-            } else {
-                "—".into()
-            };
-            out += &line("CPU s, all processes", cpu(cd), cpu(ct), r);
-            out += &line(
-                "CPU s server / client",
-                "—".into(),
-                format!(
-                    "{} / {}",
-                    cpu(s.tunnel.cpu.server),
-                    cpu(s.tunnel.cpu.client)
-                ),
-                "—".into(),
-            );
-            out += &line(
-                "  of which kernel",
-                "—".into(),
-                format!(
-                    "{} / {}",
-                    cpu(s.tunnel.cpu.server_sys),
-                    cpu(s.tunnel.cpu.client_sys)
-                ),
-                "—".into(),
-            );
-            for (label, side) in [("direct", &s.direct), ("tunnel", &s.tunnel)] {
+            let cd = s.cpu_total(&s.direct).0;
+            let per = s
+                .tunnels
+                .iter()
+                .map(|(_, t)| {
+                    let ct = s.cpu_total(t).1;
+                    let r = if cd > 0.005 {
+                        format!("{}×", num(ct / cd))
+                    } else {
+                        dash()
+                    };
+                    (cpu(ct), r)
+                })
+                .collect();
+            out += &line("CPU s, all processes", cpu(cd), per);
+            let per = s
+                .tunnels
+                .iter()
+                .map(|(_, t)| {
+                    (
+                        format!("{} / {}", cpu(t.cpu.server), cpu(t.cpu.client)),
+                        dash(),
+                    )
+                })
+                .collect();
+            out += &line("CPU s server / client", dash(), per);
+            let per = s
+                .tunnels
+                .iter()
+                .map(|(_, t)| {
+                    (
+                        format!("{} / {}", cpu(t.cpu.server_sys), cpu(t.cpu.client_sys)),
+                        dash(),
+                    )
+                })
+                .collect();
+            out += &line("  of which kernel", dash(), per);
+            let labelled = std::iter::once(("direct".to_string(), &s.direct))
+                .chain(s.tunnels.iter().map(|(v, t)| (version_name(*v), t)));
+            for (label, side) in labelled {
                 if let Some(e) = &side.error {
                     out += &format!("{:<22} ! {label}: {e}\n", "");
                 }
@@ -494,31 +611,26 @@ impl Report {
                 }
             }
         }
-        if let Some([sv, cl, be, tg]) = &self.procs {
-            out += "\nprocess        peak RSS (VmHWM)   CPU s (whole run)\n";
-            let all = [
-                ("pht-server", sv),
-                ("pht-client", cl),
-                ("bench", be),
-                ("bench target", tg),
-            ];
-            for (name, pr) in all {
+        if !self.procs.is_empty() {
+            out += "\nprocess          peak RSS (VmHWM)   CPU s (whole run)\n";
+            for pr in &self.procs {
                 let rss = pr
                     .peak_rss_kib
                     .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                     .unwrap_or("?".into());
-                out += &format!("{name:<14} {rss:>16}   {:>17}\n", cpu(pr.cpu_s));
+                out += &format!("{:<16} {rss:>16}   {:>17}\n", pr.label, cpu(pr.cpu_s));
             }
-            out += "(bench and bench target hold the test data, and one end each of every connection)\n";
+            out += "(one server serves every version; bench and bench target hold the test data, and one end each of every connection)\n";
         }
-        out += &format!("\n{:<24} {:<45} goal\n", "target", "this run");
-        for (what, value, goal, met) in self.targets() {
-            let verdict = match met {
+        out += &format!("\n{:<31} {:<45} goal\n", "target", "this run");
+        for t in self.targets() {
+            let verdict = match t.met {
                 Some(true) => "met",
                 Some(false) => "MISSED",
                 None => "—",
             };
-            out += &format!("{what:<24} {value:<45} {goal}  [{verdict}]\n");
+            let what = format!("{}, {}", t.what, version_name(t.version));
+            out += &format!("{what:<31} {:<45} {}  [{verdict}]\n", t.value, t.goal);
         }
         out += &format!(
             "\nall measurements succeeded: {}\n",

@@ -1,0 +1,298 @@
+//! The PHT/2 pull: a stream of frames that a newer pull replaces, that may break without
+//! harm, and that resumes at the offset the client names.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use pht_client::logging::token_prefix;
+use pht_core::frame::{self as wire, ResetCode, defaults, kind, param};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tracing::debug;
+
+use super::super::pipe::Up;
+use super::super::registry::{Lookup, Registry, ServerTunnel};
+use super::super::routes::{Body, PULL_CHUNK, Peer, refused, text, version_mismatch};
+use super::{Session, Version, count_param, flag};
+
+/// Payload bytes of one DATA frame at most: a client's read buffer holds a frame whole.
+const DATA_FRAME: usize = 64 * 1024;
+
+/// `GET pull?token=T&v=2&ack=N[&poll=1]`.
+pub(in crate::listener::pht) async fn pull(
+    reg: &Arc<Registry>,
+    token: &str,
+    peer: &Peer,
+    query: &str,
+) -> Response<Body> {
+    let Ok(Some(ack)) = count_param(query, param::ACK) else {
+        return text(StatusCode::BAD_REQUEST, "missing or bad ack\n");
+    };
+    let poll = flag(query, param::POLL);
+    let t = match reg
+        .lookup(token, peer.addr, peer.client, true, Version::V2)
+        .await
+    {
+        Lookup::Live(t) => t,
+        Lookup::Closed { reset: true } => return text(StatusCode::GONE, "tunnel was reset\n"),
+        Lookup::Closed { reset: false } | Lookup::Unknown => {
+            return text(StatusCode::GONE, "tunnel closed\n");
+        }
+        Lookup::Refused(why) => return refused(why),
+    };
+    let Some(session) = t.v2.clone() else {
+        return version_mismatch();
+    };
+    if let Err(e) = session.ack(ack) {
+        debug!(service = %reg.service, token = token_prefix(token), %peer, "pull: {e}: tunnel reset");
+        reg.abort(token, ResetCode::Other, "ack outside the replay window");
+        return text(StatusCode::GONE, "ack outside the replay window\n");
+    }
+    t.touch();
+    let changes = session.subscribe();
+    let id = session.attach();
+    // Below the base is an ack overtaken by a later one: the client has those bytes.
+    let from = ack.max(session.lock().replay.base());
+    debug!(service = %reg.service, token = token_prefix(token), %peer, ack, from, poll, pull = id, "pull attached");
+    let o = &reg.opts;
+    let stream = PullStream {
+        tunnel: t,
+        session,
+        registry: reg.clone(),
+        id,
+        changes,
+        next: from,
+        acked: 0,
+        fin_sent: false,
+        poll_until: None,
+        poll_wait: poll.then_some(o.poll_wait),
+        started: false,
+        done: false,
+        last_frame: Instant::now(),
+        heartbeat: o.heartbeat,
+    };
+    let chunks = futures::stream::unfold(stream, |mut st| async move {
+        let chunk = st.next_chunk().await?;
+        Some((Ok::<_, io::Error>(Frame::data(chunk)), st))
+    });
+    let mut r = Response::new(StreamBody::new(chunks.boxed()).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// One pull response in progress.
+struct PullStream {
+    tunnel: Arc<ServerTunnel>,
+    session: Arc<Session>,
+    registry: Arc<Registry>,
+    /// This pull's number: it stays attached until a newer one replaces it.
+    id: u64,
+    changes: watch::Receiver<u64>,
+    /// The next download offset this response sends.
+    next: u64,
+    /// The upload count the last ACK frame carried.
+    acked: u64,
+    fin_sent: bool,
+    /// `poll=1`: how long to wait for data, and from the first frame on, until when.
+    poll_wait: Option<Duration>,
+    poll_until: Option<Instant>,
+    started: bool,
+    done: bool,
+    last_frame: Instant,
+    heartbeat: Duration,
+}
+
+/// What one look at the tunnel produced.
+enum Step {
+    /// Frames to send now.
+    Send,
+    /// The response ends after what was put out (if anything).
+    End,
+    /// Nothing to send; `pipe`: the handler's bytes are worth waiting for (the replay
+    /// buffer has room and the handler may still write).
+    Wait { pipe: bool },
+}
+
+/// Where taking download bytes stopped.
+enum Stop {
+    /// This chunk is full; more may be ready.
+    Budget,
+    /// The replay buffer is full: only acknowledgements make room.
+    Window,
+    /// The handler's side said this.
+    Pipe(Up),
+}
+
+impl PullStream {
+    /// The next response chunk; `None` ends the response cleanly.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut out = Vec::new();
+        if !self.started {
+            // PING first, on its own: the byte that tells the client this is PHT/2.
+            self.started = true;
+            self.acked = self.session.uploaded();
+            wire::put_empty(&mut out, kind::PING);
+            wire::put_count(&mut out, kind::ACK, self.acked);
+            self.poll_until = self.poll_wait.map(|w| Instant::now() + w);
+            return Some(self.sent(out));
+        }
+        loop {
+            // Seen before looking, so a change made while looking wakes the wait below.
+            self.changes.borrow_and_update();
+            let pipe = match self.step(&mut out) {
+                Step::Send => return Some(self.sent(out)),
+                Step::End => {
+                    self.done = true;
+                    return (!out.is_empty()).then(|| Bytes::from(out));
+                }
+                Step::Wait { pipe } => pipe,
+            };
+            let beat = self.last_frame + self.heartbeat;
+            let poll_until = self.poll_until;
+            tokio::select! {
+                biased;
+                _ = self.tunnel.cancel.cancelled() => {}
+                // The sender lives in the session this pull holds: it cannot close.
+                _ = self.changes.changed() => {}
+                _ = self.tunnel.pipe.readable(), if pipe => {}
+                _ = sleep_until(poll_until.unwrap_or(beat)), if poll_until.is_some_and(|p| p <= beat) => {
+                    wire::put_empty(&mut out, kind::END);
+                    self.done = true;
+                    return Some(Bytes::from(out));
+                }
+                _ = sleep_until(beat) => {
+                    wire::put_empty(&mut out, kind::PING);
+                    return Some(self.sent(out));
+                }
+            }
+        }
+    }
+
+    fn sent(&mut self, out: Vec<u8>) -> Bytes {
+        self.last_frame = Instant::now();
+        Bytes::from(out)
+    }
+
+    fn log_end(&self, what: &str) {
+        debug!(service = %self.registry.service, token = token_prefix(&self.tunnel.token), pull = self.id, "pull ends: {what}");
+    }
+
+    /// Looks at the tunnel once and puts out the frames it calls for.
+    fn step(&mut self, out: &mut Vec<u8>) -> Step {
+        if self.tunnel.cancel.is_cancelled() {
+            match self.tunnel.pipe.cause() {
+                Some(c) => {
+                    wire::put_reset(out, c.code, c.reason);
+                    self.log_end(c.reason);
+                }
+                None => self.log_end("tunnel closed"),
+            }
+            return Step::End;
+        }
+        if !self.session.is_attached(self.id) {
+            wire::put_empty(out, kind::END);
+            self.log_end("replaced by a newer pull");
+            return Step::End;
+        }
+        let poll = self.poll_wait.is_some();
+        let budget = if poll {
+            defaults::POLL_BYTES
+        } else {
+            PULL_CHUNK
+        };
+        let (sent, stop, end) = {
+            let mut st = self.session.lock();
+            if st.uploaded > self.acked {
+                self.acked = st.uploaded;
+                wire::put_count(out, kind::ACK, self.acked);
+            }
+            // Acknowledged through another request: the client has those bytes.
+            self.next = self.next.max(st.replay.base());
+            let mut sent = 0;
+            let stop = loop {
+                if sent >= budget {
+                    break Stop::Budget;
+                }
+                if let Some(b) = st.replay.get(self.next, DATA_FRAME.min(budget - sent)) {
+                    wire::put_data(out, self.next, &b);
+                    self.next += b.len() as u64;
+                    sent += b.len();
+                    continue;
+                }
+                let room = st.replay.room();
+                if room == 0 {
+                    break Stop::Window;
+                }
+                match self.tunnel.pipe.take_up(room.min(DATA_FRAME)) {
+                    Up::Data(b) => st.replay.push(b),
+                    other => break Stop::Pipe(other),
+                }
+            };
+            (sent, stop, st.replay.end())
+        };
+        let mut fin = false;
+        match stop {
+            Stop::Pipe(Up::Aborted(c)) => {
+                // The handler's side failed, and every byte it wrote before is out.
+                self.registry.abort(&self.tunnel.token, c.code, c.reason);
+                let c = self.tunnel.pipe.cause().unwrap_or(c);
+                wire::put_reset(out, c.code, c.reason);
+                self.log_end(c.reason);
+                return Step::End;
+            }
+            // Closed by a request (close=1): the response just ends, with no FIN.
+            Stop::Pipe(Up::Closed) => {
+                self.log_end("tunnel closed");
+                return Step::End;
+            }
+            Stop::Pipe(Up::Eof) if !self.fin_sent => {
+                wire::put_count(out, kind::FIN, end);
+                self.fin_sent = true;
+                fin = true;
+                debug!(service = %self.registry.service, token = token_prefix(&self.tunnel.token), pull = self.id, total = end, "download finished: FIN");
+            }
+            _ => {}
+        }
+        if poll && (sent > 0 || fin) {
+            wire::put_empty(out, kind::END);
+            return Step::End;
+        }
+        if !out.is_empty() {
+            return Step::Send;
+        }
+        Step::Wait {
+            pipe: matches!(stop, Stop::Pipe(Up::Empty)),
+        }
+    }
+}
+
+impl Drop for PullStream {
+    /// Ended or broken, a PHT/2 pull leaves the tunnel alive: the client pulls again
+    /// within the grace period, or the reaper resets the tunnel.
+    fn drop(&mut self) {
+        if self.session.detach(self.id) {
+            debug!(
+                service = %self.registry.service,
+                token = token_prefix(&self.tunnel.token),
+                pull = self.id,
+                ended = self.done,
+                "pull detached: the tunnel waits resumeGrace for the next one"
+            );
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The PHT/2 push: a raw body at a stream offset, read whole before any of it is applied,
+//! so a push that breaks or is refused leaves nothing behind and can simply be sent again.
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pht_client::logging::token_prefix;
+use pht_core::frame::{ResetCode, param};
+use tracing::debug;
+
+use super::super::registry::{Lookup, Registry, ServerTunnel};
+use super::super::reorder::ReorderError;
+use super::super::routes::{
+    Body, PUSH_SLICE, PUSH_STALLED, Peer, full, refused, text, version_mismatch,
+};
+use super::{Session, Version, count_param, flag};
+
+/// Why a push body could not be read; nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("push body over {0} bytes")]
+    TooLarge(usize),
+    #[error("push body broken: {0}")]
+    Broken(#[from] hyper::Error),
+}
+
+/// `POST push?token=T&v=2&seq=S[&ack=N][&fin=1][&close=1][&rst=1]`.
+pub(in crate::listener::pht) async fn push(
+    req: Request<Incoming>,
+    reg: &Registry,
+    token: &str,
+    peer: &Peer,
+) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("");
+    let Ok(Some(seq)) = count_param(query, param::SEQ) else {
+        return text(StatusCode::BAD_REQUEST, "missing or bad seq\n");
+    };
+    let Ok(ack) = count_param(query, param::ACK) else {
+        return text(StatusCode::BAD_REQUEST, "bad ack\n");
+    };
+    let (fin, close, rst) = (
+        flag(query, param::FIN),
+        flag(query, param::CLOSE),
+        flag(query, "rst"),
+    );
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Only bytes start a tunnel: an acknowledgement, close or reset for a token that has
+    // none has nothing to act on.
+    let create = declared != Some(0) && !rst;
+    let t = match reg
+        .lookup(token, peer.addr, peer.client, create, Version::V2)
+        .await
+    {
+        Lookup::Live(t) => t,
+        Lookup::Closed { reset: true } => return text(StatusCode::GONE, "tunnel was reset\n"),
+        Lookup::Closed { reset: false } | Lookup::Unknown => {
+            return text(StatusCode::GONE, "tunnel closed\n");
+        }
+        Lookup::Refused(why) => return refused(why),
+    };
+    let Some(session) = t.v2.clone() else {
+        return version_mismatch();
+    };
+    let log = |what: &str| {
+        debug!(service = %reg.service, token = token_prefix(token), %peer, seq, ?declared, fin, close, rst, "push: {what}");
+    };
+    if rst {
+        log("reset by client");
+        let m = session.uploaded();
+        reg.abort(token, ResetCode::ClientReset, "reset by client");
+        return answer(m);
+    }
+    if let Some(n) = ack {
+        if let Err(e) = session.ack(n) {
+            log(&format!("{e}: tunnel reset"));
+            reg.abort(token, ResetCode::Other, "ack outside the replay window");
+            return text(StatusCode::GONE, "ack outside the replay window\n");
+        }
+    }
+    let max = reg.opts.max_push_body;
+    if declared.is_some_and(|n| n > max as u64) {
+        // Refused unread: the client sends the same bytes again in smaller pushes.
+        log("body too large: refused unread");
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n");
+    }
+    t.touch();
+    let body = tokio::select! {
+        r = read_body(req.into_body(), max) => r,
+        _ = t.cancel.cancelled() => return gone(&t),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            // Nothing was applied: the tunnel is unharmed and the client sends it again.
+            log(&e.to_string());
+            return match e {
+                BodyError::TooLarge(_) => {
+                    text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n")
+                }
+                BodyError::Broken(_) => text(StatusCode::BAD_REQUEST, "push body broken\n"),
+            };
+        }
+    };
+    let len = body.len();
+    let applied = tokio::select! {
+        r = apply(&t, &session, reg, seq, body, fin) => r,
+        _ = t.cancel.cancelled() => Err(gone(&t)),
+    };
+    let m = match applied {
+        Ok(m) => m,
+        Err(r) => {
+            log(&format!("refused with {}", r.status()));
+            return r;
+        }
+    };
+    t.touch();
+    debug!(service = %reg.service, token = token_prefix(token), %peer, seq, len, fin, close, ack = m, "push applied");
+    if close {
+        reg.close(token, "closed by client");
+    }
+    answer(m)
+}
+
+/// `200` with the upload count the server has in order.
+fn answer(m: u64) -> Response<Body> {
+    let mut r = text(StatusCode::OK, "");
+    *r.body_mut() = full(Bytes::from(format!("ack={m}")));
+    r
+}
+
+/// The tunnel ended while the push waited.
+fn gone(t: &ServerTunnel) -> Response<Body> {
+    if t.pipe.cause().is_some() {
+        text(StatusCode::GONE, "tunnel was reset\n")
+    } else {
+        text(StatusCode::GONE, "tunnel closed\n")
+    }
+}
+
+/// Reads a whole body of at most `max` bytes.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        parts.push(data);
+    }
+    Ok(match parts.len() {
+        // One frame, the usual case: no copy.
+        0 | 1 => parts.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(len);
+            for p in parts {
+                all.extend_from_slice(&p);
+            }
+            all.freeze()
+        }
+    })
+}
+
+/// Puts the body in sequence and hands what is now in order to the handler; returns the
+/// upload count in order.
+async fn apply(
+    t: &ServerTunnel,
+    session: &Session,
+    reg: &Registry,
+    seq: u64,
+    body: Bytes,
+    fin: bool,
+) -> Result<u64, Response<Body>> {
+    let mut upload = session.upload.lock().await;
+    let chunks = upload.insert(seq, body, fin).map_err(|e| {
+        debug!(service = %reg.service, token = token_prefix(&t.token), seq, "push refused: {e}");
+        match e {
+            ReorderError::Full { .. } => {
+                text(StatusCode::TOO_MANY_REQUESTS, "reorder buffer full\n")
+            }
+            ReorderError::Overflow { .. } => text(StatusCode::BAD_REQUEST, "missing or bad seq\n"),
+            ReorderError::BeyondEnd { .. } => {
+                text(StatusCode::BAD_REQUEST, "push beyond the upload's end\n")
+            }
+            ReorderError::FinConflict { .. } => text(
+                StatusCode::BAD_REQUEST,
+                "fin contradicts the upload's end\n",
+            ),
+        }
+    })?;
+    'deliver: for mut chunk in chunks {
+        while !chunk.is_empty() {
+            let piece = chunk.split_to(chunk.len().min(PUSH_SLICE));
+            match tokio::time::timeout(reg.opts.push_timeout, t.pipe.push(piece)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => match t.pipe.cause() {
+                    Some(c) => {
+                        reg.abort(&t.token, c.code, c.reason);
+                        return Err(text(StatusCode::GONE, "tunnel was reset\n"));
+                    }
+                    // The handler has finished: like a TCP peer that closed, it takes
+                    // bytes and drops them.
+                    None if t.pipe.handler_gone() => break 'deliver,
+                    None => return Err(text(StatusCode::GONE, "tunnel closed\n")),
+                },
+                Err(_) => {
+                    reg.abort(&t.token, PUSH_STALLED.code, PUSH_STALLED.reason);
+                    return Err(text(StatusCode::GONE, "tunnel was reset\n"));
+                }
+            }
+        }
+    }
+    let m = upload.next();
+    session.set_uploaded(m);
+    if upload.ended() {
+        // Every upload byte is in: the handler reads EOF after them (a half-close).
+        t.pipe.finish_down();
+        debug!(service = %reg.service, token = token_prefix(&t.token), total = m, "upload finished: handler reads EOF");
+    }
+    Ok(m)
+}
