@@ -576,10 +576,13 @@ async fn read_response<'a, F: Fetch, C: Clock>(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut ended = None;
     loop {
-        let wait = if first_at.is_some() {
-            cfg.heartbeat_timeout
-        } else {
+        // Streaming, the server sends a frame at least every heartbeat: longer silence
+        // means a proxy holds the response back (at its start, or, once its buffers stop
+        // filling, anywhere later), and long polls get through.
+        let wait = if (auto && !poll) || first_at.is_none() {
             first_wait
+        } else {
+            cfg.heartbeat_timeout
         };
         // Make before break: the next pull is asked for while this one still streams;
         // the server ends this one with END when the next arrives.
@@ -602,7 +605,7 @@ async fn read_response<'a, F: Fetch, C: Clock>(
             match select(read, select(sleep, rotate)).await {
                 Either::Left((c, _)) => c,
                 Either::Right((Either::Left(_), _)) => {
-                    if first_at.is_none() && auto && !poll {
+                    if auto && !poll {
                         return Ok(Next::ToPoll);
                     }
                     return Err(retry_after(
