@@ -262,8 +262,9 @@ async fn ten_tunnels_keep_every_byte_while_connections_are_cut_at_random() {
         42,
     )
     .await;
+    // Pulls are also replaced every second (make before break), between the cuts.
     let cli = client(&format!(
-        "forward+pht://127.0.0.1:{}?heartbeatTimeout=3s&requestTimeout=5s",
+        "forward+pht://127.0.0.1:{}?heartbeatTimeout=3s&requestTimeout=5s&pullMaxAge=1s",
         chaos.port()
     ))
     .await;
@@ -294,6 +295,10 @@ async fn ten_tunnels_keep_every_byte_while_connections_are_cut_at_random() {
         chaos.cuts()
     );
     expect_no_tunnels(&srv, "chaos").await;
+    let log = srv.log_text();
+    let rotations = log.matches("replaced by a newer pull").count();
+    println!("chaos: {rotations} pulls replaced by newer ones");
+    assert!(rotations > 0, "no pull was rotated (pullMaxAge=1s)");
 }
 
 // ---------------------------------------------------------------------------------------

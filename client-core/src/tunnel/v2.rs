@@ -508,8 +508,8 @@ async fn pull_loop<F: Fetch, C: Clock>(
                 }
             }
             Err(f) if f.fatal => return Err(f.err),
+            // A next pull already asked for (rotation) takes over.
             Err(f) => {
-                next = None;
                 let now = ctx.clock.now();
                 if f.progressed {
                     failing_since = None;
@@ -562,7 +562,6 @@ async fn read_response<'a, F: Fetch, C: Clock>(
 ) -> Result<Next, Failure> {
     let (cfg, clock, shared) = (ctx.cfg, ctx.clock, ctx.shared);
     let hb = limits.heartbeat;
-    let started = clock.now();
     let auto = cfg.poll == PollMode::Auto;
     // A streaming pull shows its first PING at once unless something holds it back.
     let first_wait = if auto && !poll {
@@ -575,6 +574,8 @@ async fn read_response<'a, F: Fetch, C: Clock>(
     let mut first_at: Option<Duration> = None;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut ended = None;
+    let mut rotate = (!poll).then(|| Box::pin(clock.sleep(cfg.pull_max_age)));
+    let mut next_done = false;
     loop {
         // Streaming, the server sends a frame at least every heartbeat: longer silence
         // means a proxy holds the response back (at its start, or, once its buffers stop
@@ -584,25 +585,27 @@ async fn read_response<'a, F: Fetch, C: Clock>(
         } else {
             cfg.heartbeat_timeout
         };
-        // Make before break: the next pull is asked for while this one still streams;
-        // the server ends this one with END when the next arrives.
-        if next.is_none() && !poll && clock.now().saturating_sub(started) >= cfg.pull_max_age {
-            let u = pull_url(base, shared, false);
-            *next = Some(Box::pin(async move { get(ctx, &u).await }));
-        }
-        let rotate_in = cfg
-            .pull_max_age
-            .saturating_sub(clock.now().saturating_sub(started));
         let chunk = {
             let sleep = clock.sleep(wait);
-            let rotate = if next.is_none() && !poll {
-                Either::Left(clock.sleep(rotate_in))
-            } else {
-                Either::Right(futures::future::pending())
-            };
             let read = body.next();
-            futures::pin_mut!(sleep, rotate, read);
-            match select(read, select(sleep, rotate)).await {
+            futures::pin_mut!(sleep, read);
+            // Make before break: the next pull is sent while this one still streams; the
+            // server ends this one with END when the next arrives.
+            let ahead = poll_fn(|cx| {
+                if let Some(r) = rotate.as_mut() {
+                    if r.as_mut().poll(cx).is_ready() {
+                        rotate = None;
+                        let u = pull_url(base, shared, false);
+                        *next = Some(Box::pin(async move { get(ctx, &u).await }));
+                    }
+                }
+                match next.as_mut() {
+                    Some(f) if !next_done => f.as_mut().poll(cx),
+                    _ => Poll::Pending,
+                }
+            });
+            futures::pin_mut!(ahead);
+            match select(read, select(sleep, ahead)).await {
                 Either::Left((c, _)) => c,
                 Either::Right((Either::Left(_), _)) => {
                     if auto && !poll {
@@ -613,8 +616,12 @@ async fn read_response<'a, F: Fetch, C: Clock>(
                         Error::Silent { after: wait },
                     ));
                 }
-                // Time to open the next pull: loop to start it.
-                Either::Right((Either::Right(_), _)) => continue,
+                // The next pull is answered: keep its answer until this one ends.
+                Either::Right((Either::Right((answer, _)), _)) => {
+                    *next = Some(Box::pin(futures::future::ready(answer)));
+                    next_done = true;
+                    continue;
+                }
             }
         };
         let chunk = match chunk {

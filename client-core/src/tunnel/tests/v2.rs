@@ -217,3 +217,50 @@ fn pulls_that_keep_failing_end_the_tunnel_after_the_resume_timeout() {
         "the server is told"
     );
 }
+
+#[test]
+fn the_pull_is_replaced_before_its_max_age_without_a_gap() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let mut cfg = v2_config();
+    cfg.pull_max_age = Duration::from_secs(20);
+    let (t, _tw) = rig.open(cfg).split();
+    let out = rig.try_run(read_all(t));
+    let p2 = pull_v2(&rig);
+    p1.unbounded_send(frames(|v| {
+        put_empty(v, kind::PING);
+        put_data(v, 0, b"one ");
+    }))
+    .unwrap();
+    for _ in 0..4 {
+        rig.advance(Duration::from_secs(5));
+        p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+            .unwrap();
+        rig.pool.run_until_stalled();
+    }
+    let urls = got_urls(&rig);
+    assert_eq!(
+        urls.len(),
+        2,
+        "the next pull is asked for at 20 s: {urls:?}"
+    );
+    assert!(urls[1].ends_with("&ack=4"), "{urls:?}");
+    // The old pull still carries data until the server ends it.
+    p1.unbounded_send(frames(|v| {
+        put_data(v, 4, b"two ");
+        put_empty(v, kind::END);
+    }))
+    .unwrap();
+    // The new one resends from its ack: the duplicate is dropped.
+    p2.unbounded_send(frames(|v| {
+        put_empty(v, kind::PING);
+        put_data(v, 4, b"two three");
+        put_count(v, kind::FIN, 13);
+    }))
+    .unwrap();
+    rig.pool.run_until_stalled();
+    let (got, end) = out.borrow_mut().take().expect("read finished");
+    assert_eq!(got, b"one two three");
+    assert!(end.is_ok());
+    assert_eq!(got_urls(&rig).len(), 2, "no pull in between");
+}
