@@ -42,19 +42,28 @@ pub async fn open<F: Fetch, C: Clock>(
     clock: C,
     cfg: TunnelConfig,
 ) -> Result<(Tunnel, TunnelDriver), Error> {
-    let (token, plan) = match (cfg.token_mode, cfg.version) {
-        (TokenMode::Authorize, version) => {
+    let known_v2 = (cfg.version != Version::V1)
+        .then(|| known::get(&cfg))
+        .flatten();
+    let (token, plan) = match (cfg.token_mode, cfg.version, known_v2) {
+        (_, Version::V1, _) if cfg.token_mode == TokenMode::Mint => (mint_token(), Plan::V1),
+        // A PHT/2 server seen before: no authorize round trip, and the first push
+        // carries the first bytes.
+        (_, _, Some(limits)) => (mint_token(), Plan::V2(limits)),
+        (TokenMode::Authorize, version, None) => {
             let answer = authorize(&fetch, &clock, &cfg).await?;
             let plan = match (answer.v2, version) {
                 (_, Version::V1) => Plan::V1,
-                (Some(limits), _) => Plan::V2(limits),
+                (Some(limits), _) => {
+                    known::remember(&cfg, &limits);
+                    Plan::V2(limits)
+                }
                 (None, Version::Auto) => Plan::V1,
                 (None, Version::V2) => return Err(Error::NoV2),
             };
             (answer.token, plan)
         }
-        (TokenMode::Mint, Version::V1) => (mint_token(), Plan::V1),
-        (TokenMode::Mint, _) => (mint_token(), Plan::Probe),
+        (TokenMode::Mint, _, None) => (mint_token(), Plan::Probe),
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -738,6 +747,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
     }
 }
 
+mod known;
 mod v2;
 
 #[cfg(test)]

@@ -48,7 +48,10 @@ pub(super) async fn probe<F: Fetch, C: Clock>(
     );
     let resp = get(ctx, &url).await?;
     match resp.status {
-        200 if is_v2(resp.content_type.as_deref()) => Ok(Probed::V2(resp)),
+        200 if is_v2(resp.content_type.as_deref()) => {
+            super::known::remember(ctx.cfg, &Limits::default());
+            Ok(Probed::V2(resp))
+        }
         200 if ctx.cfg.version == Version::Auto => Ok(Probed::V1(resp)),
         200 => Err(Error::NoV2),
         status => Err(Error::Status {
@@ -121,6 +124,17 @@ pub(super) async fn drive<F: Fetch, C: Clock>(
             st.wake_all();
         }
         End::Failed(e) => {
+            // Refused as unknown or malformed: the server at that address may not be the
+            // PHT/2 server remembered; the next tunnel asks /authorize again.
+            if matches!(
+                e,
+                Error::Status {
+                    status: 400 | 403 | 404,
+                    ..
+                }
+            ) {
+                super::known::forget(ctx.cfg);
+            }
             tracing::debug!(
                 token = crate::token_prefix(ctx.token),
                 "PHT/2 tunnel failed: {e}"

@@ -5,8 +5,16 @@ use super::*;
 use crate::Version;
 use crate::frame::{ResetCode, kind, put_count, put_data, put_empty, put_reset};
 
+/// Each test its own server name: which servers speak PHT/2 is remembered per process.
+fn unique_base() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("http://v2-{}:1", N.fetch_add(1, Ordering::Relaxed))
+}
+
 fn v2_config() -> TunnelConfig {
     let mut c = config();
+    c.base_url = unique_base();
     c.version = Version::V2;
     c
 }
@@ -263,4 +271,44 @@ fn the_pull_is_replaced_before_its_max_age_without_a_gap() {
     assert_eq!(got, b"one two three");
     assert!(end.is_ok());
     assert_eq!(got_urls(&rig).len(), 2, "no pull in between");
+}
+
+#[test]
+fn a_server_known_to_speak_pht2_is_not_asked_to_authorize_again() {
+    let mut rig = Rig::new();
+    let mut cfg = config();
+    cfg.base_url = unique_base();
+    cfg.token_mode = TokenMode::Authorize;
+    // The first tunnel authorizes and learns the offer.
+    let (tx, rx) = mpsc::unbounded();
+    tx.unbounded_send(Ok(Bytes::from(format!(
+        "token=first{}",
+        crate::frame::Limits::default().to_query()
+    ))))
+    .unwrap();
+    drop(tx);
+    rig.script.get(Answer::Get(200, rx));
+    let _p1 = pull_v2(&rig);
+    let first = rig.open(cfg.clone());
+    assert_eq!(first.token(), "first");
+    // The second mints its token, and its first bytes go out at once.
+    let _p2 = pull_v2(&rig);
+    rig.script.post(Answer::PostBody(200, "ack=2"));
+    let second = rig.open(cfg);
+    assert_ne!(second.token(), "first");
+    let (_r, mut w) = second.split();
+    rig.try_run(async move {
+        w.write_all(b"hi").await.unwrap();
+        w
+    });
+    let urls = got_urls(&rig);
+    assert_eq!(
+        urls.iter().filter(|u| u.contains("/authorize")).count(),
+        1,
+        "{urls:?}"
+    );
+    let posted = rig.script.posted();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert!(posted[0].0.contains("&v=2&seq=0"), "{}", posted[0].0);
+    assert_eq!(posted[0].1, b"hi");
 }
