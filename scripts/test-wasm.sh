@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tests of the wasm client (client-wasm/) against real servers on 127.0.0.1:
 #   1. wasm-bindgen tests (client-wasm/tests/) in Node, then in headless Chromium, with
-#      fault-proxy processes cutting tunnels (FIN, RST, silence) for the fault tests;
+#      fault-proxy processes cutting tunnels (FIN, RST, silence) for the fault tests, and
+#      (Node) one cutting random connections under 10 tunnels for PHT_WASM_CHAOS_SECS
+#      seconds (default 60; less for a quick run; PHT_WASM_CHAOS_SEED seeds its draws);
 #   2. the demo page (web/) in headless Chromium, cross-origin, with no CORS preflight;
 #   3. the Node example (client-wasm/examples/forward.mjs);
 #   4. Node through squid (CONNECT denied) with undici's ProxyAgent: 64 MiB each way.
@@ -36,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Target servers and free ports for our own servers.
-node client-wasm/tests/js/targets.mjs "$tmp/ports.json" 19 2>"$tmp/targets.log" &
+node client-wasm/tests/js/targets.mjs "$tmp/ports.json" 28 2>"$tmp/targets.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/ports.json" ] && break; sleep 0.1; done
 [ -s "$tmp/ports.json" ] || { cat "$tmp/targets.log" >&2; log "target servers did not start"; exit 1; }
@@ -44,6 +46,8 @@ port() { node -p "const p = require('$tmp/ports.json'); String($1)"; }
 echo_port=$(port p.echo)
 bulk_port=$(port p.bulk)
 bye_port=$(port p.bye)
+eof_port=$(port p.eof)
+chaos_echo_port=$(port p.chaos)
 http_port=$(port p.http)
 stats_port=$(port p.stats)
 dead_port=$(port p.dead)
@@ -56,9 +60,15 @@ relay=${free[6]} relay_auth=${free[7]}
 page_file=${free[8]} page_pht=${free[9]}
 example_listen=${free[10]} fwd_dead=${free[11]}
 fwd_bulk=${free[12]}
-# The fault proxies' ports, in this order (see start_faults).
-faults=(pull:fin pull:rst pull:silent push:fin push:rst push:silent)
-fault_ports=("${free[@]:13:6}")
+# The fault proxies' ports, in this order (see start_faults): PHT/2 then PHT/1 tests.
+faults=(cut:pull:fin cut:pull:rst cut:pull:silent cut:push:fin cut:push:rst cut:push:silent
+  v1_cut:pull:fin v1_cut:pull:rst v1_cut:pull:silent v1_cut:push:fin v1_cut:push:rst v1_cut:push:silent)
+fault_ports=("${free[@]:13:12}")
+fwd_eof=${free[25]} chaos_server=${free[26]} chaos_proxy=${free[27]}
+chaos_secs=${PHT_WASM_CHAOS_SECS:-60}
+# Diagnosis only: a resumeTimeout (ms) for the random-cuts tunnels instead of the default.
+chaos_resume=${PHT_WASM_CHAOS_RESUME_MS:+,chaos_resume_ms=$PHT_WASM_CHAOS_RESUME_MS}
+chaos_seed=${PHT_WASM_CHAOS_SEED:-1}
 auth="alice:s3cret@"
 lo=127.0.0.1
 
@@ -66,6 +76,7 @@ lo=127.0.0.1
 "$server_bin" \
   -L "forward+pht://$lo:$fwd_echo/$lo:$echo_port?cors=*" \
   -L "forward+pht://$lo:$fwd_bye/$lo:$bye_port?cors=*" \
+  -L "forward+pht://$lo:$fwd_eof/$lo:$eof_port?cors=*" \
   -L "forward+pht://$lo:$fwd_dead/$lo:$dead_port?cors=*" \
   -L "forward+pht://$lo:$fwd_bulk/$lo:$bulk_port?cors=*&heartbeat=1s" \
   -L "http+pht://$lo:$http?cors=*" \
@@ -82,6 +93,11 @@ pids+=($!)
   -L "http+pht://$lo:$page_pht?cors=*" \
   >"$tmp/page-server.log" 2>&1 &
 pids+=($!)
+# The random-cuts test's own server: its debug log shows every tunnel opened and ended.
+"$server_bin" -D \
+  -L "forward+pht://$lo:$chaos_server/$lo:$chaos_echo_port?cors=*&heartbeat=1s" \
+  >"$tmp/chaos-server.log" 2>&1 &
+pids+=($!)
 
 wait_port() {
   for _ in $(seq 100); do
@@ -92,51 +108,100 @@ wait_port() {
   log "nothing listens on port $1"
   exit 1
 }
-for p in "$fwd_echo" "$fwd_bye" "$fwd_dead" "$fwd_bulk" "$http" "$http_auth" "$socks5" "$socks5_auth" \
-  "$relay" "$relay_auth" "$page_file" "$page_pht"; do
+for p in "$fwd_echo" "$fwd_bye" "$fwd_eof" "$fwd_dead" "$fwd_bulk" "$http" "$http_auth" "$socks5" \
+  "$socks5_auth" "$relay" "$relay_auth" "$page_file" "$page_pht" "$chaos_server"; do
   wait_port "$p"
 done
 log "servers up"
 
-# One fault-proxy per (kind, mode) in front of the bulk server, each cutting the first pull
-# or push connection after 4 MB. A proxy cuts one connection only, so every test run gets
-# a fresh set, on the same ports (they reach the tests at compile time).
+# One fault-proxy per (test set, kind, mode) in front of the bulk server, each cutting the
+# first pull or push connection after 4 MB. A proxy cuts one connection only, so every test
+# run gets a fresh set, on the same ports (they reach the tests at compile time).
 fault_pids=()
+fault_name() { local f=${faults[$1]}; echo "${f//:/_}"; }
 start_faults() {
-  local i kind mode
+  local i f kind mode name
   for i in "${!faults[@]}"; do
-    kind=${faults[$i]%:*} mode=${faults[$i]#*:}
+    f=${faults[$i]#*:} kind=${f%:*} mode=${f#*:} name=$(fault_name "$i")
     "$fault_bin" --upstream "$lo:$fwd_bulk" --kind "$kind" --mode "$mode" --after 4000000 \
-      --listen "$lo:${fault_ports[$i]}" >"$tmp/fault-$kind-$mode.out" 2>>"$tmp/faults.log" &
+      --listen "$lo:${fault_ports[$i]}" >"$tmp/$name.out" 2>"$tmp/$name.log" &
     fault_pids+=($!)
     pids+=($!)
   done
   for i in "${!faults[@]}"; do
-    kind=${faults[$i]%:*} mode=${faults[$i]#*:}
-    for _ in $(seq 100); do grep -q '^port ' "$tmp/fault-$kind-$mode.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q '^port ' "$tmp/fault-$kind-$mode.out" || { cat "$tmp/faults.log" >&2; log "fault-proxy $kind $mode did not start"; exit 1; }
+    name=$(fault_name "$i")
+    for _ in $(seq 100); do grep -q '^port ' "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q '^port ' "$tmp/$name.out" || { cat "$tmp/$name.log" >&2; log "fault-proxy $name did not start"; exit 1; }
   done
 }
+# Stops the fault proxies; each must have made its cut (a test that survives a cut that
+# never happened proves nothing).
 stop_faults() {
-  local p
+  local p i name
   for p in "${fault_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${fault_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   fault_pids=()
+  for i in "${!faults[@]}"; do
+    name=$(fault_name "$i")
+    if ! grep -q ': cut (' "$tmp/$name.log"; then
+      cat "$tmp/$name.log" >&2
+      log "fault-proxy $name never cut its connection"
+      exit 1
+    fi
+  done
+}
+
+# The random cuts: a draw every 200 to 600 ms (see tests/src/fault.rs, RandomCuts).
+chaos_pid=
+start_chaos() {
+  "$fault_bin" --upstream "$lo:$chaos_server" --mode random --every 200..600 --seed "$chaos_seed" \
+    --listen "$lo:$chaos_proxy" >"$tmp/chaos.out" 2>"$tmp/chaos.log" &
+  chaos_pid=$!
+  pids+=($!)
+  for _ in $(seq 100); do grep -q '^port ' "$tmp/chaos.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^port ' "$tmp/chaos.out" || { cat "$tmp/chaos.log" >&2; log "the random fault-proxy did not start"; exit 1; }
+}
+# Stops it and checks what the random-cuts test went through: cuts (at least one a
+# second), and on the server (its debug log counts its open tunnels) 10 tunnels opened and
+# closed in order, none reset, none left open.
+stop_chaos() {
+  kill "$chaos_pid" 2>/dev/null || true
+  wait "$chaos_pid" 2>/dev/null || true
+  local cuts events opened closed reset open_now
+  cuts=$(sed -n 's/^cuts //p' "$tmp/chaos.out")
+  events=$(grep -E ' [A-Z]+ tunnel (opened|closed|reset) service=' "$tmp/chaos-server.log" || true)
+  opened=$(grep -c ' tunnel opened ' <<<"$events" || true)
+  closed=$(grep -c ' tunnel closed ' <<<"$events" || true)
+  reset=$(grep -c ' tunnel reset ' <<<"$events" || true)
+  open_now=$(tail -n 1 <<<"$events" | sed -n 's/.* tunnels=\([0-9]*\).*/\1/p')
+  log "random cuts: $cuts connections cut in ${chaos_secs} s (seed $chaos_seed); server: $opened tunnels opened, $closed closed, $reset reset, ${open_now:-?} open"
+  if [ -z "$cuts" ] || [ "$cuts" -lt "$chaos_secs" ]; then
+    log "too few random cuts (want at least one a second)"
+    exit 1
+  fi
+  if [ "$opened" != 10 ] || [ "$closed" != 10 ] || [ "$reset" != 0 ] || [ "$open_now" != 0 ]; then
+    printf '%s\n' "$events" >&2
+    log "the server's tunnels did not all close in order (want 10 opened, 10 closed, 0 reset, 0 open)"
+    exit 1
+  fi
 }
 
 cuts=""
 for i in "${!faults[@]}"; do
-  kind=${faults[$i]%:*} mode=${faults[$i]#*:}
-  cuts+=",cut_${kind}_$mode=${fault_ports[$i]}"
+  f=${faults[$i]#*:}
+  cuts+=",${faults[$i]%%:*}_${f%:*}_${f#*:}=${fault_ports[$i]}"
 done
-export PHT_WASM_TEST="echo=$echo_port,bye=$bye_port,http_target=$http_port,stats=$stats_port,dead=$dead_port,fwd_echo=$fwd_echo,fwd_bye=$fwd_bye,fwd_dead=$fwd_dead,http=$http,http_auth=$http_auth,socks5=$socks5,socks5_auth=$socks5_auth,relay=$relay,relay_auth=$relay_auth,bulk=$bulk_port,fwd_bulk=$fwd_bulk$cuts"
+export PHT_WASM_TEST="echo=$echo_port,bye=$bye_port,http_target=$http_port,stats=$stats_port,dead=$dead_port,fwd_echo=$fwd_echo,fwd_bye=$fwd_bye,fwd_eof=$fwd_eof,fwd_dead=$fwd_dead,http=$http,http_auth=$http_auth,socks5=$socks5,socks5_auth=$socks5_auth,relay=$relay,relay_auth=$relay_auth,bulk=$bulk_port,fwd_bulk=$fwd_bulk,chaos=$chaos_proxy,chaos_secs=$chaos_secs$chaos_resume$cuts"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-export WASM_BINDGEN_TEST_TIMEOUT=120
+# Browsers: the whole suite's limit (Node has none; `timeout` bounds both).
+export WASM_BINDGEN_TEST_TIMEOUT=300
 
 log "wasm-bindgen tests in Node"
 start_faults
+start_chaos
 timeout 1200 cargo test --locked --target wasm32-unknown-unknown -p pht-wasm -- --nocapture
 stop_faults
+stop_chaos
 
 log "wasm-bindgen tests in headless Chromium"
 start_faults

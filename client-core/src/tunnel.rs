@@ -247,8 +247,9 @@ impl Tunnel {
         &self.token
     }
 
-    /// The PHT version the tunnel speaks: `2` once its driver runs PHT/2, else `1`. A
-    /// minted token's tunnel reads `1` until its first pull has answered.
+    /// The PHT version the tunnel speaks: `2` once its driver runs PHT/2, else `1`. A tunnel
+    /// that minted its token for a server not yet seen speaking PHT/2 reads `1` until its
+    /// first pull has answered.
     pub fn version(&self) -> u8 {
         if self.shared.lock().v2 { 2 } else { 1 }
     }

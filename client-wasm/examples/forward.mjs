@@ -57,13 +57,14 @@ async function serve(socket) {
     socket.destroy();
     return;
   }
-  log(`${peer}: tunnel open`);
-  // Local EOF closes the writable, which closes the tunnel (PHT has no half-close); the
-  // tunnel's end ends the socket. A failure on either side is a reset on the other: a
-  // broken local connection aborts the writable (the far end sees a reset), a broken
-  // tunnel resets the local connection.
+  log(`${peer}: tunnel open (PHT/${tunnel.version})`);
+  // Local EOF closes the writable, the readable's end ends the socket: on PHT/2 each is a
+  // half-close, and the tunnel is over once both happened; PHT/1 has no half-close, and
+  // either ends the tunnel. A failure on either side is a reset on the other: a broken
+  // local connection aborts the writable (the far end sees a reset), a broken tunnel
+  // resets the local connection.
   let failure;
-  (async () => {
+  const upload = (async () => {
     const writer = tunnel.writable.getWriter();
     try {
       // The socket stays open for writing after the local EOF: the tunnel still delivers.
@@ -82,6 +83,8 @@ async function serve(socket) {
     failure ??= e;
     socket.resetAndDestroy();
   }
+  // PHT/2: the far end has finished, but the local side may still be sending.
+  if (!failure && tunnel.version === 2) await upload;
   await tunnel.close();
   log(failure ? `${peer}: ${failure.message ?? failure}` : `${peer}: closed`);
 }

@@ -39,6 +39,30 @@ export interface ConnectOptions {
    */
   heartbeatTimeout?: number;
   /**
+   * PHT version: `"auto"` (default) asks the server for PHT/2 and falls back to gost's
+   * PHT/1; `1` speaks PHT/1 only; `2` makes a PHT/1-only server an error. PHT/2 tunnels
+   * survive cut HTTP connections and can be half-closed. See {@link Tunnel.version}.
+   */
+  v?: "auto" | "1" | "2" | 1 | 2;
+  /**
+   * PHT/2: milliseconds pulls or pushes may keep failing in a row (each is resent) before
+   * the tunnel fails (default 30000).
+   */
+  resumeTimeout?: number;
+  /**
+   * PHT/2: milliseconds after which the pull is replaced by a new one, opened before the
+   * old one ends (default 50000: below the 60 s and 100 s response limits of common
+   * proxies and CDNs).
+   */
+  pullMaxAge?: number;
+  /** PHT/2: push POSTs in flight at most (default 8, at most 64). */
+  pushWindow?: number;
+  /**
+   * PHT/2: `"auto"` (default) streams the pull and switches to long polls while a proxy
+   * holds responses back; `true` always long-polls; `false` always streams.
+   */
+  poll?: "auto" | boolean;
+  /**
    * `authorize` (default): ask the server for a token, works with every gost server;
    * `mint`: make one locally and save a round trip (gost >= 3.3 and pht-server).
    */
@@ -70,6 +94,11 @@ const KNOWN: &[&str] = &[
     "minPushSize",
     "requestTimeout",
     "heartbeatTimeout",
+    "v",
+    "resumeTimeout",
+    "pullMaxAge",
+    "pushWindow",
+    "poll",
     "token",
     "headers",
     "dispatcher",
@@ -127,17 +156,43 @@ pub(crate) fn plan(server_url: &str, options: &JsValue) -> Result<Plan, String> 
             node.set_param(key, v).map_err(|e| e.to_string())?;
         }
     }
-    for key in ["maxPushSize", "minPushSize"] {
+    for (key, unit) in [
+        ("maxPushSize", " of bytes"),
+        ("minPushSize", " of bytes"),
+        ("pushWindow", ""),
+    ] {
         if let Some(v) = get(o, key)? {
             let n = v
                 .as_f64()
                 .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= 9_007_199_254_740_991.0)
-                .ok_or_else(|| format!("options.{key} must be a positive whole number of bytes"))?;
+                .ok_or_else(|| format!("options.{key} must be a positive whole number{unit}"))?;
             node.set_param(key, format!("{n}"))
                 .map_err(|e| e.to_string())?;
         }
     }
-    for key in ["requestTimeout", "heartbeatTimeout"] {
+    if let Some(v) = get(o, "v")? {
+        let version = match (v.as_string().as_deref(), v.as_f64()) {
+            (Some(s @ ("auto" | "1" | "2")), _) => s.to_string(),
+            (_, Some(n)) if n == 1.0 || n == 2.0 => format!("{n}"),
+            _ => return Err("options.v must be \"auto\", 1 or 2".into()),
+        };
+        node.set_param("v", version).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = get(o, "poll")? {
+        let poll = match (v.as_string().as_deref(), v.as_bool()) {
+            (Some("auto"), _) => "auto",
+            (_, Some(true)) => "true",
+            (_, Some(false)) => "false",
+            _ => return Err("options.poll must be \"auto\", true or false".into()),
+        };
+        node.set_param("poll", poll).map_err(|e| e.to_string())?;
+    }
+    for key in [
+        "requestTimeout",
+        "heartbeatTimeout",
+        "resumeTimeout",
+        "pullMaxAge",
+    ] {
         if let Some(v) = get(o, key)? {
             let ms = v
                 .as_f64()

@@ -51,6 +51,14 @@ struct State {
     streams: Option<(JsValue, JsValue)>,
     /// The connector handshake is still running (`stream` is not set yet).
     opening: bool,
+    /// The version last read from `stream`, kept for after it is released.
+    version: u8,
+    /// PHT/2 half-closes: the readable has ended in order (the far end's FIN) while the
+    /// writable is still open...
+    read_ended: bool,
+    /// ...or the writable has been closed (its FIN acknowledged) while the readable still
+    /// delivers. The tunnel is let go once both have ended.
+    write_ended: bool,
 }
 
 type Shared = Rc<RefCell<State>>;
@@ -75,6 +83,7 @@ impl State {
         if self.error.is_none() {
             self.error = error.or_else(|| self.stream.as_mut().and_then(tunnel_error));
         }
+        self.version();
         let stream = self.stream.take();
         self.streams = None;
         for w in [self.reader.take(), self.writer.take(), self.closer.take()]
@@ -93,6 +102,21 @@ impl State {
             stream.get_mut().reset();
             self.fail(pht_core::Error::Aborted.to_string());
         }
+    }
+
+    /// The PHT version the tunnel speaks (`2` can only appear later, once a minted token's
+    /// first pull has answered).
+    fn version(&mut self) -> u8 {
+        if let Some(stream) = &self.stream {
+            self.version = stream.get_ref().version();
+        }
+        self.version
+    }
+
+    /// One direction has ended cleanly while the other may go on: PHT/2 only, and only
+    /// while nothing has failed. PHT/1 has no half-close: either end is the tunnel's end.
+    fn half_closes(&mut self) -> bool {
+        self.error.is_none() && self.version() == 2
     }
 
     fn closed_error(&self) -> JsValue {
@@ -115,12 +139,19 @@ thread_local! {
 
 /// An open PHT tunnel: a byte stream to the target, as a pair of web streams.
 ///
-/// PHT/1 has no half-close: `writable.close()` ends the whole tunnel once the bytes written
-/// before it have been sent, as `close()` does at once. `readable` ends only when the
-/// tunnel ended in order; when it breaks (a failed or refused request, `requestTimeout`,
-/// `heartbeatTimeout`), `readable` errors with an `Error` naming the cause, after the bytes
-/// that did arrive, and `closed` rejects with the same message. `writable.abort()` and
-/// `readable.cancel()` reset the tunnel: the far end sees a reset, not a clean end.
+/// On PHT/2 (`version` 2) each direction ends on its own, as in TCP: `writable.close()`
+/// sends an end of stream to the target while `readable` goes on until the target ends
+/// too, and `readable` ends when the target has finished while `writable` goes on. The
+/// tunnel is over once both have ended, or at `close()`. PHT/1 has no half-close: either
+/// end, or `close()`, ends the whole tunnel (`writable.close()` once the bytes written
+/// before it have been sent).
+///
+/// `readable` ends only in order; when the tunnel breaks (PHT/2: requests that keep
+/// failing for `resumeTimeout`, a reset by the server; PHT/1: any failed or refused
+/// request, `requestTimeout`, `heartbeatTimeout`), `readable` errors with an `Error`
+/// naming the cause, after the bytes that did arrive, and `closed` rejects with the same
+/// message. `writable.abort()` and `readable.cancel()` reset the tunnel: the far end sees
+/// a reset, not a clean end.
 #[wasm_bindgen]
 pub struct Tunnel {
     readable: JsValue,
@@ -141,8 +172,9 @@ impl std::fmt::Debug for Tunnel {
 
 #[wasm_bindgen]
 impl Tunnel {
-    /// Bytes from the target. Ends when the tunnel is closed in order (by either side);
-    /// errors with the cause when the tunnel breaks. `cancel()` resets the tunnel.
+    /// Bytes from the target. Ends when the target has finished sending (PHT/2) or the
+    /// tunnel is closed in order (PHT/1: by either side); errors with the cause when the
+    /// tunnel breaks. `cancel()` resets the tunnel.
     #[wasm_bindgen(getter)]
     pub fn readable(&self) -> ByteReadableStream {
         self.readable.clone().unchecked_into()
@@ -150,21 +182,32 @@ impl Tunnel {
 
     /// Bytes to the target (`Uint8Array` chunks; any `BufferSource` or a string is taken
     /// too). A write resolves once its bytes are queued for the next push request.
-    /// `close()` closes the tunnel cleanly once they are sent; `abort()` resets it.
+    /// `close()` resolves once the server has them all: on PHT/2 the target then reads an
+    /// end of stream and `readable` goes on; on PHT/1 the tunnel is closed. `abort()`
+    /// resets the tunnel.
     #[wasm_bindgen(getter)]
     pub fn writable(&self) -> ByteWritableStream {
         self.writable.clone().unchecked_into()
     }
 
     /// Settles when the tunnel is over and its last request has been sent. Resolves after
-    /// `close()`, `writable.close()`, or once `readable` has reported the far end's clean
-    /// end (keep reading it). Rejects with an `Error` naming the cause as soon as the
-    /// tunnel has failed (`readable` errors with the same message once the bytes before the
-    /// failure are read), or with `tunnel reset by this side` after `writable.abort()` or
-    /// `readable.cancel()`.
+    /// `close()`, or once both `writable.close()` has resolved and `readable` has reported
+    /// its clean end (keep reading it); on PHT/1 either of the two is enough. Rejects with
+    /// an `Error` naming the cause as soon as the tunnel has failed (`readable` errors with
+    /// the same message once the bytes before the failure are read), or with `tunnel reset
+    /// by this side` after `writable.abort()` or `readable.cancel()`.
     #[wasm_bindgen(getter)]
     pub fn closed(&self) -> VoidPromise {
         self.closed.clone().unchecked_into()
+    }
+
+    /// The PHT version the tunnel speaks: `2` (PHT/2: survives cut requests, half-closes)
+    /// or `1` (gost's PHT/1). With `token: "mint"`, the `forward` connector and a server not
+    /// yet seen speaking PHT/2 it reads `1` until the first pull has answered (other
+    /// connectors wait for that answer in `connect`).
+    #[wasm_bindgen(getter)]
+    pub fn version(&self) -> u8 {
+        self.state.borrow_mut().version()
     }
 
     /// Closes the tunnel at once (bytes not yet queued by a pending write are dropped) and
@@ -212,6 +255,9 @@ pub async fn connect(
         closer: None,
         streams: None,
         opening: true,
+        version: 1,
+        read_ended: false,
+        write_ended: false,
     }));
 
     // `closed`: settles once the driver is done (the last request of the tunnel has been
@@ -257,6 +303,10 @@ pub async fn connect(
         };
     });
 
+    // One turn of the event loop lets the driver start, which is when an authorized
+    // tunnel learns its version: `version` is right as soon as the tunnel is handed out,
+    // even where no handshake waits for the server (`forward`).
+    let _ = JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await;
     let handshake =
         pht_core::handshake(tunnel, plan.connector, &plan.target, plan.auth.as_ref()).await;
     let mut st = state.borrow_mut();
@@ -315,10 +365,16 @@ impl futures::Stream for ReadSide {
                 Poll::Pending
             }
             Poll::Ready(Ok(0)) => {
-                // pht-core's clean end: the server ended the tunnel in order. (A failure
-                // recorded by the writer still rejects `closed`: its bytes were lost.)
+                // pht-core's clean end: the far end finished (PHT/2), or the server ended
+                // the tunnel in order (PHT/1). (A failure recorded by the writer still
+                // rejects `closed`: its bytes were lost.)
                 this.done = true;
-                st.release(None);
+                if st.half_closes() && !st.write_ended {
+                    // The writable goes on: the far end may still be reading.
+                    st.read_ended = true;
+                } else {
+                    st.release(None);
+                }
                 Poll::Ready(None)
             }
             Poll::Ready(Ok(n)) => Poll::Ready(Some(Ok(Uint8Array::from(&this.buf[..n]).into()))),
@@ -449,8 +505,14 @@ impl Sink<JsValue> for WriteSide {
                 Poll::Pending
             }
             Poll::Ready(Ok(())) => {
-                // PHT/1 has no half-close: the whole tunnel is over.
                 this.done = true;
+                if st.half_closes() && !st.read_ended {
+                    // The readable goes on until the far end's own end.
+                    st.write_ended = true;
+                    return Poll::Ready(Ok(()));
+                }
+                // PHT/1 has no half-close: the whole tunnel is over (as it is on PHT/2
+                // once the readable has ended too).
                 st.release(None);
                 match st.error {
                     Some(_) => Poll::Ready(Err(st.closed_error())),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod forwarder;
 pub mod handler;
 pub mod listener;
+pub mod metrics;
 pub mod router;
 pub mod selector;
 pub mod service;

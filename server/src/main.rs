@@ -4,11 +4,13 @@
 //! pht-server -L "pht://:8443/127.0.0.1:22"          # forward every tunnel to local ssh
 //! pht-server -C gost.yaml
 //! pht-server -L "forward+pht://:8443/:1080" -O yaml # print the config gost would build
+//! pht-server -L "pht://:8443/:22" -metrics :9000    # Prometheus at http://host:9000/metrics
 //! ```
 
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Parser};
 use pht_server::config::{self, Config};
+use pht_server::metrics::Endpoint;
 use pht_server::service::Service;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -38,6 +40,21 @@ struct Cli {
     /// Debug logging (`-DD` for trace).
     #[arg(short = 'D', action = ArgAction::Count)]
     debug: u8,
+    /// Prometheus metrics: `[user:pass@]addr[?path=/metrics]` (gost's `-metrics`; also
+    /// the `GOST_METRICS` environment variable, which this flag overrides).
+    #[arg(long = "metrics", value_name = "ADDR")]
+    metrics: Option<String>,
+}
+
+/// gost's single-dash long flags (`-metrics x`, `-metrics=x`) as clap reads them.
+fn gost_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .map(|a| match a.to_str() {
+            Some("-metrics") => "--metrics".into(),
+            Some(s) if s.starts_with("-metrics=") => format!("-{s}").into(),
+            _ => a,
+        })
+        .collect()
 }
 
 /// What runs when no `-L`, no `-C` and no gost config file is found: an HTTP/SOCKS proxy
@@ -70,7 +87,15 @@ fn build_config(cli: &Cli) -> Result<Config> {
         cfg = config::merge(cfg, config::load_source(src)?);
     }
     let from_flags = config::from_cli(&listens, &cli.forward)?;
-    Ok(config::merge(cfg, from_flags))
+    let mut cfg = config::merge(cfg, from_flags);
+    // As in gost: the environment after the config sources, the flag last.
+    if let Some(addr) = std::env::var("GOST_METRICS").ok().filter(|a| !a.is_empty()) {
+        cfg.metrics.get_or_insert_with(Default::default).addr = addr;
+    }
+    if let Some(m) = &cli.metrics {
+        cfg.metrics = Some(config::parse_metrics(m).context("-metrics")?);
+    }
+    Ok(cfg)
 }
 
 fn resolved(mut cfg: Config) -> Result<Config> {
@@ -80,7 +105,7 @@ fn resolved(mut cfg: Config) -> Result<Config> {
 
 fn main() -> Result<()> {
     // gost accepts `-DD`; clap reads it as two `-D`, which is what we want.
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(gost_args());
     let cfg = build_config(&cli)?;
     if let Some(fmt) = &cli.output {
         let out = if fmt == "json" {
@@ -99,7 +124,7 @@ fn main() -> Result<()> {
     };
     pht_client::logging::init(level);
     pht_client::raise_fd_limit();
-    if cfg.services.is_empty() {
+    if cfg.services.is_empty() && cfg.metrics.is_none() {
         bail!("nothing to run: the configuration has no services (see pht-server --help)");
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -111,6 +136,22 @@ fn main() -> Result<()> {
 
 async fn run(cfg: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
+    // Before any service binds: listeners and handlers pick their series up as they start.
+    if cfg.metrics.is_some() || cfg.services.iter().any(|s| s.handler.kind == "metrics") {
+        pht_server::metrics::enable();
+    }
+    let mut metrics_task = None;
+    if let Some(m) = &cfg.metrics {
+        let ep = Endpoint::new(
+            Some(&m.path).filter(|p| !p.is_empty()).map(String::as_str),
+            m.auth.clone(),
+        );
+        metrics_task = Some(
+            pht_server::metrics::bind(&m.addr, ep, shutdown.clone())
+                .await?
+                .1,
+        );
+    }
     let mut services = Vec::new();
     for s in &cfg.services {
         services.push(Service::start(s, &cfg.chains, cfg.tls.as_ref(), shutdown.clone()).await?);
@@ -122,6 +163,9 @@ async fn run(cfg: Config) -> Result<()> {
     pht_client::shutdown_signal().await;
     info!("shutting down");
     shutdown.cancel();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })

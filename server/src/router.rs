@@ -413,6 +413,7 @@ impl Chain {
                 }
             }
         }
+        crate::metrics::chain_error(&self.name);
         Err(last_err.unwrap_or_else(|| io_err(format!("chain {}: no node", self.name))))
     }
 

@@ -61,6 +61,8 @@ impl Service {
 
     /// Accepts and serves until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let metrics = crate::metrics::get().map(|m| m.service(&self.name));
+        let _running = metrics.as_ref().map(|m| m.running());
         loop {
             let conn = tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -72,7 +74,11 @@ impl Service {
             match conn {
                 Ok(conn) => {
                     let h = self.handler.clone();
-                    tokio::spawn(async move { h.handle(conn).await });
+                    let request = metrics.as_ref().map(|m| m.request());
+                    tokio::spawn(async move {
+                        h.handle(conn).await;
+                        drop(request);
+                    });
                 }
                 Err(e) => {
                     error!(service = %self.name, "accept: {e}");

@@ -25,15 +25,23 @@
 //!
 //! HTTP/2 (`PRI * HTTP/2.0`), TLS and anything else that is not HTTP/1.x is forwarded as
 //! [`Class::Other`] and never cut.
+//!
+//! [`FaultProxy::random`] is the other way to run it: instead of one fault, it cuts a
+//! random connection every so often ([`RandomCuts`]), for as long as it runs.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Which connection to cut.
@@ -65,6 +73,19 @@ pub struct Fault {
     /// Bytes that pass in the kind's data direction before the cut.
     pub after: u64,
     pub mode: Mode,
+}
+
+/// What [`FaultProxy::random`] does: every `every` (a time drawn at random from the range)
+/// it cuts one random connection, with a FIN or a RST (drawn at random too), until it is
+/// dropped. Only a connection whose latest request is a pull or a push (of `kind`, if
+/// given) is cut, idle or not: PHT repeats those, but nothing repeats an authorize.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RandomCuts {
+    pub every: RangeInclusive<Duration>,
+    /// Only connections carrying this kind; `None`: pulls and pushes.
+    pub kind: Option<Kind>,
+    /// Seeds the draws, so that a run can be repeated (timing aside).
+    pub seed: u64,
 }
 
 /// What a request is, by its request line ([`classify`]).
@@ -396,9 +417,29 @@ struct Budget {
     tripped: Option<Instant>,
 }
 
+/// A connection [`RandomCuts`] may pick.
+struct Victim {
+    /// The class of its latest request ([`class_code`]).
+    class: Arc<AtomicU8>,
+    cut: oneshot::Sender<Mode>,
+}
+
+fn class_code(c: Option<Class>) -> u8 {
+    match c {
+        None => 0,
+        Some(Class::Pull) => 1,
+        Some(Class::Push) => 2,
+        Some(Class::Other) => 3,
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     budget: Mutex<Budget>,
+    /// Random mode: the open connections, by id.
+    victims: Mutex<HashMap<u64, Victim>>,
+    /// Random mode: connections cut so far.
+    cuts: AtomicU64,
     /// Sockets of a silent cut, held open until the proxy is dropped.
     parked: Mutex<Vec<TcpStream>>,
     events: Mutex<Vec<String>>,
@@ -434,6 +475,41 @@ impl Shared {
         false
     }
 
+    /// Random mode: cuts one connection carrying a request of `kind` (pull or push when
+    /// `None`), if there is one.
+    fn cut_random(&self, kind: Option<Kind>, rng: &mut rand::rngs::StdRng) {
+        let want = |code: u8| match kind {
+            Some(Kind::Pull) => code == class_code(Some(Class::Pull)),
+            Some(Kind::Push) => code == class_code(Some(Class::Push)),
+            None => code == class_code(Some(Class::Pull)) || code == class_code(Some(Class::Push)),
+        };
+        let victim = {
+            let mut victims = self.victims.lock().unwrap();
+            let mut ids: Vec<u64> = victims
+                .iter()
+                .filter(|(_, v)| want(v.class.load(Ordering::Relaxed)))
+                .map(|(id, _)| *id)
+                .collect();
+            if ids.is_empty() {
+                return;
+            }
+            // HashMap order varies between runs; sorted, the seed alone decides.
+            ids.sort_unstable();
+            let id = ids[rng.random_range(0..ids.len())];
+            victims.remove(&id)
+        };
+        let mode = if rng.random_bool(0.5) {
+            Mode::Fin
+        } else {
+            Mode::Rst
+        };
+        if let Some(v) = victim
+            && v.cut.send(mode).is_ok()
+        {
+            self.cuts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A byte of the chosen kind is due and the budget is spent (`after` 0): the cut is
     /// now. True for the one caller that makes it.
     fn trip(&self) -> bool {
@@ -449,7 +525,8 @@ impl Shared {
 /// A running fault proxy; stops (and closes every connection it holds) when dropped.
 pub struct FaultProxy {
     port: u16,
-    fault: Fault,
+    /// `None` in random mode.
+    fault: Option<Fault>,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -468,10 +545,31 @@ impl FaultProxy {
         fault: Fault,
         verbose: bool,
     ) -> FaultProxy {
+        Self::serve(listener, upstream, Ok(fault), verbose)
+    }
+
+    /// Serves on `listener`, cutting connections at random as `cuts` says (see
+    /// [`RandomCuts`]) instead of injecting one fault.
+    pub fn random(
+        listener: TcpListener,
+        upstream: SocketAddr,
+        cuts: RandomCuts,
+        verbose: bool,
+    ) -> FaultProxy {
+        Self::serve(listener, upstream, Err(cuts), verbose)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        upstream: SocketAddr,
+        plan: Result<Fault, RandomCuts>,
+        verbose: bool,
+    ) -> FaultProxy {
         let port = listener.local_addr().unwrap().port();
+        let fault = plan.as_ref().ok().copied();
         let shared = Arc::new(Shared {
             budget: Mutex::new(Budget {
-                left: fault.after,
+                left: fault.map_or(0, |f| f.after),
                 tripped: None,
             }),
             verbose,
@@ -481,6 +579,15 @@ impl FaultProxy {
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             let mut next_id = 0u64;
+            let random = plan.err();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(random.as_ref().map_or(0, |r| r.seed));
+            let draw = |rng: &mut rand::rngs::StdRng| match &random {
+                Some(r) => rng.random_range(r.every.clone()),
+                None => Duration::MAX,
+            };
+            let next = draw(&mut rng);
+            let timer = tokio::time::sleep(next.min(Duration::from_secs(1 << 30)));
+            tokio::pin!(timer);
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
@@ -492,6 +599,11 @@ impl FaultProxy {
                         Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                     },
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                    () = &mut timer, if random.is_some() => {
+                        sh.cut_random(random.as_ref().and_then(|r| r.kind), &mut rng);
+                        let next = draw(&mut rng);
+                        timer.as_mut().reset(tokio::time::Instant::now() + next);
+                    }
                 }
             }
         });
@@ -507,8 +619,14 @@ impl FaultProxy {
         self.port
     }
 
-    pub fn fault(&self) -> Fault {
+    /// The one fault it injects; `None` for a [`FaultProxy::random`] proxy.
+    pub fn fault(&self) -> Option<Fault> {
         self.fault
+    }
+
+    /// Random mode: connections cut so far.
+    pub fn cuts(&self) -> u64 {
+        self.shared.cuts.load(Ordering::Relaxed)
     }
 
     /// Whether the fault happened (a connection was cut).
@@ -533,6 +651,7 @@ impl Drop for FaultProxy {
         // Aborting the accept loop drops its JoinSet, which aborts every connection.
         self.task.abort();
         self.shared.parked.lock().unwrap().clear();
+        self.shared.victims.lock().unwrap().clear();
     }
 }
 
@@ -623,13 +742,16 @@ enum End {
     Failed(&'static str, std::io::Error),
     /// This connection spent the last byte of the budget.
     Cut,
+    /// Random mode picked this connection.
+    RandomCut(Mode),
 }
 
+/// `fault` is `None` in random mode.
 async fn connection(
     id: u64,
     client: TcpStream,
     upstream: SocketAddr,
-    fault: Fault,
+    fault: Option<Fault>,
     sh: Arc<Shared>,
 ) {
     let _ = client.set_nodelay(true);
@@ -642,7 +764,22 @@ async fn connection(
         }
     };
     let _ = server.set_nodelay(true);
-    match relay(id, &client, &server, fault.kind, &sh).await {
+    let mut random = None;
+    if fault.is_none() {
+        let (tx, rx) = oneshot::channel();
+        let class = Arc::new(AtomicU8::new(class_code(None)));
+        sh.victims.lock().unwrap().insert(
+            id,
+            Victim {
+                class: class.clone(),
+                cut: tx,
+            },
+        );
+        random = Some((class, rx));
+    }
+    let end = relay(id, &client, &server, fault.map(|f| f.kind), random, &sh).await;
+    sh.victims.lock().unwrap().remove(&id);
+    match end {
         End::Closed => {}
         End::Failed(side, e) => {
             // Pass the failure on as a reset, as the peers' own stacks would once they
@@ -652,21 +789,36 @@ async fn connection(
             let _ = server.set_zero_linger();
         }
         End::Cut => {
+            let Some(fault) = fault else {
+                unreachable!("only a fault's budget cuts")
+            };
             sh.event(format!(
                 "conn {id}: cut ({}) after {} {} bytes",
                 fault.mode, fault.after, fault.kind
             ));
             cut(client, server, fault.mode, &sh).await;
         }
+        End::RandomCut(mode) => {
+            sh.event(format!("conn {id}: cut ({mode}) at random"));
+            cut(client, server, mode, &sh).await;
+        }
     }
 }
 
 /// Forwards both ways until both are closed, a peer fails, or this connection spends the
-/// last byte of the budget of `kind`.
-async fn relay(id: u64, client: &TcpStream, server: &TcpStream, kind: Kind, sh: &Shared) -> End {
+/// last byte of the budget of `kind`. In random mode (`kind` is `None`) there is no budget;
+/// `random` publishes the class of the connection's latest request and brings the cut.
+async fn relay(
+    id: u64,
+    client: &TcpStream,
+    server: &TcpStream,
+    kind: Option<Kind>,
+    mut random: Option<(Arc<AtomicU8>, oneshot::Receiver<Mode>)>,
+    sh: &Shared,
+) -> End {
     let class = match kind {
-        Kind::Pull => Class::Pull,
-        Kind::Push => Class::Push,
+        Some(Kind::Pull) | None => Class::Pull,
+        Some(Kind::Push) => Class::Push,
     };
     let mut up = Pipe::new(); // client → server
     let mut down = Pipe::new(); // server → client
@@ -707,7 +859,7 @@ async fn relay(id: u64, client: &TcpStream, server: &TcpStream, kind: Kind, sh: 
                 }
                 if ready.is_writable() && down.has_data() {
                     // Server → client bytes belong to the request being answered.
-                    let counted = kind == Kind::Pull && requests.current() == Some(class);
+                    let counted = kind == Some(Kind::Pull) && requests.current() == Some(class);
                     let left = if counted { sh.left() } else { None };
                     let limit = left.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
                     if limit == 0 && sh.trip() {
@@ -735,7 +887,7 @@ async fn relay(id: u64, client: &TcpStream, server: &TcpStream, kind: Kind, sh: 
                 }
                 if ready.is_writable() && up.has_data() {
                     // How far the budget lets these bytes go (push bytes are charged).
-                    let left = if kind == Kind::Push { sh.left() } else { None };
+                    let left = if kind == Some(Kind::Push) { sh.left() } else { None };
                     let limit = match left {
                         Some(l) => requests.clone().feed(up.held(), class, l, &mut |_, _| {}).0,
                         None => usize::MAX,
@@ -746,12 +898,22 @@ async fn relay(id: u64, client: &TcpStream, server: &TcpStream, kind: Kind, sh: 
                     match up.drain(server, limit) {
                         Ok(w) => {
                             let (_, charged) = requests.feed(w, class, u64::MAX, &mut note);
+                            if let Some((published, _)) = &random {
+                                published.store(class_code(requests.current()), Ordering::Relaxed);
+                            }
                             if left.is_some() && sh.charge(charged) {
                                 return End::Cut;
                             }
                         }
                         Err(e) => return End::Failed("server write", e),
                     }
+                }
+            }
+            cut = async { (&mut random.as_mut().expect("guarded").1).await }, if random.is_some() => {
+                match cut {
+                    Ok(mode) => return End::RandomCut(mode),
+                    // The proxy is going away: forward until the runtime's end.
+                    Err(_) => random = None,
                 }
             }
             // Both directions are blocked on nothing: only possible once both ended,
@@ -940,6 +1102,100 @@ mod tests {
         // A request line is charged whole when it completes: a small overshoot.
         let mut t = RequestTracker::default();
         assert_eq!(t.feed(R1, Class::Push, 10, &mut none), (line, line as u64));
+    }
+
+    /// Opens a connection through `port` and sends `request`; the upstream echoes it.
+    async fn request(port: u16, request: &str) -> TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut back = vec![0; request.len()];
+        c.read_exact(&mut back).await.unwrap();
+        c
+    }
+
+    /// Whether the proxy cut `c` (EOF or reset) within `wait`.
+    async fn was_cut(c: &mut TcpStream, wait: Duration) -> bool {
+        let mut b = [0u8; 16];
+        match tokio::time::timeout(wait, c.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(n)) => panic!("{n} unexpected bytes"),
+            Err(_) => false,
+        }
+    }
+
+    async fn echo_upstream() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    const PULL: &str = "GET /pull?token=a HTTP/1.1\r\n\r\n";
+    const PUSH: &str = "POST /push?token=a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+    const AUTHORIZE: &str = "GET /authorize HTTP/1.1\r\n\r\n";
+
+    #[tokio::test]
+    async fn random_mode_cuts_pulls_and_pushes_only() {
+        let upstream = echo_upstream().await;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cuts = RandomCuts {
+            every: Duration::from_millis(5)..=Duration::from_millis(20),
+            kind: None,
+            seed: 7,
+        };
+        let proxy = FaultProxy::random(l, upstream, cuts, false);
+        assert_eq!(proxy.fault(), None);
+        let mut others = Vec::new();
+        for _ in 0..3 {
+            others.push(request(proxy.port(), AUTHORIZE).await);
+        }
+        let mut victims = Vec::new();
+        for r in [PULL, PUSH, PULL, PUSH] {
+            victims.push(request(proxy.port(), r).await);
+        }
+        for (i, c) in victims.iter_mut().enumerate() {
+            assert!(
+                was_cut(c, Duration::from_secs(5)).await,
+                "connection {i} lives"
+            );
+        }
+        assert_eq!(proxy.cuts(), 4);
+        // Dozens of draws later, the authorize connections still carry bytes both ways.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for c in &mut others {
+            use tokio::io::AsyncWriteExt;
+            assert!(!was_cut(c, Duration::from_millis(1)).await);
+            c.write_all(b"ping").await.unwrap();
+            let mut b = [0u8; 4];
+            c.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"ping");
+        }
+        assert_eq!(proxy.cuts(), 4);
+    }
+
+    #[tokio::test]
+    async fn random_mode_keeps_to_its_kind() {
+        let upstream = echo_upstream().await;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cuts = RandomCuts {
+            every: Duration::from_millis(5)..=Duration::from_millis(5),
+            kind: Some(Kind::Push),
+            seed: 1,
+        };
+        let proxy = FaultProxy::random(l, upstream, cuts, false);
+        let mut pull = request(proxy.port(), PULL).await;
+        let mut push = request(proxy.port(), PUSH).await;
+        assert!(was_cut(&mut push, Duration::from_secs(5)).await);
+        assert!(!was_cut(&mut pull, Duration::from_millis(200)).await);
+        assert_eq!(proxy.cuts(), 1);
     }
 
     #[test]

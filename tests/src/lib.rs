@@ -1,7 +1,6 @@
 //! Harness for the end-to-end tests: spawn the real binaries on 127.0.0.1, run target
 //! servers, move bytes and compare hashes.
 
-pub mod chaos;
 pub mod fault;
 pub mod middlebox;
 pub mod raw;

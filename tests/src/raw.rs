@@ -39,6 +39,11 @@ impl RawConn {
         }
     }
 
+    /// Closes the connection with a RST (`SO_LINGER` 0): a connection that died.
+    pub fn reset(self) {
+        let _ = self.io.get_ref().set_zero_linger();
+    }
+
     /// Writes raw bytes (for malformed requests).
     pub async fn write_raw(&mut self, bytes: &[u8]) {
         self.io.get_mut().write_all(bytes).await.unwrap();

@@ -857,3 +857,56 @@ async fn shutdown_sends_reset_before_the_server_exits() {
     }
     assert_eq!(pull.signal().await, None);
 }
+
+/// A push whose connection dies while the server is still handing its bytes to a slow
+/// target: the body was taken whole, so its bytes count as received and the same push
+/// sent again is a duplicate. Every byte must still reach the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_cut_while_its_bytes_wait_for_the_target_still_delivers_them_all() {
+    const N: usize = 8 * 1024 * 1024;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = l.local_addr().unwrap();
+    let got = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        // A slow reader: the server's buffer to it fills while the push is delivered.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.map(|_| got)
+    });
+    let (_srv, sp) = start(target, "").await;
+    let mut ctl = RawConn::connect(sp).await;
+    let token = authorize_v2(&mut ctl).await;
+    let _pull = Pull::open(sp, &token, 0, "").await;
+    let data = random_bytes(N, 77);
+    {
+        let mut doomed = RawConn::connect(sp).await;
+        doomed
+            .go_post(&format!("/push?token={token}&v=2&seq=0"), &data)
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The connection dies with the answer still pending.
+        doomed.reset();
+    }
+    let mut again = RawConn::connect(sp).await;
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(30),
+        again.exchange_post(&format!("/push?token={token}&v=2&seq=0"), &data),
+    )
+    .await
+    .expect("the retried push stalled");
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap()),
+        (200, format!("ack={N}"))
+    );
+    assert_eq!(
+        push(&mut ctl, &token, &format!("seq={N}&fin=1"), b"").await,
+        (200, format!("ack={N}"))
+    );
+    let got = tokio::time::timeout(Duration::from_secs(30), got)
+        .await
+        .expect("the target never saw the end")
+        .unwrap()
+        .expect("the target's read failed");
+    assert_eq!(got.len(), N, "bytes delivered to the target");
+    assert!(got == data, "the target got other bytes");
+}

@@ -78,6 +78,8 @@ const down = await (async () => {
   writer.releaseLock();
   const got = await readAll(tunnel);
   const ms = performance.now() - t0;
+  // PHT/2 half-closes: the target's end ended the readable; this side ends its own.
+  await writeAll(tunnel, []);
   await tunnel.closed;
   if (got.n !== bytes) fail(`download: ${got.n} of ${bytes} bytes arrived`);
   if (got.sha !== bulkDigest('squid-down', bytes)) fail('download: SHA-256 differs');
@@ -96,6 +98,7 @@ const up = await (async () => {
   writer.releaseLock();
   const got = await answer;
   const ms = performance.now() - t0;
+  await writeAll(tunnel, []);
   await tunnel.closed;
   const want = `${bulkDigest('squid-up', bytes)}\n`;
   if (got.bytes.toString() !== want) fail(`upload: the target got SHA-256 ${got.bytes.toString().trim()}, sent ${want.trim()}`);
@@ -129,6 +132,8 @@ async function echo() {
   ]);
   if (got !== hex(data)) fail('echo: SHA-256 differs');
   await writeAll(tunnel, []);
+  // The echo's own end follows this side's: the tunnel is over once it has been read.
+  if ((await readAll(tunnel)).n !== 0) fail('echo: bytes after the echo');
   await tunnel.closed;
 }
 

@@ -1,12 +1,17 @@
 // Target servers for the wasm tests, all on 127.0.0.1 (run by scripts/test-wasm.sh):
 //   echo   TCP echo; counts connections opened, closed, and reset (ended by an error)
+//   chaos  another echo with counters of its own, for the random-cuts test
 //   bulk   TCP bulk transfers, one command line per connection (see bulk.mjs):
 //            "send N SEED\n"  writes N bytes of bulk.mjs's stream SEED, then ends
 //            "recv N\n"       reads N bytes, answers their SHA-256 in hex and "\n", ends
 //   bye    TCP: writes "bye\n" and closes (the far end closes first)
+//   eof    TCP: answers only after the client's end of stream (a half-close): the line
+//          "<n> <sha256 hex>\n" of the n bytes it read, then those bytes again, then ends
 //   http   HTTP/1.1 responder: "hello from the pht target: GET <path>\n"
 //   stats  HTTP, CORS-open: GET /stats -> {"echoOpened":n,"echoClosed":n,"echoReset":n,
-//          "echoBytes":n,"bulkOpened":n,"bulkReset":n}
+//          "echoBytes":n,"chaosOpened":n,...,"bulkOpened":n,"bulkReset":n,"eofOpened":n,
+//          "eofAnswered":n,"eofClosed":n,"eofReset":n}
+//          GET /digest?seed=S&n=N -> SHA-256 (hex) of what "send N S" sends
 //   dead   a port nothing listens on
 //   free   `count` more free ports for the script's own servers
 // Usage: node targets.mjs PORTS_JSON_FILE [count]. Writes the ports as JSON once all listen,
@@ -15,7 +20,7 @@ import { createServer as createTcpServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { bulkStream } from './bulk.mjs';
+import { bulkDigest, bulkStream } from './bulk.mjs';
 
 const [file, countArg] = process.argv.slice(2);
 if (!file) {
@@ -23,7 +28,12 @@ if (!file) {
   process.exit(2);
 }
 
-const stats = { echoOpened: 0, echoClosed: 0, echoReset: 0, echoBytes: 0, bulkOpened: 0, bulkReset: 0 };
+const stats = {
+  echoOpened: 0, echoClosed: 0, echoReset: 0, echoBytes: 0,
+  chaosOpened: 0, chaosClosed: 0, chaosReset: 0, chaosBytes: 0,
+  bulkOpened: 0, bulkReset: 0,
+  eofOpened: 0, eofAnswered: 0, eofClosed: 0, eofReset: 0,
+};
 
 function listen(server) {
   return new Promise((resolve, reject) => {
@@ -32,13 +42,16 @@ function listen(server) {
   });
 }
 
-const echo = createTcpServer((sock) => {
-  stats.echoOpened++;
-  sock.on('data', (d) => { stats.echoBytes += d.length; });
-  sock.on('error', () => { stats.echoReset++; });
-  sock.on('close', () => { stats.echoClosed++; });
+/** A TCP echo counting into `stats[name + 'Opened']` and the like. */
+const echoServer = (name) => createTcpServer((sock) => {
+  stats[`${name}Opened`]++;
+  sock.on('data', (d) => { stats[`${name}Bytes`] += d.length; });
+  sock.on('error', () => { stats[`${name}Reset`]++; });
+  sock.on('close', () => { stats[`${name}Closed`]++; });
   sock.pipe(sock);
 });
+const echo = echoServer('echo');
+const chaos = echoServer('chaos');
 
 const bulk = createTcpServer((sock) => {
   stats.bulkOpened++;
@@ -95,6 +108,29 @@ const bye = createTcpServer((sock) => {
   sock.end('bye\n');
 });
 
+// Half-open: its answer goes out after the client's FIN, so Node must not end the socket
+// on that FIN.
+const eof = createTcpServer({ allowHalfOpen: true }, (sock) => {
+  stats.eofOpened++;
+  const chunks = [];
+  let failed = false;
+  sock.on('data', (d) => chunks.push(d));
+  sock.on('end', () => {
+    const all = Buffer.concat(chunks);
+    const sha = createHash('sha256').update(all).digest('hex');
+    stats.eofAnswered++;
+    sock.write(`${all.length} ${sha}\n`);
+    sock.end(all);
+  });
+  sock.on('error', () => {
+    failed = true;
+    stats.eofReset++;
+  });
+  sock.on('close', () => {
+    if (!failed) stats.eofClosed++;
+  });
+});
+
 const http = createHttpServer((req, res) => {
   const body = `hello from the pht target: ${req.method} ${req.url}\n`;
   res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) });
@@ -107,6 +143,11 @@ const statsServer = createHttpServer((req, res) => {
     'Access-Control-Allow-Origin': '*',
     'Cache-Control': 'no-store',
   });
+  const url = new URL(req.url, 'http://stats');
+  if (url.pathname === '/digest') {
+    res.end(JSON.stringify(bulkDigest(url.searchParams.get('seed') ?? '0', Number(url.searchParams.get('n')))));
+    return;
+  }
   res.end(JSON.stringify(stats));
 });
 
@@ -120,8 +161,10 @@ async function freePort() {
 
 const ports = {
   echo: await listen(echo),
+  chaos: await listen(chaos),
   bulk: await listen(bulk),
   bye: await listen(bye),
+  eof: await listen(eof),
   http: await listen(http),
   stats: await listen(statsServer),
   dead: await freePort(),

@@ -6,7 +6,7 @@ use pht_core::{GostUrl, UrlError};
 use super::{
     AccessListConfig, AuthConfig, ChainConfig, Config, ConnectorConfig, DialerConfig,
     ForwardNodeConfig, ForwarderConfig, HandlerConfig, HopConfig, ListenerConfig, Metadata,
-    NodeConfig, SelectorConfig, ServiceConfig, TlsConfig,
+    MetricsConfig, NodeConfig, SelectorConfig, ServiceConfig, TlsConfig,
 };
 
 /// Handler names gost registers: a scheme word outside this list means `auto`.
@@ -96,6 +96,31 @@ pub fn from_cli(listens: &[String], forwards: &[String]) -> Result<Config, UrlEr
         }
     }
     Ok(cfg)
+}
+
+/// gost's `-metrics` value: `[user:pass@]addr[?path=/p]`, read as a URL.
+///
+/// ```
+/// let m = pht_server::config::parse_metrics("u:p@127.0.0.1:9000?path=/m").unwrap();
+/// assert_eq!((m.addr.as_str(), m.path.as_str()), ("127.0.0.1:9000", "/m"));
+/// assert_eq!(m.auth.unwrap().password, "p");
+/// assert_eq!(pht_server::config::parse_metrics(":9000").unwrap().path, "");
+/// ```
+pub fn parse_metrics(input: &str) -> Result<MetricsConfig, UrlError> {
+    let full = if input.contains("://") {
+        input.to_string()
+    } else {
+        format!("auto://{input}")
+    };
+    let u = GostUrl::parse(&full)?;
+    if u.host.is_empty() {
+        return Err(UrlError::MissingAddress { url: input.into() });
+    }
+    Ok(MetricsConfig {
+        addr: u.host.clone(),
+        path: u.param("path").unwrap_or_default().to_string(),
+        auth: auth_of(&u),
+    })
 }
 
 /// Appends the list a `admission=`/`bypass=` value stands for; returns its name.

@@ -86,6 +86,9 @@ pub fn merge(mut base: Config, next: Config) -> Config {
     if next.tls.is_some() {
         base.tls = next.tls;
     }
+    if next.metrics.is_some() {
+        base.metrics = next.metrics;
+    }
     base
 }
 

@@ -7,7 +7,7 @@ mod load;
 mod metadata;
 mod validate;
 
-pub use cli::{from_cli, parse_chain_node, parse_service};
+pub use cli::{from_cli, parse_chain_node, parse_metrics, parse_service};
 pub use load::{LoadError, load_source, merge};
 pub use metadata::{MAX_DURATION, MAX_SIZE, Metadata, MetadataError, parse_duration};
 pub use validate::{ConfigError, HANDLER_TYPES, LISTENER_TYPES};
@@ -39,6 +39,22 @@ pub struct Config {
     pub log: Option<LogConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// The Prometheus endpoint (`-metrics`, gost's `metrics:` section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// gost's `metrics` section: where Prometheus scrapes (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub addr: String,
+    /// Default `/metrics`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
 }
 
 /// gost's `tls` block (global, `listener.tls`, `dialer.tls`).

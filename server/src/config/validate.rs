@@ -278,6 +278,11 @@ impl Config {
     pub fn resolve(&mut self) -> Result<(), ConfigError> {
         let mut issues = Issues::default();
 
+        if let Some(m) = &self.metrics
+            && m.addr.trim().is_empty()
+        {
+            issues.add("metrics.addr", "an address is required (e.g. :9000)");
+        }
         if let Some(t) = &self.tls {
             // A certificate may live longer than any timeout: up to a hundred years.
             let ok = |d: std::time::Duration| d <= MAX_VALIDITY;

@@ -113,6 +113,7 @@ impl Common {
         started: Instant,
         err: Option<io::Error>,
     ) {
+        crate::metrics::transfer(&self.service, input, output);
         info!(
             service = %self.service, handler = %self.kind, %peer, token = tag, %target,
             input_bytes = input, output_bytes = output,

@@ -46,6 +46,7 @@ impl Handler for ForwardHandler {
                 Err(e) => {
                     // No target: the client must see a failure, not an empty answer.
                     conn.stream.reset();
+                    crate::metrics::handler_error(&self.service);
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
@@ -57,6 +58,7 @@ impl Handler for ForwardHandler {
             };
             debug!(service = %self.service, %peer, token = tag, "{peer} <-> {node}");
             let (stats, err) = splice(&mut conn.stream, &mut upstream).await;
+            crate::metrics::transfer(&self.service, stats.a_to_b, stats.b_to_a);
             info!(
                 service = %self.service, %peer, token = tag, target = %node,
                 input_bytes = stats.a_to_b, output_bytes = stats.b_to_a,

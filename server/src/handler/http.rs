@@ -386,6 +386,7 @@ impl Handler for HttpHandler {
                             self.proxy_agent
                         );
                         send_and_close(&mut stream, msg.as_bytes()).await;
+                        crate::metrics::handler_error(&c.service);
                         warn!(service = %c.service, %peer, token = tag, %target, "http: dial failed: {e}");
                         return;
                     }
@@ -531,7 +532,10 @@ impl Plain {
         };
         let upstream = match c.router.dial(&target).await {
             Ok(u) => u,
-            Err(e) => return fail("dial failed", &e),
+            Err(e) => {
+                crate::metrics::handler_error(&c.service);
+                return fail("dial failed", &e);
+            }
         };
         let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
             .title_case_headers(true)

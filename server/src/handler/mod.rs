@@ -11,6 +11,7 @@ mod forward;
 mod http;
 #[cfg(test)]
 mod interop_tests;
+mod metrics;
 mod relay;
 mod socks4;
 mod socks5;
@@ -39,6 +40,7 @@ pub trait Handler: Send + Sync {
 /// The handler types [`build`] knows (an empty type is `auto`, as in gost).
 pub const TYPES: &[&str] = &[
     "auto", "http", "socks5", "socks", "socks4", "socks4a", "relay", "forward", "tcp", "file",
+    "metrics",
 ];
 
 /// Why a handler could not be built from its configuration.
@@ -78,6 +80,7 @@ pub fn build(svc: &ServiceConfig, router: Router) -> Result<Arc<dyn Handler>, Ha
         "relay" => Arc::new(relay::RelayHandler::new(svc, router)?),
         "auto" | "" => Arc::new(auto::AutoHandler::new(svc, router)?),
         "file" => Arc::new(file::FileHandler::new(svc)?),
+        "metrics" => Arc::new(metrics::MetricsHandler::new(svc)?),
         other => return Err(HandlerError::Unsupported(other.to_string())),
     };
     Ok(match svc.admission_rules.get() {

@@ -243,6 +243,7 @@ impl Handler for RelayHandler {
                 Ok(ok) => ok,
                 Err((status, why)) => {
                     send_and_close(&mut stream, &response(status)).await;
+                    crate::metrics::handler_error(&c.service);
                     warn!(service = %c.service, %peer, token = tag, target = %wanted, "relay: refused with status {status}: {why}");
                     return;
                 }

@@ -137,6 +137,7 @@ impl Handler for Socks4Handler {
                 Ok(u) => u,
                 Err(e) => {
                     send_and_close(&mut stream, &reply(FAILED)).await;
+                    crate::metrics::handler_error(&c.service);
                     warn!(service = %c.service, %peer, token = tag, %target, "socks4: dial failed: {e}");
                     return;
                 }

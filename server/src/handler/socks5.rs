@@ -213,6 +213,7 @@ impl Handler for Socks5Handler {
                 Ok(u) => u,
                 Err(e) => {
                     send_and_close(&mut stream, &reply(REP_NET_UNREACHABLE)).await;
+                    crate::metrics::handler_error(&c.service);
                     warn!(service = %c.service, %peer, token = tag, %target, "socks5: dial failed: {e}");
                     return;
                 }

@@ -103,6 +103,16 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
+    /// The option that set the limit (`pht_refusals_total{reason}`).
+    pub fn limit(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "backlog",
+            Refusal::ServerFull => "maxTunnels",
+            Refusal::ClientFull => "maxTunnelsPerClient",
+            Refusal::TooFast => "tunnelRate",
+        }
+    }
+
     pub fn body(self) -> &'static str {
         match self {
             Refusal::QueueFull => "tunnel queue full\n",
@@ -140,6 +150,8 @@ pub(super) struct Registry {
     /// [`REPORT_EVERY`](crate::listener::REPORT_EVERY), not one per request.
     refused: [AtomicU64; 4],
     report: ReportTimer,
+    /// This listener's series, when metrics are on.
+    pub metrics: Option<crate::metrics::PhtMetrics>,
 }
 
 impl Registry {
@@ -152,9 +164,10 @@ impl Registry {
             }),
             queue,
             opts,
-            service,
             refused: Default::default(),
             report: ReportTimer::new(),
+            metrics: crate::metrics::get().map(|m| m.pht(&service)),
+            service,
         }
     }
 
@@ -305,6 +318,9 @@ impl Registry {
             v2: (version == Version::V2).then(|| Arc::new(Session::new(&self.opts))),
         });
         t.tokens.insert(token.to_string(), Slot::Live(s.clone()));
+        if let Some(m) = &self.metrics {
+            m.tunnel_opened();
+        }
         debug!(service = %self.service, token = token_prefix(token), %peer, tunnels = t.open, ?version, "tunnel opened");
         Lookup::Live(s)
     }
@@ -328,6 +344,9 @@ impl Registry {
         match old {
             Some(Slot::Live(s)) => {
                 self.release(&mut t, s.client);
+                if let Some(m) = &self.metrics {
+                    m.tunnel_closed();
+                }
                 Some((s, t.open))
             }
             Some(Slot::Reserved { client, .. }) => {

@@ -21,6 +21,7 @@ use super::client_addr::client_addr;
 use super::pipe::Cause;
 use super::registry::{Lookup, Refusal, Registry, ServerTunnel};
 use super::v2::{self, Version};
+use crate::metrics::{PhtKind, RefusalReason};
 
 /// Response bodies; an error aborts the response, which is how a broken tunnel reaches
 /// the client (a PHT/1 pull has no in-band error).
@@ -49,8 +50,35 @@ pub(super) fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
     r
 }
 
-/// Routes one request: exact paths only, as gost's ServeMux does.
+/// Routes one request: exact paths only, as gost's ServeMux does. Each answer is
+/// counted when metrics are on (kind, status, push time, refusal reason).
 pub(super) async fn route(
+    req: Request<Incoming>,
+    reg: &Arc<Registry>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let Some(m) = &reg.metrics else {
+        return route_cors(req, reg, peer).await;
+    };
+    let path = req.uri().path();
+    let o = &reg.opts;
+    let kind = if path == o.authorize_path {
+        PhtKind::Authorize
+    } else if path == o.push_path {
+        PhtKind::Push
+    } else if path == o.pull_path {
+        PhtKind::Pull
+    } else {
+        PhtKind::Other
+    };
+    let started = std::time::Instant::now();
+    let resp = route_cors(req, reg, peer).await;
+    let reason = resp.extensions().get::<RefusalReason>().copied();
+    m.answered(kind, resp.status(), started.elapsed(), reason);
+    resp
+}
+
+async fn route_cors(
     req: Request<Incoming>,
     reg: &Arc<Registry>,
     peer: SocketAddr,
@@ -143,7 +171,9 @@ impl std::fmt::Display for Peer {
 }
 
 pub(super) fn refused(r: Refusal) -> Response<Body> {
-    text(StatusCode::TOO_MANY_REQUESTS, r.body())
+    let mut resp = text(StatusCode::TOO_MANY_REQUESTS, r.body());
+    resp.extensions_mut().insert(RefusalReason(r.limit()));
+    resp
 }
 
 /// A request of one version on a tunnel started by the other.
@@ -380,6 +410,9 @@ async fn pull(reg: &Arc<Registry>, token: &str, peer: &Peer) -> Response<Body> {
     }
     t.pull_attached.store(true, Ordering::Release);
     t.touch();
+    if let Some(m) = &reg.metrics {
+        m.pull(false);
+    }
     let state = PullState {
         max: reg.opts.pull_line_payload,
         heartbeat: reg.opts.heartbeat,

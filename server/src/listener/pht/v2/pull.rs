@@ -57,6 +57,10 @@ pub(in crate::listener::pht) async fn pull(
     t.touch();
     let changes = session.subscribe();
     let id = session.attach();
+    if let Some(m) = &reg.metrics {
+        // The ack was accepted, so a non-zero one continues an existing download.
+        m.pull(ack > 0);
+    }
     // Below the base is an ack overtaken by a later one: the client has those bytes.
     let from = ack.max(session.lock().replay.base());
     debug!(service = %reg.service, token = token_prefix(token), %peer, ack, from, poll, pull = id, "pull attached");

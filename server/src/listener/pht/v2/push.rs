@@ -1,6 +1,8 @@
 //! The PHT/2 push: a raw body at a stream offset, read whole before any of it is applied,
 //! so a push that breaks or is refused leaves nothing behind and can simply be sent again.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -28,7 +30,7 @@ enum BodyError {
 /// `POST push?token=T&v=2&seq=S[&ack=N][&fin=1][&close=1][&rst=1]`.
 pub(in crate::listener::pht) async fn push(
     req: Request<Incoming>,
-    reg: &Registry,
+    reg: &Arc<Registry>,
     token: &str,
     peer: &Peer,
 ) -> Response<Body> {
@@ -107,9 +109,21 @@ pub(in crate::listener::pht) async fn push(
         }
     };
     let len = body.len();
-    let applied = tokio::select! {
-        r = apply(&t, &session, reg, seq, body, fin) => r,
-        _ = t.cancel.cancelled() => Err(gone(&t)),
+    // Once the reorder buffer has taken the body, its bytes count as received and a
+    // retry of them is dropped as a duplicate: their delivery to the handler must finish
+    // even if this request's connection dies meanwhile (hyper then drops this future).
+    // So it runs as a task of its own; a reset tunnel ends it at once.
+    let (tt, ss, rr) = (t.clone(), session.clone(), reg.clone());
+    let delivery = tokio::spawn(async move {
+        let (t, session, reg) = (&tt, &ss, &rr);
+        tokio::select! {
+            r = apply(t, session, reg, seq, body, fin) => r,
+            _ = t.cancel.cancelled() => Err(gone(t)),
+        }
+    });
+    let applied = match delivery.await {
+        Ok(r) => r,
+        Err(_) => Err(gone(&t)),
     };
     let m = match applied {
         Ok(m) => m,
@@ -184,7 +198,10 @@ async fn apply(
         debug!(service = %reg.service, token = token_prefix(&t.token), seq, "push refused: {e}");
         match e {
             ReorderError::Full { .. } => {
-                text(StatusCode::TOO_MANY_REQUESTS, "reorder buffer full\n")
+                let mut r = text(StatusCode::TOO_MANY_REQUESTS, "reorder buffer full\n");
+                r.extensions_mut()
+                    .insert(crate::metrics::RefusalReason("reorderBuffer"));
+                r
             }
             ReorderError::Overflow { .. } => text(StatusCode::BAD_REQUEST, "missing or bad seq\n"),
             ReorderError::BeyondEnd { .. } => {
