@@ -203,7 +203,8 @@ fn chaos_secs() -> u64 {
         .unwrap_or(60)
 }
 
-/// One tunnel to an echo target: writes a seeded stream in 32 KiB pieces for `secs`,
+/// One tunnel to an echo target: writes a seeded stream for `secs` (32 KiB pieces with
+/// pauses, and 1 MiB bursts),
 /// reads the echo at the same time, then half-closes and checks every byte came back.
 async fn echo_for(local: u16, secs: u64, seed: u64) -> Result<usize, String> {
     let s = TcpStream::connect(("127.0.0.1", local))
@@ -215,13 +216,18 @@ async fn echo_for(local: u16, secs: u64, seed: u64) -> Result<usize, String> {
         let mut sent = Vec::new();
         let mut i = 0u64;
         while Instant::now() < stop {
-            let piece = random_bytes(32 * 1024, seed * 1_000_003 + i);
+            // Mostly small writes with pauses, now and then a 1 MiB burst at full speed.
+            let burst = i % 16 == 15;
+            let len = if burst { MIB } else { 32 * 1024 };
+            let piece = random_bytes(len, seed * 1_000_003 + i);
             i += 1;
             w.write_all(&piece)
                 .await
                 .map_err(|e| format!("write after {} bytes: {e}", sent.len()))?;
             sent.extend_from_slice(&piece);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !burst {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         w.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
         Ok::<_, String>(sent)
@@ -398,5 +404,41 @@ async fn a_proxy_that_buffers_responses_gets_long_polls_and_the_transfer_complet
         nginx.access_log().contains("poll=1"),
         "nginx saw no long poll:\n{}",
         nginx.logs()
+    );
+}
+
+/// Full speed both ways on one tunnel: the echo's answer fills the server's replay buffer
+/// while pushes wait for the echo to read. Only acknowledgements sent beside the waiting
+/// pushes let both move; without them the tunnel stalls until a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_speed_echo_both_ways_never_stalls() {
+    let echo = echo_target().await;
+    let sp = free_port();
+    let _srv = server(&["-L", &format!("forward+pht://127.0.0.1:{sp}/{echo}")], sp).await;
+    let cli = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
+    let data = Arc::new(random_bytes(64 * MIB, 9));
+    let s = TcpStream::connect(("127.0.0.1", cli.1)).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let d = data.clone();
+    let start = Instant::now();
+    let writer = tokio::spawn(async move {
+        w.write_all(&d).await?;
+        w.shutdown().await
+    });
+    let mut got = Vec::with_capacity(data.len());
+    // Well under requestTimeout (30 s): a stall that waits for a timeout fails here.
+    bounded(25, "full-speed echo", r.read_to_end(&mut got))
+        .await
+        .unwrap_or_else(|e| panic!("echo: {e}\n{}", cli.0.log_text()));
+    writer.await.unwrap().unwrap();
+    assert!(
+        got == *data,
+        "echo differs: {} of {} bytes",
+        got.len(),
+        data.len()
+    );
+    println!(
+        "full-speed echo: 64 MiB each way in {:.1} s",
+        start.elapsed().as_secs_f64()
     );
 }

@@ -174,6 +174,8 @@ struct Pusher {
     close_sent: bool,
     /// Largest `ack` (download count) sent to the server.
     ack_reported: u64,
+    /// A pure acknowledgement is on its way (one at a time, outside the window).
+    ack_inflight: bool,
     ack_every: u64,
     limit: u64,
     floor: u64,
@@ -249,17 +251,23 @@ impl Pusher {
                 close: true,
             });
         }
-        // A long download with nothing to upload: the server's replay buffer frees only
-        // on acknowledgements.
-        if st.rx_off >= self.ack_reported + self.ack_every && inflight == 0 {
-            return Some(Job {
-                seq: self.next_seq,
-                len: 0,
-                fin: false,
-                close: false,
-            });
-        }
         None
+    }
+
+    /// A pure acknowledgement, when one is due. The server's replay buffer frees only on
+    /// acknowledgements, and the pushes in flight carry old ones: they may be waiting for
+    /// the target, which waits for the download to move, which waits for this.
+    fn pick_ack(&mut self, st: &super::State) -> Option<Job> {
+        if self.ack_inflight || st.rx_off < self.ack_reported + self.ack_every {
+            return None;
+        }
+        self.ack_inflight = true;
+        Some(Job {
+            seq: self.next_seq,
+            len: 0,
+            fin: false,
+            close: false,
+        })
     }
 }
 
@@ -282,6 +290,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
         fin_sent: false,
         close_sent: false,
         ack_reported: 0,
+        ack_inflight: false,
         ack_every: (limits.replay / 4).max(1) as u64,
         limit,
         floor: (cfg.min_push_payload as u64).clamp(1, limit),
@@ -306,8 +315,13 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
             if let Some(e) = &st.tx_err {
                 return Poll::Ready(PushEvent::Failed(e.clone()));
             }
-            if hold.is_none() && inflight.len() < p.window && !st.reset_requested {
-                if let Some(job) = p.pick(&mut st, inflight.len()) {
+            if hold.is_none() && !st.reset_requested {
+                let job = if inflight.len() < p.window {
+                    p.pick(&mut st, inflight.len())
+                } else {
+                    None
+                };
+                if let Some(job) = job.or_else(|| p.pick_ack(&st)) {
                     let mut url = format!("{base}&seq={}&ack={}", job.seq, st.rx_off);
                     p.ack_reported = p.ack_reported.max(st.rx_off);
                     if job.fin {
@@ -337,6 +351,14 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                 });
             }
             PushEvent::Done((job, res)) => {
+                let pure_ack = job.len == 0 && !job.fin && !job.close;
+                if pure_ack {
+                    p.ack_inflight = false;
+                    if !matches!(res, Ok((200, _))) {
+                        // Not taken: the next one carries the count again.
+                        p.ack_reported = 0;
+                    }
+                }
                 let retryable = match res {
                     Ok((200, body)) => {
                         let Some(acked) = frame::parse_push_answer(&body) else {
@@ -391,7 +413,9 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                     seq = job.seq,
                     "push failed, sending it again: {retryable}"
                 );
-                p.requeue(job);
+                if !pure_ack {
+                    p.requeue(job);
+                }
                 p.window = (p.window / 2).max(1);
                 hold = Some(Box::pin(ctx.clock.sleep(backoff)));
                 backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -109,6 +109,12 @@ pub(in crate::listener::pht) async fn push(
         }
     };
     let len = body.len();
+    if len == 0 && !fin && !close {
+        // A pure acknowledgement (applied above). It must not queue behind a delivery
+        // that waits for the handler: that wait may be for the very acknowledgement that
+        // lets the download, and so the handler, move again.
+        return answer(session.uploaded());
+    }
     // Once the reorder buffer has taken the body, its bytes count as received and a
     // retry of them is dropped as a duplicate: their delivery to the handler must finish
     // even if this request's connection dies meanwhile (hyper then drops this future).
