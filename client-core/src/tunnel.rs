@@ -173,6 +173,9 @@ struct State {
     rx_off: u64,
     /// PHT/2: the server's FIN arrived (the download is complete).
     fin_seen: bool,
+    /// PHT/2: a request has succeeded. Before that, a failure ends the tunnel at once:
+    /// there is nothing to resume, and a wrong certificate or address never heals.
+    established: bool,
     // client → server
     /// PHT/1: bytes not sent yet. PHT/2: bytes not acknowledged yet, from `tx_acked` on.
     tx: BytesMut,

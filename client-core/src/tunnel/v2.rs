@@ -126,13 +126,15 @@ pub(super) async fn drive<F: Fetch, C: Clock>(
         End::Failed(e) => {
             // Refused as unknown or malformed: the server at that address may not be the
             // PHT/2 server remembered; the next tunnel asks /authorize again.
-            if matches!(
-                e,
-                Error::Status {
-                    status: 400 | 403 | 404,
-                    ..
-                }
-            ) {
+            if !shared.lock().established
+                || matches!(
+                    e,
+                    Error::Status {
+                        status: 400 | 403 | 404,
+                        ..
+                    }
+                )
+            {
                 super::known::forget(ctx.cfg);
             }
             tracing::debug!(
@@ -367,6 +369,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                             )));
                         };
                         on_ack(shared, acked);
+                        shared.lock().established = true;
                         failing_since = None;
                         backoff = MIN_BACKOFF;
                         p.window = (p.window + 1).min(p.max_window);
@@ -399,6 +402,9 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                     }
                     Err(e) => e,
                 };
+                if !shared.lock().established {
+                    return Err(retryable);
+                }
                 let now = ctx.clock.now();
                 let since = *failing_since.get_or_insert(now);
                 if now.saturating_sub(since) >= cfg.resume_timeout {
@@ -497,6 +503,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
         };
         let outcome = match resp {
             Ok(r) if r.status == 200 && is_v2(r.content_type.as_deref()) => {
+                ctx.shared.lock().established = true;
                 read_response(ctx, limits, r, poll, &mut next, &base).await
             }
             Ok(r) if r.status == 200 => Err(Failure {
@@ -546,6 +553,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
                 }
             }
             Err(f) if f.fatal => return Err(f.err),
+            Err(f) if !ctx.shared.lock().established => return Err(f.err),
             // A next pull already asked for (rotation) takes over.
             Err(f) => {
                 let now = ctx.clock.now();
