@@ -43,7 +43,7 @@ pub use fetch::{Fetch, FetchResponse};
 pub use maybe_send::{BoxFuture, MaybeSend, MaybeSync};
 pub use node::{NodeUrl, PollMode, TokenMode, TunnelConfig, Version};
 pub use token::{mint_token, token_prefix};
-pub use tunnel::{RESET_PARAM, Tunnel, TunnelDriver, open};
+pub use tunnel::{Progress, RESET_PARAM, Tunnel, TunnelDriver, open};
 pub use url::{GostUrl, parse_bool, parse_duration};
 
 /// Defaults shared by every PHT peer in this project.

@@ -173,6 +173,10 @@ struct State {
     rx_off: u64,
     /// PHT/2: the server's FIN arrived (the download is complete).
     fin_seen: bool,
+    /// PHT/2: what the push side is doing, for [`Tunnel::progress`].
+    push_inflight: usize,
+    push_window: usize,
+    push_retries: usize,
     /// PHT/2: a request has succeeded. Before that, a failure ends the tunnel at once:
     /// there is nothing to resume, and a wrong certificate or address never heals.
     established: bool,
@@ -239,15 +243,66 @@ pub struct Tunnel {
 impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tunnel")
-            .field("token", &self.token)
+            .field("token", &crate::token_prefix(&self.token))
+            .field("progress", &self.progress())
             .finish()
     }
+}
+
+/// Where a tunnel stands: for status pages, logs, and when something hangs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// 1 or 2 (see [`Tunnel::version`]).
+    pub version: u8,
+    /// Bytes the server sent that arrived, in order.
+    pub received: u64,
+    /// Bytes written that the server has taken.
+    pub sent: u64,
+    /// Bytes written and not yet taken by the server.
+    pub queued: usize,
+    /// The application closed its writing side; `write_closed`: the server has it all.
+    pub write_closing: bool,
+    pub write_closed: bool,
+    /// The download has ended, in order (`Some(true)`) or as an error (`Some(false)`).
+    pub read_ended: Option<bool>,
+    /// PHT/2 pushes in flight, the window they may fill, and pushes waiting to be sent
+    /// again.
+    pub pushes_in_flight: usize,
+    pub push_window: usize,
+    pub push_retries: usize,
+    /// Why the tunnel failed, once it has.
+    pub error: Option<String>,
 }
 
 impl Tunnel {
     /// The tunnel's token (log only a prefix of it: it is the tunnel's only secret).
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Where the tunnel stands now.
+    ///
+    /// ```no_run
+    /// # fn f(t: &pht_core::Tunnel) {
+    /// let p = t.progress();
+    /// println!("PHT/{}: {} bytes in, {} out", p.version, p.received, p.sent);
+    /// # }
+    /// ```
+    pub fn progress(&self) -> Progress {
+        let st = self.shared.lock();
+        Progress {
+            version: if st.v2 { 2 } else { 1 },
+            received: st.rx_off,
+            sent: st.tx_acked,
+            queued: st.tx.len(),
+            write_closing: st.close_requested,
+            write_closed: st.close_done,
+            read_ended: st.rx_end.as_ref().map(|r| r.is_ok()),
+            pushes_in_flight: st.push_inflight,
+            push_window: st.push_window,
+            push_retries: st.push_retries,
+            error: st.tx_err.as_ref().map(|e| e.to_string()),
+        }
     }
 
     /// The PHT version the tunnel speaks: `2` once its driver runs PHT/2, else `1`. A tunnel
@@ -634,7 +689,10 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
         let mut st = shared.lock();
         st.tx_inflight = false;
         let err = match res {
-            Ok((200, _)) => None,
+            Ok((200, _)) => {
+                st.tx_acked += data.len() as u64;
+                None
+            }
             Ok((413, _)) if limit > floor => {
                 let smaller = (limit / 2).max(floor);
                 warn_shrink(data.len(), smaller);
@@ -725,6 +783,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
                 let mut st = shared.lock();
                 for b in batch.drain(..) {
                     st.rx_len += b.len();
+                    st.rx_off += b.len() as u64;
                     st.rx.push_back(b);
                 }
                 wake(&mut st.reader);

@@ -210,6 +210,38 @@ impl Tunnel {
         self.state.borrow_mut().version()
     }
 
+    /// Where the tunnel stands, or `null` once it has been let go: `{version, received,
+    /// sent, queued, writeClosing, writeClosed, readEnded, pushesInFlight, pushWindow,
+    /// pushRetries, error}` (byte counts as numbers; `readEnded` is `null` while the
+    /// download goes on, then `true` for a clean end or `false` for an error).
+    #[wasm_bindgen(getter)]
+    pub fn progress(&self) -> JsValue {
+        let st = self.state.borrow();
+        let Some(stream) = &st.stream else {
+            return JsValue::NULL;
+        };
+        let p = stream.get_ref().progress();
+        let o = js_sys::Object::new();
+        let set = |k: &str, v: JsValue| {
+            let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), &v);
+        };
+        set("version", p.version.into());
+        set("received", (p.received as f64).into());
+        set("sent", (p.sent as f64).into());
+        set("queued", (p.queued as f64).into());
+        set("writeClosing", p.write_closing.into());
+        set("writeClosed", p.write_closed.into());
+        set(
+            "readEnded",
+            p.read_ended.map_or(JsValue::NULL, JsValue::from),
+        );
+        set("pushesInFlight", (p.pushes_in_flight as f64).into());
+        set("pushWindow", (p.push_window as f64).into());
+        set("pushRetries", (p.push_retries as f64).into());
+        set("error", p.error.map_or(JsValue::NULL, JsValue::from));
+        o.into()
+    }
+
     /// Closes the tunnel at once (bytes not yet queued by a pending write are dropped) and
     /// resolves when the close request has been sent. Never rejects; see `closed`.
     pub fn close(&self) -> VoidPromise {

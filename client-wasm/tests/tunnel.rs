@@ -1267,7 +1267,33 @@ async fn ten_tunnels_survive_random_cuts() {
             .enumerate()
             .map(|(i, t)| chaos_tunnel(i, t, until)),
     );
-    let results = within(secs as i32 * 1000 + 120_000, "the chaos tunnels", moved).await;
+    let results = {
+        let moved = std::pin::pin!(moved);
+        let timer = std::pin::pin!(sleep(secs as i32 * 1000 + 120_000));
+        match futures::future::select(moved, timer).await {
+            Either::Left((v, _)) => v,
+            Either::Right(_) => {
+                // Where each tunnel stands: which one hangs, and on what.
+                let states: Vec<String> = tunnels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        format!(
+                            "tunnel {i}: {}",
+                            js_sys::JSON::stringify(&t.progress())
+                                .map(String::from)
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "the chaos tunnels: not all done within {} s\n{}",
+                    secs + 120,
+                    states.join("\n")
+                );
+            }
+        }
+    };
     let ms = now_ms() - t0;
     let failed: Vec<String> = results
         .iter()

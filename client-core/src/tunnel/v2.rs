@@ -339,6 +339,9 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                     return Poll::Ready(PushEvent::Job(job, url, body));
                 }
             }
+            st.push_inflight = inflight.len();
+            st.push_window = p.window;
+            st.push_retries = p.retry.len();
             st.pusher = Some(cx.waker().clone());
             Poll::Pending
         })
