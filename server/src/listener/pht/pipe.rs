@@ -98,6 +98,8 @@ struct State {
     handler_gone: bool,
     /// [`Pipe::close`] was called.
     closed: bool,
+    /// The handler has read the end of what the HTTP side sent.
+    down_drained: bool,
 }
 
 fn reset_error(why: &'static str) -> io::Error {
@@ -289,6 +291,7 @@ impl AsyncRead for HandlerEnd {
             return Poll::Ready(Ok(()));
         }
         if q.eof {
+            st.down_drained = true;
             return Poll::Ready(Ok(()));
         }
         q.reader = Some(cx.waker().clone());
@@ -306,6 +309,12 @@ impl AsyncWrite for HandlerEnd {
         let mut st = self.0.lock();
         if let Some(c) = st.aborted {
             return Poll::Ready(Err(reset_error(c.reason)));
+        }
+        // Closed by the client, which reads nothing more: until the handler has read the
+        // last bytes it sent, an answer is dropped rather than failed, since a failure
+        // here would reset the target before those bytes reach it.
+        if st.closed && !st.down_drained {
+            return Poll::Ready(Ok(buf.len()));
         }
         if st.up.eof {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
@@ -381,6 +390,9 @@ mod tests {
         let (pipe, mut h) = Pipe::new(64);
         pipe.push(Bytes::from_static(b"last")).await.unwrap();
         pipe.close();
+        // An answer written before the handler read the rest must not fail its stream
+        // (which would reset the target before "last" reached it): it is dropped.
+        h.write_all(b"early answer").await.unwrap();
         let mut got = Vec::new();
         h.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"last");
