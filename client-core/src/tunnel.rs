@@ -577,6 +577,20 @@ async fn drive_v1<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, first: Option<FetchRe
     }
 }
 
+/// Waits while the reader is behind (or until a reset): the pull is not read meanwhile.
+async fn reader_room(shared: &Shared) {
+    poll_fn(|cx| {
+        let mut st = shared.lock();
+        if st.rx_len < shared.recv_cap || st.reset_requested {
+            Poll::Ready(())
+        } else {
+            st.puller = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 fn reset_or_wait(shared: &Shared, cx: &mut Context<'_>) -> Poll<()> {
     let mut st = shared.lock();
     if st.reset_requested {
@@ -789,16 +803,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
                 wake(&mut st.reader);
             }
             // Backpressure: stop reading the response while the reader is behind.
-            poll_fn(|cx| {
-                let mut st = shared.lock();
-                if st.rx_len < shared.recv_cap || st.reset_requested {
-                    Poll::Ready(())
-                } else {
-                    st.puller = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            })
-            .await;
+            reader_room(shared).await;
         }
         decoder.finish()?;
         // Stable gost ends each pull after an idle heartbeat (long poll): ask again.

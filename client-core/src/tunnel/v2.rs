@@ -789,15 +789,6 @@ async fn read_response<'a, F: Fetch, C: Clock>(
             return Ok(Next::Again);
         }
         // Backpressure: stop reading while the reader is behind.
-        poll_fn(|cx| {
-            let mut st = shared.lock();
-            if st.rx_len < shared.recv_cap || st.reset_requested {
-                Poll::Ready(())
-            } else {
-                st.puller = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
+        super::reader_room(shared).await;
     }
 }
