@@ -17,9 +17,17 @@ use std::time::{Duration, Instant};
 use pht_core::frame::{param, query_value};
 use tokio::sync::{Mutex as AsyncMutex, watch};
 
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+use pht_client::logging::token_prefix;
+use pht_core::frame::ResetCode;
+
 use super::PhtOptions;
+use super::registry::{Lookup, Registry, ServerTunnel};
 use super::reorder::ReorderBuffer;
 use super::replay::{AckBeyondEnd, Acked, ReplayBuffer};
+use super::routes::{Body, Peer, refused, text, version_mismatch};
 
 /// The protocol a request (and the tunnel it starts) speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +161,49 @@ impl Session {
 }
 
 /// Parses a count parameter: `Ok(None)` when absent, `Err` when not a number.
+/// The live PHT/2 tunnel of `token` and its session, created when `create` allows; or
+/// the answer that says why there is none.
+#[allow(clippy::result_large_err)]
+pub(super) async fn live_session(
+    reg: &Registry,
+    token: &str,
+    peer: &Peer,
+    create: bool,
+) -> Result<(Arc<ServerTunnel>, Arc<Session>), Response<Body>> {
+    let t = match reg
+        .lookup(token, peer.addr, peer.client, create, Version::V2)
+        .await
+    {
+        Lookup::Live(t) => t,
+        Lookup::Closed { reset: true } => return Err(text(StatusCode::GONE, "tunnel was reset\n")),
+        Lookup::Closed { reset: false } | Lookup::Unknown => {
+            return Err(text(StatusCode::GONE, "tunnel closed\n"));
+        }
+        Lookup::Refused(why) => return Err(refused(why)),
+    };
+    match t.v2.clone() {
+        Some(session) => Ok((t, session)),
+        None => Err(version_mismatch()),
+    }
+}
+
+/// Applies a client's download acknowledgement; one beyond what was sent resets the
+/// tunnel, and the answer says so.
+#[allow(clippy::result_large_err)]
+pub(super) fn take_ack(
+    reg: &Registry,
+    token: &str,
+    session: &Session,
+    ack: u64,
+) -> Result<(), Response<Body>> {
+    if let Err(e) = session.ack(ack) {
+        tracing::debug!(service = %reg.service, token = token_prefix(token), "{e}: tunnel reset");
+        reg.abort(token, ResetCode::Other, "ack outside the replay window");
+        return Err(text(StatusCode::GONE, "ack outside the replay window\n"));
+    }
+    Ok(())
+}
+
 pub(super) fn count_param(query: &str, key: &str) -> Result<Option<u64>, ParseIntError> {
     query_value(query, key).map(str::parse).transpose()
 }

@@ -11,15 +11,15 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use pht_client::logging::token_prefix;
-use pht_core::frame::{self as wire, ResetCode, defaults, kind, param};
+use pht_core::frame::{self as wire, defaults, kind, param};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
 use super::super::pipe::Up;
-use super::super::registry::{Lookup, Registry, ServerTunnel};
-use super::super::routes::{Body, PULL_CHUNK, Peer, refused, text, version_mismatch};
-use super::{Session, Version, count_param, flag};
+use super::super::registry::{Registry, ServerTunnel};
+use super::super::routes::{Body, PULL_CHUNK, Peer, text};
+use super::{Session, count_param, flag};
 
 /// Payload bytes of one DATA frame at most: a client's read buffer holds a frame whole.
 const DATA_FRAME: usize = 64 * 1024;
@@ -35,24 +35,12 @@ pub(in crate::listener::pht) async fn pull(
         return text(StatusCode::BAD_REQUEST, "missing or bad ack\n");
     };
     let poll = flag(query, param::POLL);
-    let t = match reg
-        .lookup(token, peer.addr, peer.client, true, Version::V2)
-        .await
-    {
-        Lookup::Live(t) => t,
-        Lookup::Closed { reset: true } => return text(StatusCode::GONE, "tunnel was reset\n"),
-        Lookup::Closed { reset: false } | Lookup::Unknown => {
-            return text(StatusCode::GONE, "tunnel closed\n");
-        }
-        Lookup::Refused(why) => return refused(why),
+    let (t, session) = match super::live_session(reg, token, peer, true).await {
+        Ok(live) => live,
+        Err(r) => return r,
     };
-    let Some(session) = t.v2.clone() else {
-        return version_mismatch();
-    };
-    if let Err(e) = session.ack(ack) {
-        debug!(service = %reg.service, token = token_prefix(token), %peer, "pull: {e}: tunnel reset");
-        reg.abort(token, ResetCode::Other, "ack outside the replay window");
-        return text(StatusCode::GONE, "ack outside the replay window\n");
+    if let Err(r) = super::take_ack(reg, token, &session, ack) {
+        return r;
     }
     t.touch();
     let changes = session.subscribe();

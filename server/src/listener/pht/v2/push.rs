@@ -11,12 +11,10 @@ use pht_client::logging::token_prefix;
 use pht_core::frame::{ResetCode, param};
 use tracing::debug;
 
-use super::super::registry::{Lookup, Registry, ServerTunnel};
+use super::super::registry::{Registry, ServerTunnel};
 use super::super::reorder::ReorderError;
-use super::super::routes::{
-    Body, PUSH_SLICE, PUSH_STALLED, Peer, full, refused, text, version_mismatch,
-};
-use super::{Session, Version, count_param, flag};
+use super::super::routes::{Body, PUSH_SLICE, PUSH_STALLED, Peer, full, text};
+use super::{Session, count_param, flag};
 
 /// Why a push body could not be read; nothing of it was applied.
 #[derive(Debug, thiserror::Error)]
@@ -54,19 +52,9 @@ pub(in crate::listener::pht) async fn push(
     // Only bytes start a tunnel: an acknowledgement, close or reset for a token that has
     // none has nothing to act on.
     let create = declared != Some(0) && !rst;
-    let t = match reg
-        .lookup(token, peer.addr, peer.client, create, Version::V2)
-        .await
-    {
-        Lookup::Live(t) => t,
-        Lookup::Closed { reset: true } => return text(StatusCode::GONE, "tunnel was reset\n"),
-        Lookup::Closed { reset: false } | Lookup::Unknown => {
-            return text(StatusCode::GONE, "tunnel closed\n");
-        }
-        Lookup::Refused(why) => return refused(why),
-    };
-    let Some(session) = t.v2.clone() else {
-        return version_mismatch();
+    let (t, session) = match super::live_session(reg, token, peer, create).await {
+        Ok(live) => live,
+        Err(r) => return r,
     };
     let log = |what: &str| {
         debug!(service = %reg.service, token = token_prefix(token), %peer, seq, ?declared, fin, close, rst, "push: {what}");
@@ -77,12 +65,11 @@ pub(in crate::listener::pht) async fn push(
         reg.abort(token, ResetCode::ClientReset, "reset by client");
         return answer(m);
     }
-    if let Some(n) = ack {
-        if let Err(e) = session.ack(n) {
-            log(&format!("{e}: tunnel reset"));
-            reg.abort(token, ResetCode::Other, "ack outside the replay window");
-            return text(StatusCode::GONE, "ack outside the replay window\n");
-        }
+    if let Some(n) = ack
+        && let Err(r) = super::take_ack(reg, token, &session, n)
+    {
+        log("ack outside the replay window");
+        return r;
     }
     let max = reg.opts.max_push_body;
     if declared.is_some_and(|n| n > max as u64) {
