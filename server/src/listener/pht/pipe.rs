@@ -239,7 +239,9 @@ impl Pipe {
     /// before its error, as a TCP peer's last bytes arrive before its reset.
     fn fail(&self, code: ResetCode, why: &'static str) {
         let mut st = self.lock();
-        if st.aborted.is_none() {
+        // Closed by the client first: it has let go of the tunnel and reads nothing more,
+        // so a failure of the handler's side afterwards is not the tunnel's to report.
+        if st.aborted.is_none() && !(st.closed && code == ResetCode::TargetFailed) {
             st.aborted = Some(Cause { code, reason: why });
         }
         st.down.clear();
@@ -397,6 +399,10 @@ mod tests {
         h.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"last");
         assert!(h.write_all(b"x").await.is_err());
+        // The failed write ends the handler's splice with a reset of the target; the
+        // client closed first, so the tunnel does not turn into a reset for it.
+        pht_client::Reset::reset(&mut h);
+        assert_eq!(pipe.cause(), None);
         drop(h);
         assert!(pipe.push(Bytes::from_static(b"y")).await.is_err());
         assert_eq!(pipe.take_up(10), Up::Closed, "not the handler's end");
