@@ -24,7 +24,8 @@ if [ ! -x "$server_bin" ] || [ ! -x "$fault_bin" ] || [ ! -x "$middlebox_bin" ];
   cargo build --locked -p pht-server -p pht-e2e --bins
 fi
 
-bash scripts/build-wasm.sh
+# scripts/test.sh has built it already.
+[ "${PHT_WASM_BUILT:-}" = 1 ] || bash scripts/build-wasm.sh
 log "cargo clippy -p pht-wasm --target wasm32-unknown-unknown"
 cargo clippy --locked -p pht-wasm --target wasm32-unknown-unknown --all-targets -- -D warnings
 

@@ -11,6 +11,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "[test] building binaries for the end-to-end tests" >&2
 cargo build --locked --workspace --bins
+# tests/tests/scale_out.rs runs the wasm client under Node beside the native clients.
+bash scripts/build-wasm.sh
+export PHT_WASM_BUILT=1
 
 # Every runner's summary lines are kept, to print one total at the end.
 log=$(mktemp)

@@ -78,13 +78,20 @@ async function serve(socket) {
     failure ??= e;
   });
   try {
-    await tunnel.readable.pipeTo(Writable.toWeb(socket));
+    // The socket is ended here, not by pipeTo: on a failure pipeTo would destroy it, and
+    // a destroyed socket closes with a FIN, a clean end to the application.
+    await tunnel.readable.pipeTo(Writable.toWeb(socket), { preventAbort: true, preventClose: true });
   } catch (e) {
     failure ??= e;
-    socket.resetAndDestroy();
   }
+  // A failed upload fails the tunnel: the local side must not read a clean end either.
+  if (failure) socket.resetAndDestroy();
+  else socket.end();
   // PHT/2: the far end has finished, but the local side may still be sending.
-  if (!failure && tunnel.version === 2) await upload;
+  if (!failure && tunnel.version === 2) {
+    await upload;
+    if (failure) socket.resetAndDestroy();
+  }
   await tunnel.close();
   log(failure ? `${peer}: ${failure.message ?? failure}` : `${peer}: closed`);
 }

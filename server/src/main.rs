@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Parser};
 use pht_server::config::{self, Config};
 use pht_server::metrics::Endpoint;
-use pht_server::service::Service;
+use pht_server::service::{Lifecycle, Service};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -157,10 +157,22 @@ async fn run(cfg: Config) -> Result<()> {
         services.push(Service::start(s, &cfg.chains, cfg.tls.as_ref(), shutdown.clone()).await?);
     }
     let mut tasks = tokio::task::JoinSet::new();
+    let mut lives = Vec::new();
     for s in services {
-        tasks.spawn(s.run(shutdown.clone()));
+        let life = Lifecycle::new(shutdown.clone());
+        lives.push(life.clone());
+        tasks.spawn(s.run(life));
     }
+    // The first signal drains (each service for its `drainTimeout`, none by default), a
+    // second one ends everything at once.
     pht_client::shutdown_signal().await;
+    for l in &lives {
+        l.draining.cancel();
+    }
+    tokio::select! {
+        _ = futures::future::join_all(lives.iter().map(|l| l.drained.cancelled())) => {}
+        _ = pht_client::shutdown_signal() => info!("second signal: not waiting for open tunnels"),
+    }
     info!("shutting down");
     shutdown.cancel();
     if let Some(t) = metrics_task {

@@ -432,7 +432,7 @@ impl PhtMetrics {
             self.push_duration.observe(took.as_secs_f64());
         }
         let reason = match (status.as_u16(), reason) {
-            (429, Some(RefusalReason(r))) => r,
+            (429 | 503, Some(RefusalReason(r))) => r,
             (429, None) => "tooManyRequests",
             (413, _) => "maxPushBody",
             (410, _) => "gone",

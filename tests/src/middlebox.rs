@@ -30,6 +30,7 @@ use crate::{TempDir, free_port};
 const NGINX_CONF: &str = include_str!("../fixtures/nginx.conf.in");
 const NGINX_64K_CONF: &str = include_str!("../fixtures/nginx-64k.conf.in");
 const NGINX_BUFFERING_CONF: &str = include_str!("../fixtures/nginx-buffering.conf.in");
+const NGINX_SCALE_OUT_CONF: &str = include_str!("../fixtures/nginx-scale-out.conf.in");
 const SQUID_CONF: &str = include_str!("../fixtures/squid.conf.in");
 
 /// Which nginx configuration.
@@ -120,6 +121,41 @@ impl Middlebox {
         std::fs::write(&conf_path, text).unwrap();
         let mut cmd = Command::new(exe);
         cmd.args(["-p", d, "-e", &dir.join("error.log"), "-c", &conf_path]);
+        Self::spawn("nginx", cmd, dir, port, "error.log", "access.log").await
+    }
+
+    /// nginx in front of several pht-server instances (`fixtures/nginx-scale-out.conf.in`):
+    /// each `(name, addr)` is an instance started with `instance=name`.
+    pub async fn nginx_pool(instances: &[(&str, SocketAddr)]) -> Middlebox {
+        let exe = find("nginx");
+        let dir = TempDir::new("nginx");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let mut map = String::new();
+        let mut pool = String::new();
+        let mut pinned = String::new();
+        for (name, addr) in instances {
+            map += &format!("        \"~^{name}\\.\" pht_{name};\n");
+            pool += &format!("        server {addr} max_fails=0;\n");
+            pinned += &format!(
+                "    upstream pht_{name} {{\n        server {addr};\n        keepalive 8;\n    }}\n"
+            );
+        }
+        let d = dir.path().to_string_lossy().into_owned();
+        let text = fill(
+            NGINX_SCALE_OUT_CONF,
+            &[
+                ("DIR", &d),
+                ("PORT", &port.to_string()),
+                ("MAP", map.trim_end()),
+                ("POOL", pool.trim_end()),
+                ("PINNED", pinned.trim_end()),
+            ],
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, text).unwrap();
+        let mut cmd = Command::new(exe);
+        cmd.args(["-p", &d, "-e", &dir.join("error.log"), "-c", &conf_path]);
         Self::spawn("nginx", cmd, dir, port, "error.log", "access.log").await
     }
 

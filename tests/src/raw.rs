@@ -102,6 +102,31 @@ impl RawConn {
         (size > 0).then_some(data)
     }
 
+    /// Next chunk of a chunked body: `Ok(None)` at the terminating chunk (a clean end),
+    /// `Err` when the connection ends or breaks before it (a cut stream).
+    pub async fn try_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let cut =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what.to_string());
+        let mut l = String::new();
+        if self.io.read_line(&mut l).await? == 0 {
+            return Err(cut("connection closed before the last chunk"));
+        }
+        let size = usize::from_str_radix(l.trim_end().split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad chunk size line {l:?}"),
+            )
+        })?;
+        let mut data = vec![0u8; size];
+        self.io.read_exact(&mut data).await?;
+        l.clear();
+        if self.io.read_line(&mut l).await? == 0 {
+            return Err(cut("connection closed inside a chunk"));
+        }
+        Ok((size > 0).then_some(data))
+    }
+
     /// The whole body of a response with `head`.
     pub async fn body(&mut self, head: &Head) -> Vec<u8> {
         if head.chunked() {

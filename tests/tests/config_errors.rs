@@ -179,6 +179,14 @@ fn durations_and_sizes_are_bounded() {
         ],
         "services[0].handler.metadata.readTimeout: \"10000000000000s\" is not a duration up to 8760h (e.g. 10s, 1m30s, 500ms)",
     );
+    refused(
+        &["-L", &format!("pht://127.0.0.1:{p}?drainTimeout=forever")],
+        "services[0].metadata.drainTimeout: \"forever\" is not a duration up to 8760h (e.g. 10s, 1m30s, 500ms)",
+    );
+    refused(
+        &["-L", &format!("pht://127.0.0.1:{p}?instance=s1.eu")],
+        "services[0].listener.metadata.instance: \"s1.eu\" is not a name of up to 32 letters, digits, '-' or '_'",
+    );
     refused_yaml(
         "fail-timeout",
         &svc(

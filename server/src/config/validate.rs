@@ -439,6 +439,10 @@ impl Config {
                     unsupported("handler", handler, HANDLER_TYPES),
                 );
             }
+            // Service metadata a running service reads (graceful shutdown), checked now.
+            if let Err(e) = svc.metadata.get_duration("drainTimeout") {
+                issues.metadata(&at, e);
+            }
             let listener = svc.listener.kind.as_str();
             if listener.is_empty() || LISTENER_TYPES.contains(&listener) {
                 check_listener(

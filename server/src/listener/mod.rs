@@ -43,6 +43,35 @@ pub trait Listener: Send {
     fn drained(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    /// Graceful shutdown begins: take no new connections (no new tunnels) from now on,
+    /// and let the open ones run on.
+    fn drain(&mut self) {}
+    /// While draining: how many tunnels the listener itself still holds open, beyond the
+    /// handler's connections (a PHT tunnel whose last bytes are on their way to the client).
+    fn busy(&self) -> usize {
+        0
+    }
+}
+
+/// What a listener's background task does when the service drains (see [`Listener::drain`]).
+pub trait Drain: Send + Sync {
+    /// Stop taking new connections or tunnels.
+    fn drain(&self);
+    /// Tunnels still open.
+    fn busy(&self) -> usize;
+}
+
+/// An accept loop that stops when its token is cancelled: draining closes the listening
+/// socket, so a balancer's next connection goes to another instance.
+pub struct StopAccepting(pub CancellationToken);
+
+impl Drain for StopAccepting {
+    fn drain(&self) {
+        self.0.cancel();
+    }
+    fn busy(&self) -> usize {
+        0
+    }
 }
 
 /// Why a listener could not start.
@@ -104,6 +133,8 @@ pub struct QueuedListener {
     kind: &'static str,
     /// Fires (or is dropped) once the serving side has drained after shutdown.
     drained: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The background task's side of a graceful shutdown.
+    drain: Option<std::sync::Arc<dyn Drain>>,
 }
 
 impl QueuedListener {
@@ -117,7 +148,14 @@ impl QueuedListener {
             local,
             kind,
             drained: None,
+            drain: None,
         }
+    }
+
+    /// What [`Listener::drain`] and [`Listener::busy`] ask.
+    pub fn with_drain(mut self, drain: std::sync::Arc<dyn Drain>) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     /// What [`Listener::drained`] waits for.
@@ -149,6 +187,16 @@ impl Listener for QueuedListener {
                 let _ = rx.await;
             }
         })
+    }
+
+    fn drain(&mut self) {
+        if let Some(d) = &self.drain {
+            d.drain();
+        }
+    }
+
+    fn busy(&self) -> usize {
+        self.drain.as_ref().map_or(0, |d| d.busy())
     }
 }
 

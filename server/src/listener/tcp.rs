@@ -8,7 +8,8 @@ use futures::future::BoxFuture;
 use super::{Accepted, Gate, ListenError, Listener};
 
 pub struct TcpListener {
-    inner: tokio::net::TcpListener,
+    /// `None` once draining: the socket is closed, so new connections go elsewhere.
+    inner: Option<tokio::net::TcpListener>,
     local: SocketAddr,
     gate: Gate,
 }
@@ -20,15 +21,22 @@ impl TcpListener {
             addr: addr.to_string(),
             source,
         })?;
-        Ok(TcpListener { inner, local, gate })
+        Ok(TcpListener {
+            inner: Some(inner),
+            local,
+            gate,
+        })
     }
 }
 
 impl Listener for TcpListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Accepted>> {
         Box::pin(async move {
+            let Some(inner) = &self.inner else {
+                return std::future::pending().await;
+            };
             loop {
-                let (stream, peer) = self.inner.accept().await?;
+                let (stream, peer) = inner.accept().await?;
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().ok();
                 if let Some(stream) = self.gate.admit(stream, peer) {
@@ -45,5 +53,9 @@ impl Listener for TcpListener {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    fn drain(&mut self) {
+        self.inner = None;
     }
 }

@@ -7,7 +7,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Accepted, Gate, ListenError, QueuedListener, accept_tcp};
+use super::{Accepted, Gate, ListenError, QueuedListener, StopAccepting, accept_tcp};
 
 /// Connections handshaken but not yet taken by the handler.
 const QUEUE: usize = 128;
@@ -26,8 +26,11 @@ pub async fn bind(
         source,
     })?;
     let (tx, rx) = mpsc::channel(QUEUE);
+    let stop = shutdown.child_token();
+    let accepting = stop.clone();
     tokio::spawn(async move {
-        while let Some((stream, peer)) = accept_tcp(&tcp, &gate, &shutdown).await {
+        // The socket closes when the loop ends (drain or shutdown).
+        while let Some((stream, peer)) = accept_tcp(&tcp, &gate, &accepting).await {
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             let local = stream.tcp().local_addr().ok();
             tokio::spawn(async move {
@@ -47,5 +50,5 @@ pub async fn bind(
             });
         }
     });
-    Ok(QueuedListener::new(rx, local, "tls"))
+    Ok(QueuedListener::new(rx, local, "tls").with_drain(std::sync::Arc::new(StopAccepting(stop))))
 }

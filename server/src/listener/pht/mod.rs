@@ -101,7 +101,14 @@ pub struct PhtOptions {
     /// `pollWait` (PHT/2): how long a `poll=1` pull waits for data before it ends
     /// (default: the heartbeat).
     pub poll_wait: Duration,
+    /// `instance`: this server's name among several behind one balancer. Tokens from
+    /// authorize start with it and a dot (`a.Xy3…`), so the balancer can send every
+    /// request of the tunnel back here (docs/DEPLOY.md). Default: none.
+    pub instance: Option<String>,
 }
+
+/// Longest `instance` name.
+const MAX_INSTANCE_LEN: usize = 32;
 
 /// Descriptors kept out of the derived limits, for listeners, logs and the rest.
 const FD_HEADROOM: u64 = 256;
@@ -151,6 +158,7 @@ impl Default for PhtOptions {
             reorder_buffer: pht_core::frame::defaults::REORDER_BUFFER,
             resume_grace: pht_core::frame::defaults::GRACE,
             poll_wait: pht_core::frame::defaults::HEARTBEAT,
+            instance: None,
         }
     }
 }
@@ -251,6 +259,21 @@ impl PhtOptions {
         }
         // After `heartbeat`, which it follows unless set.
         o.poll_wait = md.get_duration("pollWait")?.unwrap_or(o.heartbeat);
+        if let Some(v) = md.get_str("instance").filter(|v| !v.is_empty()) {
+            // The balancer matches it in a regular expression, and clients copy the token
+            // into a query unescaped: letters, digits, '-' and '_' only.
+            let ok = v.len() <= MAX_INSTANCE_LEN
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(MetadataError {
+                    key: "instance".into(),
+                    value: format!("{v:?}"),
+                    expected: "a name of up to 32 letters, digits, '-' or '_'",
+                });
+            }
+            o.instance = Some(v);
+        }
         Ok(o)
     }
 }
@@ -285,13 +308,17 @@ pub async fn bind(
     })?;
     let (tx, rx) = mpsc::channel(opts.backlog);
     let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
+    // The HTTP side keeps serving while draining: the open tunnels' requests still come.
+    let drain: Arc<dyn super::Drain> = registry.clone();
     tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
     let (drained, drained_rx) = oneshot::channel();
     tokio::spawn(async move {
         serve(tcp, tls, gate, registry, shutdown).await;
         let _ = drained.send(());
     });
-    Ok(QueuedListener::new(rx, local, "pht").with_drained(drained_rx))
+    Ok(QueuedListener::new(rx, local, "pht")
+        .with_drained(drained_rx)
+        .with_drain(drain))
 }
 
 /// How long shutdown waits for connections to finish their responses: PHT/2 pulls send
@@ -443,6 +470,15 @@ async fn serve(
         .is_err()
     {
         debug!(service = %registry.service, open = connections.len(), "pht connections still open after the drain limit");
+    }
+}
+
+impl super::Drain for Registry {
+    fn drain(&self) {
+        Registry::drain(self);
+    }
+    fn busy(&self) -> usize {
+        Registry::busy(self)
     }
 }
 

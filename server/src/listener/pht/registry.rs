@@ -89,7 +89,26 @@ pub(super) enum Lookup {
     Refused(Refusal),
 }
 
-/// Why a new tunnel was refused; each is a `429` with its own body.
+/// Which tokens a lookup may start a tunnel for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Create {
+    /// None: only live tunnels are found.
+    Never,
+    /// Tokens this server handed out (authorize) and nothing else: a request that proves
+    /// its tunnel existed (a PHT/2 `ack` > 0) must not start one for a token never seen.
+    Reserved,
+    /// Reserved tokens and tokens never seen (gost ≥ 3.3 clients choose their own).
+    Any,
+}
+
+impl From<bool> for Create {
+    fn from(create: bool) -> Self {
+        if create { Create::Any } else { Create::Never }
+    }
+}
+
+/// Why a new tunnel was refused; each is a `429` with its own body, except
+/// [`Refusal::Draining`], a `503`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
     /// The handler is not taking tunnels fast enough (`backlog`).
@@ -100,6 +119,9 @@ pub(super) enum Refusal {
     ClientFull,
     /// This client opens tunnels faster than `tunnelRate`.
     TooFast,
+    /// The server is shutting down gracefully (`drainTimeout`): open tunnels run on, new
+    /// ones belong on another instance.
+    Draining,
 }
 
 impl Refusal {
@@ -110,6 +132,7 @@ impl Refusal {
             Refusal::ServerFull => "maxTunnels",
             Refusal::ClientFull => "maxTunnelsPerClient",
             Refusal::TooFast => "tunnelRate",
+            Refusal::Draining => "draining",
         }
     }
 
@@ -119,6 +142,7 @@ impl Refusal {
             Refusal::ServerFull => "server tunnel limit reached\n",
             Refusal::ClientFull => "tunnel limit for this client reached\n",
             Refusal::TooFast => "tunnels opened too fast, slow down\n",
+            Refusal::Draining => "server is shutting down\n",
         }
     }
 
@@ -126,6 +150,9 @@ impl Refusal {
         self as usize
     }
 }
+
+/// How long an authorized but unused token keeps a drain waiting for its tunnel.
+const RESERVED_BUSY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Per-client accounting: open (and reserved) tunnels, and a token bucket for new ones.
 struct Client {
@@ -148,7 +175,9 @@ pub(super) struct Registry {
     pub service: String,
     /// Refusals per [`Refusal`] since the last report: a flood makes one log line per
     /// [`REPORT_EVERY`](crate::listener::REPORT_EVERY), not one per request.
-    refused: [AtomicU64; 4],
+    refused: [AtomicU64; 5],
+    /// Set by [`Registry::drain`]: no new tunnels from then on.
+    draining: AtomicBool,
     report: ReportTimer,
     /// This listener's series, when metrics are on.
     pub metrics: Option<crate::metrics::PhtMetrics>,
@@ -165,6 +194,7 @@ impl Registry {
             queue,
             opts,
             refused: Default::default(),
+            draining: AtomicBool::new(false),
             report: ReportTimer::new(),
             metrics: crate::metrics::get().map(|m| m.pht(&service)),
             service,
@@ -177,6 +207,11 @@ impl Registry {
 
     /// Counts a refusal, and logs the sum now and then.
     fn refuse(&self, why: Refusal, client: IpAddr) -> Refusal {
+        if why == Refusal::Draining {
+            // Expected while shutting down: the balancer sends the client elsewhere.
+            debug!(service = %self.service, %client, "new tunnel refused: draining");
+            return why;
+        }
         self.refused[why.index()].fetch_add(1, Ordering::Relaxed);
         if self.report.due() {
             let n = |r: Refusal| self.refused[r.index()].swap(0, Ordering::Relaxed);
@@ -236,7 +271,14 @@ impl Registry {
     /// Hands out a new token for `client` (authorize), within the limits. Its tunnel
     /// starts with the first pull or push.
     pub fn reserve(&self, client: IpAddr) -> Result<String, Refusal> {
-        let token = pht_core::mint_token();
+        if self.draining.load(Ordering::Acquire) {
+            return Err(self.refuse(Refusal::Draining, client));
+        }
+        let token = match &self.opts.instance {
+            // The balancer reads the instance back from the token (docs/DEPLOY.md).
+            Some(name) => format!("{name}.{}", pht_core::mint_token()),
+            None => pht_core::mint_token(),
+        };
         let mut t = self.tables();
         if let Err(why) = self.admit(&mut t, client) {
             drop(t);
@@ -261,15 +303,22 @@ impl Registry {
         token: &str,
         peer: SocketAddr,
         client: IpAddr,
-        create: bool,
+        create: impl Into<Create>,
         version: Version,
     ) -> Lookup {
+        let create = create.into();
         let reserved = match self.tables().tokens.get(token) {
             Some(Slot::Live(t)) => return Lookup::Live(t.clone()),
+            // While draining, a token never seen here may well be live on another
+            // instance: 503 sends the balancer there (a 410 would end the tunnel).
+            None if self.draining.load(Ordering::Acquire) => {
+                return Lookup::Refused(self.refuse(Refusal::Draining, client));
+            }
             Some(Slot::Closed { reset, .. }) => return Lookup::Closed { reset: *reset },
-            Some(Slot::Reserved { client, .. }) if create => Some(*client),
-            Some(Slot::Reserved { .. }) | None if !create => return Lookup::Unknown,
-            Some(Slot::Reserved { .. }) | None => None,
+            Some(Slot::Reserved { client, .. }) if create != Create::Never => Some(*client),
+            Some(Slot::Reserved { .. }) => return Lookup::Unknown,
+            None if create != Create::Any => return Lookup::Unknown,
+            None => None,
         };
         let permit = match tokio::time::timeout(self.opts.backlog_wait, self.queue.reserve()).await
         {
@@ -288,6 +337,10 @@ impl Registry {
             // Expired meanwhile.
             None if reserved.is_some() => return Lookup::Closed { reset: false },
             None => {
+                if self.draining.load(Ordering::Acquire) {
+                    drop(t);
+                    return Lookup::Refused(self.refuse(Refusal::Draining, client));
+                }
                 if let Err(why) = self.admit(&mut t, client) {
                     drop(t);
                     return Lookup::Refused(self.refuse(why, client));
@@ -448,6 +501,27 @@ impl Registry {
         }
     }
 
+    /// Graceful shutdown begins: authorize and never-seen tokens get 503 from now on;
+    /// live tunnels, and tokens authorized before, go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Tunnels still open (or authorized within the last few seconds, whose first pull
+    /// is surely on its way): while there are any, a drain is not finished.
+    pub fn busy(&self) -> usize {
+        let now = Instant::now();
+        self.tables()
+            .tokens
+            .values()
+            .filter(|s| match s {
+                Slot::Live(_) => true,
+                Slot::Reserved { at, .. } => now.duration_since(*at) < RESERVED_BUSY,
+                Slot::Closed { .. } => false,
+            })
+            .count()
+    }
+
     /// Open (and reserved) tunnels now.
     #[cfg(test)]
     fn open(&self) -> usize {
@@ -503,6 +577,68 @@ mod tests {
             reg.lookup("b", peer(), lo(), true, V1).await,
             Lookup::Live(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn draining_refuses_new_tokens_and_keeps_the_others() {
+        let opts = PhtOptions {
+            instance: Some("s1".into()),
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let reg = Registry::new(opts, tx, "s".into());
+        let reserved = reg.reserve(lo()).unwrap();
+        assert!(reserved.starts_with("s1."), "{reserved}");
+        assert!(matches!(
+            reg.lookup("live", peer(), lo(), true, V1).await,
+            Lookup::Live(_)
+        ));
+        assert_eq!(reg.busy(), 2, "a live tunnel and a fresh reservation");
+        reg.drain();
+        assert_eq!(reg.reserve(lo()), Err(Refusal::Draining));
+        // Never seen: it may be live on another instance, so even a lookup that would
+        // create nothing says 503 rather than 410.
+        for create in [true, false] {
+            assert!(matches!(
+                reg.lookup("elsewhere", peer(), lo(), create, V1).await,
+                Lookup::Refused(Refusal::Draining)
+            ));
+        }
+        assert!(matches!(
+            reg.lookup("live", peer(), lo(), true, V1).await,
+            Lookup::Live(_)
+        ));
+        assert!(matches!(
+            reg.lookup(&reserved, peer(), lo(), true, V1).await,
+            Lookup::Live(_)
+        ));
+        reg.close("live", "test");
+        reg.close(&reserved, "test");
+        assert_eq!(reg.busy(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_has_received_bytes_starts_no_tunnel_for_a_token_never_seen() {
+        let (tx, _rx) = mpsc::channel(8);
+        let reg = Registry::new(PhtOptions::default(), tx, "s".into());
+        assert!(matches!(
+            reg.lookup(
+                "other-instance",
+                peer(),
+                lo(),
+                Create::Reserved,
+                Version::V2
+            )
+            .await,
+            Lookup::Unknown
+        ));
+        let token = reg.reserve(lo()).unwrap();
+        assert!(matches!(
+            reg.lookup(&token, peer(), lo(), Create::Reserved, Version::V2)
+                .await,
+            Lookup::Live(_)
+        ));
+        assert_eq!(reg.open(), 1);
     }
 
     #[tokio::test]

@@ -171,7 +171,11 @@ impl std::fmt::Display for Peer {
 }
 
 pub(super) fn refused(r: Refusal) -> Response<Body> {
-    let mut resp = text(StatusCode::TOO_MANY_REQUESTS, r.body());
+    let status = match r {
+        Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::TOO_MANY_REQUESTS,
+    };
+    let mut resp = text(status, r.body());
     resp.extensions_mut().insert(RefusalReason(r.limit()));
     resp
 }

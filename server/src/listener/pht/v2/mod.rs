@@ -24,6 +24,7 @@ use pht_client::logging::token_prefix;
 use pht_core::frame::ResetCode;
 
 use super::PhtOptions;
+pub(super) use super::registry::Create;
 use super::registry::{Lookup, Registry, ServerTunnel};
 use super::reorder::ReorderBuffer;
 use super::replay::{AckBeyondEnd, Acked, ReplayBuffer};
@@ -168,7 +169,7 @@ pub(super) async fn live_session(
     reg: &Registry,
     token: &str,
     peer: &Peer,
-    create: bool,
+    create: Create,
 ) -> Result<(Arc<ServerTunnel>, Arc<Session>), Response<Body>> {
     let t = match reg
         .lookup(token, peer.addr, peer.client, create, Version::V2)

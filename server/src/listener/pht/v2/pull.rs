@@ -35,7 +35,14 @@ pub(in crate::listener::pht) async fn pull(
         return text(StatusCode::BAD_REQUEST, "missing or bad ack\n");
     };
     let poll = flag(query, param::POLL);
-    let (t, session) = match super::live_session(reg, token, peer, true).await {
+    // A pull that has received bytes belongs to a tunnel that existed: for a token never
+    // seen (its tunnel was on another instance, or before a restart) it starts nothing.
+    let create = if ack == 0 {
+        super::Create::Any
+    } else {
+        super::Create::Reserved
+    };
+    let (t, session) = match super::live_session(reg, token, peer, create).await {
         Ok(live) => live,
         Err(r) => return r,
     };

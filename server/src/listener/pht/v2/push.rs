@@ -50,8 +50,16 @@ pub(in crate::listener::pht) async fn push(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     // Only bytes start a tunnel: an acknowledgement, close or reset for a token that has
-    // none has nothing to act on.
-    let create = declared != Some(0) && !rst;
+    // none has nothing to act on. Nor does a push that acknowledges download bytes for a
+    // token never seen: its tunnel existed on another instance, or before a restart, and
+    // a new one would dial the target for nothing.
+    let create = if declared == Some(0) || rst {
+        super::Create::Never
+    } else if ack.is_some_and(|n| n > 0) {
+        super::Create::Reserved
+    } else {
+        super::Create::Any
+    };
     let (t, session) = match super::live_session(reg, token, peer, create).await {
         Ok(live) => live,
         Err(r) => return r,
