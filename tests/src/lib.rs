@@ -422,3 +422,29 @@ pub fn temp_file(name: &str, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.to_string_lossy().into_owned()
 }
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`
+/// (`key="value"` pieces).
+pub fn metric_sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let (labelset, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|want| labelset.split(',').any(|have| have == *want))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// GETs a metrics page with curl (`extra`: more curl arguments); returns status and body.
+pub async fn scrape_metrics(url: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["-w", "\n%{http_code}", url];
+    args.extend_from_slice(extra);
+    let (rc, out, err) = curl(&args).await;
+    assert_eq!(rc, 0, "curl {url}: {err}");
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.to_string(), body.to_string())
+}

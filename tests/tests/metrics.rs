@@ -5,31 +5,6 @@ use std::time::{Duration, Instant};
 
 use pht_e2e::*;
 
-/// The value of the first sample of `name` whose labels contain every one of `labels`
-/// (`key="value"` pieces).
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?;
-        let (labelset, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        labels
-            .iter()
-            .all(|want| labelset.split(',').any(|have| have == *want))
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
-async fn scrape(url: &str, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["-w", "\n%{http_code}", url];
-    args.extend_from_slice(extra);
-    let (rc, out, err) = curl(&args).await;
-    assert_eq!(rc, 0, "curl {url}: {err}");
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.to_string(), body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_is_counted_and_its_bytes_exactly() {
     const N: usize = 300_000;
@@ -49,9 +24,13 @@ async fn a_tunnel_is_counted_and_its_bytes_exactly() {
     let (_cli, local) = client(&format!("forward+pht://127.0.0.1:{sp}")).await;
     let url = format!("http://127.0.0.1:{mp}/metrics");
 
-    let (code, before) = scrape(&url, &[]).await;
+    let (code, before) = scrape_metrics(&url, &[]).await;
     assert_eq!(code, "200", "{before}");
-    assert_eq!(sample(&before, "gost_services", &[]), Some(1.0), "{before}");
+    assert_eq!(
+        metric_sample(&before, "gost_services", &[]),
+        Some(1.0),
+        "{before}"
+    );
 
     echo_roundtrip(local, &random_bytes(N, 7)).await;
 
@@ -59,11 +38,11 @@ async fn a_tunnel_is_counted_and_its_bytes_exactly() {
     let svc = "service=\"service-0\"";
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let (code, text) = scrape(&url, &[]).await;
+        let (code, text) = scrape_metrics(&url, &[]).await;
         assert_eq!(code, "200");
-        let done = sample(&text, "pht_tunnels", &[svc]) == Some(0.0)
-            && sample(&text, "gost_service_transfer_output_bytes_total", &[svc]).is_some()
-            && sample(&text, "gost_service_requests_in_flight", &[svc]) == Some(0.0);
+        let done = metric_sample(&text, "pht_tunnels", &[svc]) == Some(0.0)
+            && metric_sample(&text, "gost_service_transfer_output_bytes_total", &[svc]).is_some()
+            && metric_sample(&text, "gost_service_requests_in_flight", &[svc]) == Some(0.0);
         if done {
             break text;
         }
@@ -82,7 +61,8 @@ async fn a_tunnel_is_counted_and_its_bytes_exactly() {
     assert!(services[0].contains("host=\""), "{text}");
 
     let get = |name: &str, labels: &[&str]| {
-        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+        metric_sample(&text, name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
     };
     assert!(get("gost_service_requests_total", &[svc]) >= 1.0);
     assert!(get("gost_service_request_duration_seconds_count", &[svc]) >= 1.0);
@@ -97,7 +77,7 @@ async fn a_tunnel_is_counted_and_its_bytes_exactly() {
     );
     // No error: the series is absent or zero.
     assert_eq!(
-        sample(&text, "gost_service_handler_errors_total", &[svc]).unwrap_or(0.0),
+        metric_sample(&text, "gost_service_handler_errors_total", &[svc]).unwrap_or(0.0),
         0.0
     );
     assert_eq!(get("pht_tunnels", &[svc]), 0.0);
@@ -114,7 +94,7 @@ async fn a_tunnel_is_counted_and_its_bytes_exactly() {
     assert!(get("pht_push_duration_seconds_count", &[svc]) >= 1.0);
 
     // Other paths are not the metrics.
-    let (code, _) = scrape(&format!("http://127.0.0.1:{mp}/other"), &[]).await;
+    let (code, _) = scrape_metrics(&format!("http://127.0.0.1:{mp}/other"), &[]).await;
     assert_eq!(code, "404");
 }
 
@@ -140,12 +120,16 @@ async fn yaml_metrics_section_with_basic_auth() {
             .contains("www-authenticate: basic realm="),
         "{out}"
     );
-    let (code, _) = scrape(&url, &["-u", "prom:wrong"]).await;
+    let (code, _) = scrape_metrics(&url, &["-u", "prom:wrong"]).await;
     assert_eq!(code, "401");
-    let (code, text) = scrape(&url, &["-u", "prom:s3cret"]).await;
+    let (code, text) = scrape_metrics(&url, &["-u", "prom:s3cret"]).await;
     assert_eq!(code, "200", "{text}");
-    assert_eq!(sample(&text, "gost_services", &[]), Some(1.0), "{text}");
-    let (code, _) = scrape(
+    assert_eq!(
+        metric_sample(&text, "gost_services", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    let (code, _) = scrape_metrics(
         &format!("http://127.0.0.1:{mp}/metrics"),
         &["-u", "prom:s3cret"],
     )
@@ -158,12 +142,16 @@ async fn metrics_as_a_service() {
     let mp = free_port();
     let _srv = server(&["-L", &format!("metrics://127.0.0.1:{mp}?path=/prom")], mp).await;
     let url = format!("http://127.0.0.1:{mp}/prom");
-    let (code, text) = scrape(&url, &[]).await;
+    let (code, text) = scrape_metrics(&url, &[]).await;
     assert_eq!(code, "200", "{text}");
     // Here the metrics endpoint is a service: it counts itself, and its own scrapes.
-    assert_eq!(sample(&text, "gost_services", &[]), Some(1.0), "{text}");
+    assert_eq!(
+        metric_sample(&text, "gost_services", &[]),
+        Some(1.0),
+        "{text}"
+    );
     let svc = "service=\"service-0\"";
-    assert!(sample(&text, "gost_service_requests_total", &[svc]).unwrap() >= 1.0);
-    let (code, _) = scrape(&format!("http://127.0.0.1:{mp}/metrics"), &[]).await;
+    assert!(metric_sample(&text, "gost_service_requests_total", &[svc]).unwrap() >= 1.0);
+    let (code, _) = scrape_metrics(&format!("http://127.0.0.1:{mp}/metrics"), &[]).await;
     assert_eq!(code, "404");
 }

@@ -101,6 +101,8 @@ impl Drop for WasmForward {
 /// Three instances, their named targets, nginx in front, and the two client processes.
 struct Cluster {
     servers: Vec<Option<Proc>>,
+    /// Each instance's Prometheus endpoint.
+    metrics: Vec<String>,
     nginx: Middlebox,
     pht_client: Proc,
     pht_client_port: u16,
@@ -111,6 +113,7 @@ impl Cluster {
     async fn start(server_opts: &str) -> Cluster {
         pht_client::raise_fd_limit();
         let mut servers = Vec::new();
+        let mut metrics = Vec::new();
         let mut addrs = Vec::new();
         for name in NAMES {
             let target = named_echo(name).await;
@@ -118,7 +121,10 @@ impl Cluster {
             let url = format!(
                 "pht://127.0.0.1:{port}/{target}?instance={name}&maxTunnelsPerClient=0&tunnelRate=0{server_opts}"
             );
-            servers.push(Some(server(&["-L", &url], port).await));
+            let mp = free_port();
+            let m = format!("127.0.0.1:{mp}");
+            servers.push(Some(server(&["-L", &url, "-metrics", &m], port).await));
+            metrics.push(format!("http://{m}/metrics"));
             addrs.push((name, SocketAddr::from(([127, 0, 0, 1], port))));
         }
         let nginx = Middlebox::nginx_pool(&addrs).await;
@@ -128,6 +134,7 @@ impl Cluster {
         let wasm = WasmForward::start(&node).await;
         Cluster {
             servers,
+            metrics,
             nginx,
             pht_client,
             pht_client_port,
@@ -435,13 +442,27 @@ async fn two_hundred_tunnels_over_three_instances_and_one_instance_dies() {
     assert_eq!(tunnels.len(), 200);
     report("200 tunnels", &tunnels);
     eprintln!("200 tunnels opened and echoed in {:?}", started.elapsed());
-    for name in NAMES {
-        let n = tunnels.iter().filter(|t| t.instance == name).count();
+    for (i, name) in NAMES.iter().enumerate() {
+        let n = tunnels.iter().filter(|t| t.instance == *name).count();
         assert!(n >= 20, "instance {name} got {n} of 200 tunnels");
+        // Each instance counts exactly the tunnels that landed on it: none lost, none
+        // made twice by a request that went astray.
+        let (code, page) = scrape_metrics(&c.metrics[i], &[]).await;
+        assert_eq!(code, "200");
+        let svc = "service=\"service-0\"";
+        assert_eq!(
+            metric_sample(&page, "pht_tunnels", &[svc]),
+            Some(n as f64),
+            "{name}:\n{page}"
+        );
+        if i == 0 {
+            eprintln!("--- metrics of s1 with its {n} tunnels open ---\n{page}");
+        }
     }
 
     // s2 dies without a word.
     drop(c.servers[1].take());
+    let killed = Instant::now();
     let (doomed, alive): (Vec<_>, Vec<_>) = tunnels.into_iter().partition(|t| t.instance == "s2");
     let probe = random_bytes(1000, 9);
     let outcomes = join_all(doomed.into_iter().map(|mut t| {
@@ -479,8 +500,9 @@ async fn two_hundred_tunnels_over_three_instances_and_one_instance_dies() {
         eprintln!("killed instance: {kind:?} tunnels saw {whys:?}");
     }
     eprintln!(
-        "killed instance: {} tunnels, all ended with an error",
-        outcomes.len()
+        "killed instance: {} tunnels, all ended with an error within {:?}",
+        outcomes.len(),
+        killed.elapsed()
     );
 
     // The others carry on, byte for byte.
@@ -561,7 +583,9 @@ async fn sigterm_drains_for_drain_timeout_and_a_second_one_ends_at_once() {
     let target = named_echo("s1").await;
     let sp = free_port();
     let url = format!("pht://127.0.0.1:{sp}/{target}?drainTimeout=60s");
-    let mut srv = server(&["-L", &url], sp).await;
+    let mp = free_port();
+    let metrics = format!("http://127.0.0.1:{mp}/metrics");
+    let mut srv = server(&["-L", &url, "-metrics", &format!("127.0.0.1:{mp}")], sp).await;
     let mut ctl = RawConn::connect(sp).await;
     let (status, body) = ctl.exchange_get("/authorize").await;
     assert_eq!(status, 200);
@@ -588,6 +612,19 @@ async fn sigterm_drains_for_drain_timeout_and_a_second_one_ends_at_once() {
             .exchange_post(&format!("/push?token={}", xid(1)), &line(b"x"))
             .await,
         (503, b"server is shutting down\n".to_vec())
+    );
+    // Counted as refusals of their own, apart from the limits.
+    let (_, page) = scrape_metrics(&metrics, &[]).await;
+    let svc = "service=\"service-0\"";
+    assert_eq!(
+        metric_sample(&page, "pht_refusals_total", &[svc, "reason=\"draining\""]),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric_sample(&page, "pht_tunnels", &[svc]),
+        Some(1.0),
+        "{page}"
     );
     // The open one works on.
     let data = random_bytes(PAYLOAD, 3);
