@@ -20,10 +20,12 @@ if [ ! -x client-wasm/node_modules/.bin/wasm-opt ]; then
   (cd client-wasm && npm ci --no-audit --no-fund >&2)
 fi
 
-log "cargo build --release --target wasm32-unknown-unknown -p pht-wasm"
-cargo build --locked --release --target wasm32-unknown-unknown -p pht-wasm
+# The wasm-release profile (Cargo.toml) is tuned for size: opt-level "z", fat LTO, one
+# codegen unit.
+log "cargo build --profile wasm-release --target wasm32-unknown-unknown -p pht-wasm"
+cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p pht-wasm
 target_dir="${CARGO_TARGET_DIR:-target}"
-wasm="$target_dir/wasm32-unknown-unknown/release/pht_wasm.wasm"
+wasm="$target_dir/wasm32-unknown-unknown/wasm-release/pht_wasm.wasm"
 
 pkg=client-wasm/pkg
 rm -rf "$pkg/web" "$pkg/node"

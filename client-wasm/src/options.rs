@@ -166,14 +166,16 @@ pub(crate) fn plan(server_url: &str, options: &JsValue) -> Result<Plan, String> 
                 .as_f64()
                 .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= 9_007_199_254_740_991.0)
                 .ok_or_else(|| format!("options.{key} must be a positive whole number{unit}"))?;
-            node.set_param(key, format!("{n}"))
+            // Whole numbers only (checked above): printed as integers, which keeps the
+            // float formatter (14 KB of wasm) out of the package.
+            node.set_param(key, (n as u64).to_string())
                 .map_err(|e| e.to_string())?;
         }
     }
     if let Some(v) = get(o, "v")? {
         let version = match (v.as_string().as_deref(), v.as_f64()) {
             (Some(s @ ("auto" | "1" | "2")), _) => s.to_string(),
-            (_, Some(n)) if n == 1.0 || n == 2.0 => format!("{n}"),
+            (_, Some(n)) if n == 1.0 || n == 2.0 => (n as u8).to_string(),
             _ => return Err("options.v must be \"auto\", 1 or 2".into()),
         };
         node.set_param("v", version).map_err(|e| e.to_string())?;
@@ -200,7 +202,9 @@ pub(crate) fn plan(server_url: &str, options: &JsValue) -> Result<Plan, String> 
                 .ok_or_else(|| {
                     format!("options.{key} must be a positive number of milliseconds")
                 })?;
-            node.set_param(key, format!("{ms}ms"))
+            // In whole microseconds: no float formatting in the package.
+            let us = (ms * 1000.0).round().max(1.0) as u64;
+            node.set_param(key, format!("{us}us"))
                 .map_err(|e| e.to_string())?;
         }
     }
