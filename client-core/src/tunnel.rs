@@ -189,6 +189,10 @@ struct State {
     tx_acked: u64,
     /// PHT/2: where the upload ends, once the writer closed.
     fin_at: Option<u64>,
+    /// PHT/2: a push carrying `fin=1` was answered 200, so the server knows where the
+    /// upload ends. Acknowledgements of the bytes before it do not say that: the push
+    /// with the fin may have been lost while an earlier one was answered.
+    fin_delivered: bool,
     tx_inflight: bool,
     tx_err: Option<Error>,
     close_requested: bool,

@@ -87,6 +87,8 @@ enum Answer {
     Fail(&'static str),
     /// Never answers (the deadline must fire).
     Hang,
+    /// A POST answered when the test sends its answer.
+    PostLater(futures::channel::oneshot::Receiver<(u16, &'static str)>),
 }
 
 #[derive(Clone, Default)]
@@ -146,7 +148,7 @@ impl Fetch for Script {
                 }),
                 Some(Answer::Fail(m)) => Err(FetchError(m.into())),
                 Some(Answer::Hang) | None => futures::future::pending().await,
-                Some(Answer::Post(_) | Answer::PostBody(..)) => {
+                Some(Answer::Post(_) | Answer::PostBody(..) | Answer::PostLater(_)) => {
                     panic!("script: POST answer for a GET")
                 }
             }
@@ -182,6 +184,10 @@ impl Fetch for Script {
             match answer {
                 Some(Answer::Post(status)) => Ok((status, Bytes::new())),
                 Some(Answer::PostBody(status, b)) => Ok((status, Bytes::from_static(b.as_bytes()))),
+                Some(Answer::PostLater(rx)) => match rx.await {
+                    Ok((status, b)) => Ok((status, Bytes::from_static(b.as_bytes()))),
+                    Err(_) => futures::future::pending().await,
+                },
                 Some(Answer::Fail(m)) => Err(FetchError(m.into())),
                 Some(Answer::Hang) | None => futures::future::pending().await,
                 Some(Answer::Get(..) | Answer::GetV2(_)) => panic!("script: GET answer for a POST"),

@@ -371,6 +371,9 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                                 "push answer without ack=".into(),
                             )));
                         };
+                        if job.fin {
+                            shared.lock().fin_delivered = true;
+                        }
                         on_ack(shared, acked);
                         shared.lock().established = true;
                         failing_since = None;
@@ -441,7 +444,7 @@ fn on_ack(shared: &Shared, acked: u64) {
         st.tx.advance(n);
         st.tx_acked += n as u64;
     }
-    if st.fin_at.is_some_and(|f| st.tx_acked >= f) && st.tx.is_empty() {
+    if st.fin_delivered && st.fin_at.is_some_and(|f| st.tx_acked >= f) && st.tx.is_empty() {
         st.close_done = true;
     }
     wake(&mut st.writer);

@@ -180,6 +180,45 @@ fn closing_the_writer_is_a_half_close_and_the_answer_still_arrives() {
     );
 }
 
+/// The push with the fin is lost while the data push before it is answered: that answer
+/// acknowledges every byte, but not the end. The fin must be sent again, and the
+/// writer's close must wait for it (else the target never reads its end of stream).
+#[test]
+fn a_lost_fin_is_sent_again_even_when_every_byte_before_it_is_acknowledged() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let (_t, mut tw) = rig.open(v2_config()).split();
+    p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+        .unwrap();
+    let (answer_data, held) = futures::channel::oneshot::channel();
+    rig.script.post(Answer::PostLater(held));
+    rig.script.post(Answer::Fail("connection reset"));
+    rig.script.post(Answer::PostBody(200, "ack=3"));
+    let (go, wait) = futures::channel::oneshot::channel::<()>();
+    let closed = rig.try_run(async move {
+        tw.write_all(b"abc").await.unwrap();
+        wait.await.unwrap();
+        tw.close().await
+    });
+    assert_eq!(rig.script.posted().len(), 1, "the data push is in flight");
+    go.send(()).unwrap();
+    rig.pool.run_until_stalled();
+    let posted = rig.script.posted();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    assert!(posted[1].0.ends_with("&seq=3&ack=0&fin=1"), "{posted:?}");
+    answer_data.send((200, "ack=3")).unwrap();
+    rig.pool.run_until_stalled();
+    assert!(
+        closed.borrow().is_none(),
+        "closed before the server knew where the upload ends"
+    );
+    rig.advance(Duration::from_millis(50));
+    let posted = rig.script.posted();
+    assert_eq!(posted.len(), 3, "{posted:?}");
+    assert!(posted[2].0.ends_with("&seq=3&ack=0&fin=1"), "{posted:?}");
+    assert!(closed.borrow_mut().take().unwrap().is_ok());
+}
+
 #[test]
 fn a_pull_held_back_by_a_proxy_switches_to_long_polls() {
     let mut rig = Rig::new();
