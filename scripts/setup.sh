@@ -3,7 +3,8 @@
 # checks first. Nothing is downloaded from outside the package registries.
 #   scripts/setup.sh          Rust crates, the wasm toolchain (target, wasm-bindgen-cli, wasm-opt)
 #   scripts/setup.sh --test   also what only the tests use: Chromium + ChromeDriver, curl,
-#                             nginx and squid (installed without starting their services)
+#                             certutil (NSS tools), nginx and squid (installed without
+#                             starting their services)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FOR_TESTS=false
@@ -69,6 +70,9 @@ if $FOR_TESTS; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
   command -v curl >/dev/null || missing+=(curl)
+  # certutil: the page test trusts the server's self-made CA in a throw-away NSS database,
+  # the store Chromium reads, to open phts tunnels from the page.
+  command -v certutil >/dev/null || missing+=(libnss3-tools)
   services=()
   # nginx and squid: middleboxes of tests/tests/field.rs (run by tests/src/middlebox.rs).
   [ -x /usr/sbin/nginx ] || services+=(nginx)

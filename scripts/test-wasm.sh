@@ -4,17 +4,24 @@
 #      fault-proxy processes cutting tunnels (FIN, RST, silence) for the fault tests, and
 #      (Node) one cutting random connections under 10 tunnels for PHT_WASM_CHAOS_SECS
 #      seconds (default 60; less for a quick run; PHT_WASM_CHAOS_SEED seeds its draws);
-#   2. the demo page (web/) in headless Chromium, cross-origin, with no CORS preflight;
+#   2. the demo page (web/) in headless Chromium on scripts/run.sh's default setup
+#      (scripts/demo-args.sh, on free ports): every control clicked and its result checked,
+#      phts over HTTP/2 with the server's self-made CA in a throw-away NSS database, no CORS
+#      preflight (client-wasm/tests/js/page.mjs). Its screenshots are saved under this
+#      script's temporary folder, and copied to $PAGE_SCREENSHOTS when that is set;
 #   3. the Node example (client-wasm/examples/forward.mjs);
 #   4. Node through squid (CONNECT denied) with undici's ProxyAgent: 64 MiB each way.
+# PHT_WASM_ONLY=page,example (any of node, browser, page, example, proxy) runs only those.
 # Starts pht-server, fault-proxy and pht-middlebox (target/debug, built by
 # `cargo build --workspace --bins`) and Node target servers, and stops them on exit.
-# Tools: scripts/setup.sh (--test for squid and Chromium).
+# Tools: scripts/setup.sh (--test for squid, Chromium and certutil).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 log() { printf '\033[1m[test-wasm]\033[0m %s\n' "$*" >&2; }
+only=${PHT_WASM_ONLY:-node,browser,page,example,proxy}
+part() { [[ ",$only," == *",$1,"* ]]; }
 
 server_bin=${PHT_SERVER:-$root/target/debug/pht-server}
 fault_bin=$root/target/debug/fault-proxy
@@ -39,7 +46,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Target servers and free ports for our own servers.
-node client-wasm/tests/js/targets.mjs "$tmp/ports.json" 28 2>"$tmp/targets.log" &
+node client-wasm/tests/js/targets.mjs "$tmp/ports.json" 32 2>"$tmp/targets.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/ports.json" ] && break; sleep 0.1; done
 [ -s "$tmp/ports.json" ] || { cat "$tmp/targets.log" >&2; log "target servers did not start"; exit 1; }
@@ -52,13 +59,15 @@ chaos_echo_port=$(port p.chaos)
 http_port=$(port p.http)
 stats_port=$(port p.stats)
 dead_port=$(port p.dead)
+reset_port=$(port p.reset)
 read -r -a free <<<"$(port "p.free.join(' ')")"
 
 fwd_echo=${free[0]} fwd_bye=${free[1]}
 http=${free[2]} http_auth=${free[3]}
 socks5=${free[4]} socks5_auth=${free[5]}
 relay=${free[6]} relay_auth=${free[7]}
-page_file=${free[8]} page_pht=${free[9]}
+page_file=${free[8]} page_pht=${free[9]} page_phts=${free[28]} page_relay=${free[29]}
+page_forward=${free[30]} page_echo=${free[31]}
 example_listen=${free[10]} fwd_dead=${free[11]}
 fwd_bulk=${free[12]}
 # The fault proxies' ports, in this order (see start_faults): PHT/2 then PHT/1 tests.
@@ -88,11 +97,14 @@ lo=127.0.0.1
   -L "relay+pht://$auth$lo:$relay_auth?cors=*" \
   >"$tmp/server.log" 2>&1 &
 pids+=($!)
-# One process serves the demo page and the tunnels it opens; -D logs every CORS preflight.
-"$server_bin" -D \
-  -L "file://$lo:$page_file?dir=web" \
-  -L "http+pht://$lo:$page_pht?cors=*" \
-  >"$tmp/page-server.log" 2>&1 &
+# scripts/run.sh's default setup on free ports: the demo page and what it uses, in one
+# process; -D logs every CORS preflight. Its HOME is here, so the phts listener makes its
+# CA here and nothing under the real home is read or written.
+demo_out=$(bash scripts/demo-args.sh page="$page_file" pht="$page_pht" phts="$page_phts" \
+  relay="$page_relay" forward="$page_forward" echo="$page_echo")
+mapfile -t demo <<<"$demo_out"
+mkdir -p "$tmp/server-home"
+HOME="$tmp/server-home" "$server_bin" -D "${demo[@]}" >"$tmp/page-server.log" 2>&1 &
 pids+=($!)
 # The random-cuts test's own server: its debug log shows every tunnel opened and ended.
 "$server_bin" -D \
@@ -110,7 +122,8 @@ wait_port() {
   exit 1
 }
 for p in "$fwd_echo" "$fwd_bye" "$fwd_eof" "$fwd_dead" "$fwd_bulk" "$http" "$http_auth" "$socks5" \
-  "$socks5_auth" "$relay" "$relay_auth" "$page_file" "$page_pht" "$chaos_server"; do
+  "$socks5_auth" "$relay" "$relay_auth" "$page_file" "$page_pht" "$page_phts" "$page_relay" \
+  "$page_forward" "$page_echo" "$chaos_server"; do
   wait_port "$p"
 done
 log "servers up"
@@ -197,36 +210,64 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 # Browsers: the whole suite's limit (Node has none; `timeout` bounds both).
 export WASM_BINDGEN_TEST_TIMEOUT=300
 
-log "wasm-bindgen tests in Node"
-start_faults
-start_chaos
-timeout 1200 cargo test --locked --target wasm32-unknown-unknown -p pht-wasm -- --nocapture
-stop_faults
-stop_chaos
-
-log "wasm-bindgen tests in headless Chromium"
-start_faults
-WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver \
-  timeout 900 cargo test --locked --target wasm32-unknown-unknown -p pht-wasm -- --nocapture
-stop_faults
-
-log "the demo page in headless Chromium"
-timeout 300 node client-wasm/tests/js/page.mjs \
-  --page "http://$lo:$page_file/" --server "http://$lo:$page_pht" \
-  --target "$lo:$http_port" --echo "$lo:$echo_port" --mib 16 \
-  ${PAGE_SCREENSHOT:+--screenshot "$PAGE_SCREENSHOT"}
-if ! grep -q 'GET /pkg/pht_wasm_bg.wasm 200' "$tmp/page-server.log"; then
-  cat "$tmp/page-server.log" >&2
-  log "the page server's debug log does not show the page being served"
-  exit 1
+if part node; then
+  log "wasm-bindgen tests in Node"
+  start_faults
+  start_chaos
+  timeout 1200 cargo test --locked --target wasm32-unknown-unknown -p pht-wasm -- --nocapture
+  stop_faults
+  stop_chaos
 fi
-preflights=$(grep -c 'CORS preflight' "$tmp/page-server.log" || true)
-if [ "$preflights" != 0 ]; then
-  grep 'CORS preflight' "$tmp/page-server.log" >&2
-  log "the page caused $preflights CORS preflights; expected none"
-  exit 1
+
+if part browser; then
+  log "wasm-bindgen tests in headless Chromium"
+  start_faults
+  WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver \
+    timeout 900 cargo test --locked --target wasm32-unknown-unknown -p pht-wasm -- --nocapture
+  stop_faults
 fi
-log "the page server answered 0 CORS preflights"
+
+if part page; then
+  log "the demo page in headless Chromium, on scripts/run.sh's default setup"
+  command -v certutil >/dev/null || { log "certutil is missing: bash scripts/setup.sh --test"; exit 1; }
+  # The browser trusts the server's self-made CA through a throw-away NSS database in its
+  # own HOME (Chromium reads $HOME/.pki/nssdb); no certificate error is ignored.
+  ca="$tmp/server-home/.gost/auto-ca-cert.pem"
+  [ -s "$ca" ] || { cat "$tmp/page-server.log" >&2; log "the phts listener made no CA at $ca"; exit 1; }
+  nssdb="$tmp/browser-home/.pki/nssdb"
+  mkdir -p "$nssdb"
+  certutil -N -d "sql:$nssdb" --empty-password
+  certutil -A -d "sql:$nssdb" -n "pht-server test CA" -t "C,," -i "$ca"
+  shots="$tmp/page-screenshots"
+  page_rc=0
+  timeout 400 node client-wasm/tests/js/page.mjs \
+    --page "http://$lo:$page_file/" \
+    --ports "pht:$page_pht,phts:$page_phts,relay:$page_relay,forward:$page_forward,echo:$page_echo" \
+    --home "$tmp/browser-home" --bare-home "$tmp/bare-browser-home" \
+    --reset "$lo:$reset_port" --dead "$lo:$dead_port" --shots "$shots" --mib 16 || page_rc=$?
+  if [ -n "${PAGE_SCREENSHOTS:-}" ]; then
+    mkdir -p "$PAGE_SCREENSHOTS"
+    cp "$shots"/*.png "$PAGE_SCREENSHOTS"/ 2>/dev/null || true
+    log "the page test's screenshots: $PAGE_SCREENSHOTS"
+  fi
+  if [ "$page_rc" != 0 ]; then
+    tail -n 50 "$tmp/page-server.log" >&2
+    log "the page test failed (exit $page_rc)"
+    exit 1
+  fi
+  if ! grep -q 'GET /pkg/pht_wasm_bg.wasm 200' "$tmp/page-server.log"; then
+    cat "$tmp/page-server.log" >&2
+    log "the page server's debug log does not show the page being served"
+    exit 1
+  fi
+  preflights=$(grep -c 'CORS preflight' "$tmp/page-server.log" || true)
+  if [ "$preflights" != 0 ]; then
+    grep 'CORS preflight' "$tmp/page-server.log" >&2
+    log "the page caused $preflights CORS preflights; expected none"
+    exit 1
+  fi
+  log "the page server answered 0 CORS preflights"
+fi
 
 log "client-wasm/README.md quotes the generated TypeScript declarations"
 node --input-type=module -e "
@@ -238,17 +279,25 @@ node --input-type=module -e "
     process.exit(1);
   }"
 
-log "the Node example: client-wasm/examples/forward.mjs"
-timeout 300 node client-wasm/tests/js/example.mjs \
-  --server "forward+pht://$lo:$fwd_echo" --listen "$lo:$example_listen" --mib 16
+if part example; then
+  log "the Node example: client-wasm/examples/forward.mjs"
+  timeout 300 node client-wasm/tests/js/example.mjs \
+    --server "forward+pht://$lo:$fwd_echo" --listen "$lo:$example_listen" --mib 16
+fi
 
-log "Node through squid (CONNECT denied), undici ProxyAgent with proxyTunnel: false"
-"$middlebox_bin" squid --host pht-server.test=$lo >"$tmp/squid.out" 2>"$tmp/squid.log" &
-pids+=($!)
-for _ in $(seq 300); do grep -q '^port ' "$tmp/squid.out" 2>/dev/null && break; sleep 0.1; done
-squid_port=$(sed -n 's/^port //p' "$tmp/squid.out")
-[ -n "$squid_port" ] || { cat "$tmp/squid.log" >&2; log "squid did not start"; exit 1; }
-timeout 300 node client-wasm/tests/js/proxy.mjs --proxy "http://$lo:$squid_port" \
-  --bulk "forward+pht://pht-server.test:$fwd_bulk" --echo "forward+pht://pht-server.test:$fwd_echo" --mib 64
+if part proxy; then
+  log "Node through squid (CONNECT denied), undici ProxyAgent with proxyTunnel: false"
+  "$middlebox_bin" squid --host pht-server.test=$lo >"$tmp/squid.out" 2>"$tmp/squid.log" &
+  pids+=($!)
+  for _ in $(seq 300); do grep -q '^port ' "$tmp/squid.out" 2>/dev/null && break; sleep 0.1; done
+  squid_port=$(sed -n 's/^port //p' "$tmp/squid.out")
+  [ -n "$squid_port" ] || { cat "$tmp/squid.log" >&2; log "squid did not start"; exit 1; }
+  timeout 300 node client-wasm/tests/js/proxy.mjs --proxy "http://$lo:$squid_port" \
+    --bulk "forward+pht://pht-server.test:$fwd_bulk" --echo "forward+pht://pht-server.test:$fwd_echo" --mib 64
+fi
 
-log "all wasm tests passed"
+if [ "$only" = node,browser,page,example,proxy ]; then
+  log "all wasm tests passed"
+else
+  log "passed: the parts asked for ($only)"
+fi

@@ -123,7 +123,7 @@ fn unknown_types() {
     refused_yaml(
         "handler",
         &svc(p, "  handler: {type: sshd}\n"),
-        "services[0].handler.type: handler type \"sshd\" is not supported (supported: auto, http, socks5, socks, socks4, socks4a, relay, forward, tcp, file, metrics)",
+        "services[0].handler.type: handler type \"sshd\" is not supported (supported: auto, http, socks5, socks, socks4, socks4a, relay, forward, tcp, file, metrics, echo)",
     );
     refused_yaml(
         "listener",

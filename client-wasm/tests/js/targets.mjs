@@ -7,6 +7,8 @@
 //   bye    TCP: writes "bye\n" and closes (the far end closes first)
 //   eof    TCP: answers only after the client's end of stream (a half-close): the line
 //          "<n> <sha256 hex>\n" of the n bytes it read, then those bytes again, then ends
+//   reset  TCP echo that resets the connection (RST) once it has echoed 256 KiB: a tunnel
+//          that breaks mid-stream (the page test shows its readable's error)
 //   http   HTTP/1.1 responder: "hello from the pht target: GET <path>\n"
 //   stats  HTTP, CORS-open: GET /stats -> {"echoOpened":n,"echoClosed":n,"echoReset":n,
 //          "echoBytes":n,"chaosOpened":n,...,"bulkOpened":n,"bulkReset":n,"eofOpened":n,
@@ -131,6 +133,20 @@ const eof = createTcpServer({ allowHalfOpen: true }, (sock) => {
   });
 });
 
+const RESET_AFTER = 256 * 1024;
+const reset = createTcpServer((sock) => {
+  let echoed = 0;
+  sock.on('error', () => {});
+  sock.on('data', (d) => {
+    if (echoed >= RESET_AFTER) return;
+    const part = d.subarray(0, RESET_AFTER - echoed);
+    echoed += part.length;
+    // Reset once what was echoed has gone out, so the client sees bytes, then the break.
+    if (echoed < RESET_AFTER) sock.write(part);
+    else sock.write(part, () => sock.resetAndDestroy());
+  });
+});
+
 const http = createHttpServer((req, res) => {
   const body = `hello from the pht target: ${req.method} ${req.url}\n`;
   res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) });
@@ -165,6 +181,7 @@ const ports = {
   bulk: await listen(bulk),
   bye: await listen(bye),
   eof: await listen(eof),
+  reset: await listen(reset),
   http: await listen(http),
   stats: await listen(statsServer),
   dead: await freePort(),

@@ -15,6 +15,8 @@ const GOST_HANDLERS: &[&str] = &[
     "udp", "forward", "rtcp", "rudp", "runix", "red", "redir", "redirect", "redu", "sni", "ss",
     "ssu", "sshd", "dns", "tun", "tungo", "tap", "tunnel", "router", "serial", "unix", "file",
     "api", "metrics", "masque",
+    // Not gost's: this project's echo target (handler/echo.rs).
+    "echo",
 ];
 /// Listener names gost registers: a scheme word outside this list means `tcp`.
 const GOST_LISTENERS: &[&str] = &[
@@ -484,6 +486,9 @@ mod tests {
             ("forward+pht://:8443/:1080", "forward", "pht"),
             ("http://:8080/x:80", "tcp", "tcp"),
             ("relay://:8420/:53", "relay", "tcp"),
+            // This project's echo handler, on TCP and straight behind a tunnel.
+            ("echo://127.0.0.1:7007", "echo", "tcp"),
+            ("echo+pht://:8446", "echo", "pht"),
         ] {
             let s = svc(input);
             assert_eq!(

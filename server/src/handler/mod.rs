@@ -6,6 +6,7 @@ mod access_tests;
 pub mod auth;
 mod auto;
 pub(crate) mod common;
+mod echo;
 mod file;
 mod forward;
 mod http;
@@ -40,7 +41,7 @@ pub trait Handler: Send + Sync {
 /// The handler types [`build`] knows (an empty type is `auto`, as in gost).
 pub const TYPES: &[&str] = &[
     "auto", "http", "socks5", "socks", "socks4", "socks4a", "relay", "forward", "tcp", "file",
-    "metrics",
+    "metrics", "echo",
 ];
 
 /// Why a handler could not be built from its configuration.
@@ -81,6 +82,7 @@ pub fn build(svc: &ServiceConfig, router: Router) -> Result<Arc<dyn Handler>, Ha
         "auto" | "" => Arc::new(auto::AutoHandler::new(svc, router)?),
         "file" => Arc::new(file::FileHandler::new(svc)?),
         "metrics" => Arc::new(metrics::MetricsHandler::new(svc)?),
+        "echo" => Arc::new(echo::EchoHandler::new(svc)?),
         other => return Err(HandlerError::Unsupported(other.to_string())),
     };
     Ok(match svc.admission_rules.get() {
