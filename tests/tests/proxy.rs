@@ -493,3 +493,33 @@ async fn a_pht_node_behind_an_http_hop_sends_its_requests_through_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// gost's client half of port forwarding, as its documentation writes it: a tcp service
+/// with no target of its own, whose chain ends in a forward connector. The connection goes
+/// to the server's target; nothing else is needed on the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_service_with_no_target_forwards_through_a_forward_chain() {
+    let target = echo_target().await;
+    let sp = free_port();
+    let _srv = server(&["-L", &format!("pht://127.0.0.1:{sp}/{target}")], sp).await;
+    let cp = free_port();
+    let _cli = server(
+        &[
+            "-L",
+            &format!("tcp://127.0.0.1:{cp}"),
+            "-F",
+            &format!("forward+pht://127.0.0.1:{sp}"),
+        ],
+        cp,
+    )
+    .await;
+    echo_roundtrip(cp, &random_bytes(300_000, 21)).await;
+    // Without a chain, the same service has nowhere to go: refused at start, with the why.
+    let out = std::process::Command::new(bin("pht-server"))
+        .args(["-L", &format!("tcp://127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no forwarder nodes and no chain"), "{err}");
+}

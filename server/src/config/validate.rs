@@ -506,7 +506,16 @@ impl Config {
             // The handler's own options (timeouts, flags, forwarder nodes): build it once,
             // dialling nothing, when everything it refers to is in place.
             if issues.len() == before {
-                if let Err(e) = crate::handler::build(svc, crate::router::Router::direct()) {
+                // The service's chain counts (a forward handler needs a target or a
+                // chain); a chain that does not build is reported with the chains.
+                let router = svc
+                    .handler
+                    .chain
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .and_then(|c| crate::router::Router::for_chain(Some(c), &self.chains).ok())
+                    .unwrap_or_else(crate::router::Router::direct);
+                if let Err(e) = crate::handler::build(svc, router) {
                     match e {
                         crate::handler::HandlerError::Option { error, .. } => {
                             issues.metadata(&format!("{at}.handler"), error)

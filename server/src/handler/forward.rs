@@ -14,16 +14,26 @@ use crate::router::Router;
 
 pub struct ForwardHandler {
     service: String,
-    forwarder: Forwarder,
+    /// `None`: no target of its own, only a chain. gost's client half of port forwarding,
+    /// `-L tcp://:1080 -F forward+pht://server:8443`: the chain's last node (a `forward`
+    /// connector) takes the connection to the server's own target, so the address dialled
+    /// through the chain is empty, as in gost.
+    forwarder: Option<Forwarder>,
     router: Router,
 }
 
 impl ForwardHandler {
     pub fn new(svc: &ServiceConfig, router: Router) -> Result<Self, HandlerError> {
-        let forwarder = Forwarder::for_service(svc).ok_or_else(|| HandlerError::Invalid {
-            kind: svc.handler.kind.clone(),
-            reason: "no forwarder nodes (give a target: -L pht://:8443/host:port)".into(),
-        })?;
+        let forwarder = Forwarder::for_service(svc);
+        if forwarder.is_none() && router.is_direct() {
+            return Err(HandlerError::Invalid {
+                kind: svc.handler.kind.clone(),
+                reason:
+                    "no forwarder nodes and no chain (give a target: -L tcp://:8080/host:port, \
+                         or a chain that ends in a forward connector: -F forward+pht://server:8443)"
+                        .into(),
+            });
+        }
         Ok(ForwardHandler {
             service: svc.name.clone(),
             forwarder,
@@ -37,20 +47,31 @@ impl Handler for ForwardHandler {
         Box::pin(async move {
             let peer = conn.peer;
             let tag = conn.tag.as_deref().unwrap_or("");
-            let (node, mut upstream) = match self
-                .forwarder
-                .dial(&self.router, &self.service, &peer.to_string(), tag)
-                .await
-            {
+            let dialled = match &self.forwarder {
+                Some(f) => {
+                    f.dial(&self.router, &self.service, &peer.to_string(), tag)
+                        .await
+                }
+                None => self
+                    .router
+                    .dial("")
+                    .await
+                    .map(|s| ("the chain's target".to_string(), s)),
+            };
+            let (node, mut upstream) = match dialled {
                 Ok(x) => x,
                 Err(e) => {
                     // No target: the client must see a failure, not an empty answer.
                     conn.stream.reset();
                     crate::metrics::handler_error(&self.service);
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
-                    ) {
+                    // The forwarder logs each node's dial failure; a chain-only dial is
+                    // logged here.
+                    if self.forwarder.is_none()
+                        || matches!(
+                            e.kind(),
+                            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+                        )
+                    {
                         warn!(service = %self.service, %peer, token = tag, "forward: {e}: connection reset");
                     }
                     return;
