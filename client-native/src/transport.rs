@@ -191,8 +191,7 @@ impl TransportOptions {
         let boolean = |key: &'static str| -> Result<Option<bool>, TransportError> {
             match node.url.param(key) {
                 None => Ok(None),
-                Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
-                Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
+                Some(v) if pht_core::parse_bool(v).is_some() => Ok(pht_core::parse_bool(v)),
                 Some(v) => Err(TransportError::BadParam {
                     key,
                     value: v.into(),

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use crate::config::{SelectorConfig, parse_duration};
 
 /// gost's defaults when no selector is configured.
-const DEFAULT_MAX_FAILS: u32 = 1;
+pub const DEFAULT_MAX_FAILS: u32 = 1;
 const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `failTimeout` gost fills in when a command-line URL sets selector keys: 30 s, not
+/// the 10 s of a configuration without a selector. The two differ in gost too.
+pub const CLI_FAIL_TIMEOUT: &str = "30s";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Strategy {

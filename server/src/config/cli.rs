@@ -180,7 +180,7 @@ fn tls_key(k: &str) -> Option<&'static str> {
 
 /// The `tls` block a URL's query asks for. On `-L` only certificate files count, and only
 /// with a `certFile` (otherwise the global or self-made certificate is used).
-fn tls_of(u: &GostUrl, listener: bool) -> Option<TlsConfig> {
+fn tls_of(u: &GostUrl, listener: bool, input: &str) -> Result<Option<TlsConfig>, UrlError> {
     let mut t = TlsConfig::default();
     for (k, v) in &u.query {
         match tls_key(k) {
@@ -188,17 +188,22 @@ fn tls_of(u: &GostUrl, listener: bool) -> Option<TlsConfig> {
             Some("keyFile") => t.key_file = v.clone(),
             Some("caFile") => t.ca_file = v.clone(),
             Some("secure") if !listener => {
-                t.secure = matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True")
+                t.secure = pht_core::parse_bool(v).ok_or_else(|| UrlError::BadParam {
+                    url: input.into(),
+                    key: k.clone(),
+                    value: v.clone(),
+                    reason: "expected a boolean (1, t, true, 0, f, false)".into(),
+                })?;
             }
             Some("serverName") if !listener => t.server_name = v.clone(),
             _ => {}
         }
     }
-    if listener {
+    Ok(if listener {
         (!t.cert_file.is_empty()).then_some(t)
     } else {
         (t != TlsConfig::default()).then_some(t)
-    }
+    })
 }
 
 fn auth_of(u: &GostUrl) -> Option<AuthConfig> {
@@ -309,6 +314,7 @@ fn service(input: &str) -> Result<(Vec<ServiceConfig>, FlagLists), UrlError> {
     if addrs.is_empty() {
         return Err(UrlError::MissingAddress { url: input.into() });
     }
+    let listener_tls = tls_of(&u, true, input)?;
     let n = addrs.len();
     let services = addrs
         .into_iter()
@@ -344,7 +350,7 @@ fn service(input: &str) -> Result<(Vec<ServiceConfig>, FlagLists), UrlError> {
                 },
                 listener: ListenerConfig {
                     kind: listener.clone(),
-                    tls: tls_of(&u, true),
+                    tls: listener_tls.clone(),
                     metadata: listener_md.clone(),
                 },
                 forwarder,
@@ -377,10 +383,10 @@ fn fill_selector(mut s: SelectorConfig) -> SelectorConfig {
         s.strategy = "round".into();
     }
     if s.max_fails == 0 {
-        s.max_fails = 1;
+        s.max_fails = crate::selector::DEFAULT_MAX_FAILS;
     }
     if s.fail_timeout.is_empty() {
-        s.fail_timeout = "30s".into();
+        s.fail_timeout = crate::selector::CLI_FAIL_TIMEOUT.into();
     }
     s
 }
@@ -433,6 +439,7 @@ fn chain_node(input: &str) -> Result<(HopConfig, Option<String>), UrlError> {
     if addrs.is_empty() {
         return Err(UrlError::MissingAddress { url: input.into() });
     }
+    let dialer_tls = tls_of(&u, false, input)?;
     let hop = HopConfig {
         name: String::new(),
         selector: selector.map(fill_selector),
@@ -449,7 +456,7 @@ fn chain_node(input: &str) -> Result<(HopConfig, Option<String>), UrlError> {
                 },
                 dialer: DialerConfig {
                     kind: dialer.clone(),
-                    tls: tls_of(&u, false),
+                    tls: dialer_tls.clone(),
                     metadata: dialer_md.clone(),
                 },
                 metadata: node_md.clone(),
@@ -467,6 +474,17 @@ mod tests {
 
     fn svc(s: &str) -> ServiceConfig {
         parse_service(s).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_bad_boolean_in_a_url_is_an_error_not_false() {
+        let hop = parse_chain_node("phts://h:443?secure=T&serverName=x").unwrap();
+        assert!(hop.nodes[0].dialer.tls.as_ref().unwrap().secure);
+        let e = parse_chain_node("phts://h:443?secure=yes").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"phts://h:443?secure=yes\": parameter secure=\"yes\": expected a boolean (1, t, true, 0, f, false)"
+        );
     }
 
     #[test]

@@ -72,11 +72,9 @@ impl Metadata {
         let Some(v) = self.get_str(key) else {
             return Ok(None);
         };
-        match v.as_str() {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(Some(true)),
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(Some(false)),
-            _ => Err(Self::err(key, &v, "a boolean")),
-        }
+        pht_core::parse_bool(&v)
+            .map(Some)
+            .ok_or_else(|| Self::err(key, &v, "a boolean"))
     }
 
     /// A non-negative integer up to [`MAX_SIZE`] (sizes may carry a KB/MB/GB suffix or
