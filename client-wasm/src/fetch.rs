@@ -185,7 +185,7 @@ impl Fetch for GlooFetch {
             // would parse a form content type and lose the data.
             .header("Content-Type", "text/plain")
             .abort_signal(abort.signal().as_ref())
-            .body(Uint8Array::from(&body[..]))
+            .body(request_body(&body)?)
             .map_err(build_err)?;
         drop(body);
         let resp = self.send(req).await?;
@@ -194,6 +194,24 @@ impl Fetch for GlooFetch {
         abort.disarm();
         Ok((status, Bytes::from(answer)))
     }
+}
+
+/// A push body: a `Blob` unless it is empty. Chromium sends a request body given as bytes
+/// (a `Uint8Array` or `ArrayBuffer`) at about 6 MB/s on loopback, whatever its size and
+/// however many requests run at once, and the same bytes as a `Blob` at 50–80 MB/s; Node
+/// takes either at the same speed. The blob copies the bytes when it is made. An empty
+/// body (a pure acknowledgement, a close) stays an empty `Uint8Array`: nothing to gain,
+/// and no blob to make per request.
+fn request_body(body: &[u8]) -> Result<JsValue, FetchError> {
+    if body.is_empty() {
+        return Ok(Uint8Array::new_with_length(0).into());
+    }
+    // SAFETY: the view is used by the Blob constructor only, which copies the bytes before
+    // anything here can allocate in wasm memory (and so move it).
+    let view = unsafe { Uint8Array::view(body) };
+    web_sys::Blob::new_with_u8_array_sequence(&js_sys::Array::of1(&view))
+        .map(JsValue::from)
+        .map_err(|e| FetchError(format!("making the push body: {}", describe_js_error(&e))))
 }
 
 /// `TypeError: fetch failed (connect ECONNREFUSED 127.0.0.1:1)`: an error's own text and,

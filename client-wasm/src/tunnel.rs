@@ -29,8 +29,10 @@ extern "C" {
     pub type VoidPromise;
 }
 
-/// Bytes handed to the reader per chunk at most.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes handed to the reader per chunk at most. Each chunk costs a promise and a trip
+/// through the stream machinery on both sides, and Chromium hands a fast download to the
+/// tunnel in pieces of about a megabyte: a chunk takes whatever has arrived, up to this.
+const READ_CHUNK: usize = 256 * 1024;
 
 type Stream = Connected<pht_core::Tunnel>;
 
@@ -391,6 +393,19 @@ impl futures::Stream for ReadSide {
             this.done = true;
             return Poll::Ready(st.error.is_some().then(|| Err(st.closed_error())));
         };
+        // pht-core returns one received piece per read (a DATA frame, at most 64 KiB):
+        // gather what is there into one chunk. The end or an error after those bytes is
+        // seen by the next poll.
+        let mut filled = 0;
+        while filled < this.buf.len() {
+            match Pin::new(&mut *stream).poll_read(cx, &mut this.buf[filled..]) {
+                Poll::Ready(Ok(n)) if n > 0 => filled += n,
+                _ => break,
+            }
+        }
+        if filled > 0 {
+            return Poll::Ready(Some(Ok(Uint8Array::from(&this.buf[..filled]).into())));
+        }
         match Pin::new(stream).poll_read(cx, &mut this.buf) {
             Poll::Pending => {
                 st.reader = Some(cx.waker().clone());
