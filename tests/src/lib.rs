@@ -242,6 +242,12 @@ pub async fn target_listener() -> TcpListener {
 
 /// An echo server on 127.0.0.1: every connection gets its bytes back.
 pub async fn echo_target() -> SocketAddr {
+    named_echo_target("").await
+}
+
+/// An echo server that first writes `name` (when not empty) and a newline, so that a
+/// client learns which of several servers its connection reached; then it echoes.
+pub async fn named_echo_target(name: &'static str) -> SocketAddr {
     let l = target_listener().await;
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -252,6 +258,9 @@ pub async fn echo_target() -> SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
+                if !name.is_empty() && s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                    return;
+                }
                 let (mut r, mut w) = s.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             });

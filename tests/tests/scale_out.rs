@@ -28,27 +28,6 @@ const T: Duration = Duration::from_secs(30);
 /// Bytes each tunnel echoes to prove it works.
 const PAYLOAD: usize = 24 * 1024;
 
-/// A target that first writes `name\n`, then echoes.
-async fn named_echo(name: &'static str) -> SocketAddr {
-    let l = target_listener().await;
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            };
-            tokio::spawn(async move {
-                if s.write_all(format!("{name}\n").as_bytes()).await.is_ok() {
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// The Node forwarder around the wasm client: every local connection is a tunnel.
 struct WasmForward {
     child: Child,
@@ -116,7 +95,7 @@ impl Cluster {
         let mut metrics = Vec::new();
         let mut addrs = Vec::new();
         for name in NAMES {
-            let target = named_echo(name).await;
+            let target = named_echo_target(name).await;
             let port = free_port();
             let url = format!(
                 "pht://127.0.0.1:{port}/{target}?instance={name}&maxTunnelsPerClient=0&tunnelRate=0{server_opts}"
@@ -580,7 +559,7 @@ async fn graceful_restart_moves_new_tunnels_and_keeps_open_ones() {
 /// Without a balancer: what a client of a draining server sees, and the second SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_for_drain_timeout_and_a_second_one_ends_at_once() {
-    let target = named_echo("s1").await;
+    let target = named_echo_target("s1").await;
     let sp = free_port();
     let url = format!("pht://127.0.0.1:{sp}/{target}?drainTimeout=60s");
     let mp = free_port();
@@ -650,7 +629,7 @@ async fn sigterm_drains_for_drain_timeout_and_a_second_one_ends_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_ends_tunnels_still_open() {
-    let target = named_echo("s1").await;
+    let target = named_echo_target("s1").await;
     let sp = free_port();
     let url = format!("pht://127.0.0.1:{sp}/{target}?drainTimeout=2s");
     let mut srv = server(&["-L", &url], sp).await;
