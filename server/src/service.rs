@@ -102,6 +102,8 @@ impl Service {
         let _running = metrics.as_ref().map(|m| m.running());
         let handlers = TaskTracker::new();
         let mut deadline = None;
+        // Off once a draining listener has nothing more to give (its queue closed).
+        let mut accepting = true;
         let mut check = tokio::time::interval(DRAIN_CHECK);
         loop {
             let conn = tokio::select! {
@@ -124,7 +126,9 @@ impl Service {
                 _ = check.tick(), if deadline.is_some() && !life.drained.is_cancelled() => {
                     let open = handlers.len() + self.listener.busy();
                     if open == 0 {
-                        info!(service = %self.name, "drained: nothing open");
+                        if !self.drain_timeout.is_zero() {
+                            info!(service = %self.name, "drained: nothing open");
+                        }
                         life.drained.cancel();
                     } else if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         if !self.drain_timeout.is_zero() {
@@ -134,7 +138,7 @@ impl Service {
                     }
                     continue;
                 }
-                c = self.listener.accept() => c,
+                c = self.listener.accept(), if accepting => c,
             };
             match conn {
                 Ok(conn) => {
@@ -145,6 +149,8 @@ impl Service {
                         drop(request);
                     });
                 }
+                // A draining listener whose accept loop has stopped: not an error.
+                Err(_) if deadline.is_some() => accepting = false,
                 Err(e) => {
                     error!(service = %self.name, "accept: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -660,3 +660,68 @@ async fn drain_timeout_ends_tunnels_still_open() {
         Ok(n) => panic!("the cut tunnel read {n} bytes and a clean end"),
     }
 }
+
+/// A `tls` listener drains too: its socket closes at the first SIGTERM (new connections are
+/// refused), the open connection runs on, and the server ends once it closes, with no
+/// error logged for the accept loop that stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_service_drains_its_open_connection() {
+    let home = std::env::temp_dir().join(format!("pht-e2e-home-drain-{}", std::process::id()));
+    let h = home.to_string_lossy().into_owned();
+    let target = named_echo_target("t1").await;
+    let tp = free_port();
+    let mut srv = Proc::start_env(
+        "pht-server",
+        &[
+            "-L",
+            &format!("forward+tls://127.0.0.1:{tp}/{target}?drainTimeout=60s"),
+        ],
+        tp,
+        &[("HOME", &h)],
+    )
+    .await;
+    let cp = free_port();
+    let _cli = server(
+        &[
+            "-L",
+            &format!("tcp://127.0.0.1:{cp}"),
+            "-F",
+            &format!("forward+tls://127.0.0.1:{tp}"),
+        ],
+        cp,
+    )
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", cp)).await.unwrap();
+    let mut greeting = [0u8; 3];
+    timed("greeting", s.read_exact(&mut greeting))
+        .await
+        .unwrap();
+    assert_eq!(&greeting, b"t1\n");
+
+    srv.sigterm();
+    assert!(
+        srv.exited_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    let refused = TcpStream::connect(("127.0.0.1", tp)).await;
+    assert!(refused.is_err(), "the draining tls listener still accepts");
+    let data = random_bytes(PAYLOAD, 11);
+    s.write_all(&data).await.unwrap();
+    let mut got = vec![0u8; data.len()];
+    timed("echo while draining", s.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got), sha256(&data));
+
+    drop(s);
+    let status = srv.exited_within(Duration::from_secs(15)).await;
+    let log = srv.log_text();
+    assert!(
+        matches!(status, Some(st) if st.success()),
+        "{status:?}\n{log}"
+    );
+    assert!(log.contains("drained: nothing open"), "{log}");
+    assert!(!log.contains("accept:"), "{log}");
+    let _ = std::fs::remove_dir_all(&home);
+}
