@@ -125,9 +125,12 @@ impl TunnelConfig {
     }
 }
 
+/// The dialers that speak PHT: plain HTTP, TLS, and HTTP/3 under gost's two names.
+pub const PHT_DIALERS: &[&str] = &["pht", "phts", "h3", "http3"];
+
 /// A chain node in gost's `-F` syntax, for the PHT dialers.
 ///
-/// `[connector+](pht|phts)://[user:pass@]host:port?authorizePath=&pushPath=&pullPath=&host=`
+/// `[connector+](pht|phts|h3|http3)://[user:pass@]host:port?authorizePath=&pushPath=&pullPath=&host=`
 ///
 /// gost's defaults apply: `pht://` alone means the `http` connector. Extra query keys of
 /// this project: `token=authorize|mint`, `maxPushSize=<bytes>`, `minPushSize=<bytes>`,
@@ -147,7 +150,7 @@ impl TunnelConfig {
 pub struct NodeUrl {
     /// `http`, `socks5`, `relay`, `forward`...
     pub connector: String,
-    /// `pht` or `phts`.
+    /// `pht`, `phts`, `h3` or `http3`.
     pub dialer: String,
     /// Where the TCP connection goes: `host:port`.
     pub addr: String,
@@ -191,7 +194,7 @@ impl NodeUrl {
         let (a, b) = url.scheme_parts();
         let (connector, dialer) = match b {
             Some(b) => (a.to_string(), b.to_string()),
-            None if a == "pht" || a == "phts" => ("http".to_string(), a.to_string()),
+            None if PHT_DIALERS.contains(&a) => ("http".to_string(), a.to_string()),
             None => (a.to_string(), a.to_string()),
         };
         if url.host.is_empty() {
@@ -210,9 +213,14 @@ impl NodeUrl {
         Ok(node)
     }
 
-    /// `true` for `phts` (TLS).
+    /// `true` for `phts` and the HTTP/3 dialers (TLS, `https://` URLs).
     pub fn is_tls(&self) -> bool {
-        self.dialer == "phts"
+        self.dialer == "phts" || self.is_quic()
+    }
+
+    /// `true` for gost's HTTP/3 dialers, `h3` and `http3` (PHT over QUIC).
+    pub fn is_quic(&self) -> bool {
+        self.dialer == "h3" || self.dialer == "http3"
     }
 
     /// The tunnel settings this node asks for.

@@ -65,6 +65,16 @@ impl NodeUrl {
             }
             None => NodeUrl::parse(trimmed)?,
         };
+        if node.is_quic() {
+            return Err(UrlError::BadParam {
+                url: input.into(),
+                key: "scheme".into(),
+                value: node.url.scheme.clone(),
+                reason: "fetch cannot choose HTTP/3: use https:// (a browser moves to HTTP/3 \
+                         by itself when the server advertises it with Alt-Svc)"
+                    .into(),
+            });
+        }
         if node.dialer != "pht" && node.dialer != "phts" {
             return Err(UrlError::BadParam {
                 url: input.into(),

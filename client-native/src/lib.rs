@@ -12,14 +12,17 @@
 //! ```
 
 mod clock;
+mod http3;
 pub mod logging;
 mod pipe;
+pub mod quic;
 mod reset;
 pub mod tls;
 mod transport;
 
 pub use clock::TokioClock;
 pub use pipe::{PipeStats, pipe, splice};
+pub use quic::QuicOptions;
 pub use reset::Reset;
 pub use transport::{
     Dial, HyperBody, HyperFetch, Io, NodeIo, Proxy, TransportError, TransportOptions,

@@ -28,6 +28,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tracing::{info, warn};
 
+use crate::http3::{H3Body, H3Client};
+use crate::quic::QuicOptions;
 use crate::tls::{ClientTlsOptions, TlsError};
 
 /// Largest push/authorize response body read into memory (PHT answers are tiny).
@@ -47,8 +49,10 @@ const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Why a transport could not be built for a node.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("dialer {0:?} is not supported by this transport (supported: pht, phts)")]
+    #[error("dialer {0:?} is not supported by this transport (supported: pht, phts, h3, http3)")]
     UnsupportedDialer(String),
+    #[error("{0}")]
+    Quic(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("parameter {key}={value:?}: {reason}")]
@@ -174,6 +178,8 @@ pub struct TransportOptions {
     pub http2: Option<bool>,
     /// Idle pooled connections kept per node (node URL key `maxIdleConns`, default 100).
     pub max_idle: Option<usize>,
+    /// HTTP/3 over QUIC (the `h3` and `http3` dialers), with their QUIC settings.
+    pub quic: Option<QuicOptions>,
     /// The forward proxy on the way to the node (node URL key `proxy`, or the environment).
     pub proxy: Option<Proxy>,
 }
@@ -201,7 +207,7 @@ impl TransportOptions {
         };
         let tls = match node.dialer.as_str() {
             "pht" => None,
-            "phts" => Some(ClientTlsOptions {
+            "phts" | "h3" | "http3" => Some(ClientTlsOptions {
                 secure: boolean("secure")?.unwrap_or(false),
                 server_name: p("serverName").filter(|s| !s.is_empty()),
                 ca_file: p("caFile").or_else(|| p("ca")).filter(|s| !s.is_empty()),
@@ -221,11 +227,60 @@ impl TransportOptions {
                 reason: "expected a number",
             })?),
         };
+        let duration = |key: &'static str| -> Result<Option<Duration>, TransportError> {
+            match node.url.param(key) {
+                None => Ok(None),
+                Some(v) => pht_core::parse_duration(v)
+                    .map(Some)
+                    .ok_or(TransportError::BadParam {
+                        key,
+                        value: v.into(),
+                        reason: "expected a duration (10s, 1m30s)",
+                    }),
+            }
+        };
+        let quic = if node.is_quic() {
+            let mut q = QuicOptions {
+                // gost's dialer keeps connections alive unless told not to.
+                keep_alive: match boolean("keepalive")? {
+                    Some(false) => None,
+                    _ => Some(
+                        duration("ttl")?
+                            .filter(|d| !d.is_zero())
+                            .unwrap_or(crate::quic::DEFAULT_KEEP_ALIVE),
+                    ),
+                },
+                ..QuicOptions::default()
+            };
+            if let Some(d) = duration("handshakeTimeout")?.filter(|d| !d.is_zero()) {
+                q.handshake_timeout = d;
+            }
+            if let Some(d) = duration("maxIdleTimeout")?.filter(|d| !d.is_zero()) {
+                q.max_idle_timeout = d;
+            }
+            Some(q)
+        } else {
+            None
+        };
+        let proxy = match (&quic, node.url.param("proxy")) {
+            // QUIC is UDP: an HTTP proxy cannot carry it, and the environment's proxy
+            // settings speak of TCP connections.
+            (Some(_), None | Some("" | "none" | "off" | "direct")) => None,
+            (Some(_), Some(p)) => {
+                return Err(TransportError::BadParam {
+                    key: "proxy",
+                    value: p.into(),
+                    reason: "an HTTP proxy cannot carry h3 (QUIC runs over UDP); use phts",
+                });
+            }
+            (None, _) => Proxy::for_node(node)?,
+        };
         Ok(TransportOptions {
             tls,
             http2: boolean("http2")?,
             max_idle,
-            proxy: Proxy::for_node(node)?,
+            quic,
+            proxy,
         })
     }
 }
@@ -250,6 +305,8 @@ struct Inner {
     h2: Option<(HttpClient, NodeConnector, tokio::sync::OnceCell<bool>)>,
     /// Sent with every request when plain HTTP goes through a forward proxy.
     proxy_auth: Option<HeaderValue>,
+    /// HTTP/3 instead of all the above (`h3`, `http3`).
+    h3: Option<H3Client>,
 }
 
 impl HyperFetch {
@@ -263,6 +320,13 @@ impl HyperFetch {
     /// `phts`) still runs end to end with the node.
     pub fn for_node_via(node: &NodeUrl, dial: Option<Dial>) -> Result<Self, TransportError> {
         let mut opts = TransportOptions::from_node(node)?;
+        if opts.quic.is_some() && dial.is_some() {
+            return Err(TransportError::Quic(format!(
+                "{}: an h3 node cannot sit behind earlier hops of a chain (QUIC needs UDP \
+                 to the node); use phts there",
+                node.addr
+            )));
+        }
         let host = node
             .addr
             .rsplit_once(':')
@@ -311,6 +375,21 @@ impl HyperFetch {
     }
 
     fn build(route: Route, host: &str, opts: &TransportOptions) -> Result<Self, TransportError> {
+        if let (Some(quic), Some(t), Route::Direct(addr)) = (&opts.quic, &opts.tls, &route) {
+            let name = t.server_name.as_deref().unwrap_or(host);
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            let h3 = H3Client::new(addr, name.to_string(), t.client_config(&[b"h3"])?, quic)
+                .map_err(TransportError::Quic)?;
+            return Ok(HyperFetch {
+                inner: Arc::new(Inner {
+                    client: Client::builder(TokioExecutor::new())
+                        .build(NodeConnector { route, tls: None }),
+                    h2: None,
+                    proxy_auth: None,
+                    h3: Some(h3),
+                }),
+            });
+        }
         let tls = match &opts.tls {
             None => None,
             Some(t) => {
@@ -355,6 +434,7 @@ impl HyperFetch {
                 client: build(h2c),
                 h2,
                 proxy_auth,
+                h3: None,
             }),
         })
     }
@@ -402,6 +482,14 @@ impl Fetch for HyperFetch {
         url: &str,
         headers: &[(String, String)],
     ) -> Result<FetchResponse<HyperBody>, FetchError> {
+        if let Some(h3) = &self.inner.h3 {
+            let r = h3.get(url, headers).await?;
+            return Ok(FetchResponse {
+                status: r.status,
+                content_type: r.content_type,
+                body: HyperBody(BodyInner::H3(r.body)),
+            });
+        }
         let req = self.request(Method::GET, url, headers, Bytes::new())?;
         let resp = self
             .client()
@@ -418,7 +506,7 @@ impl Fetch for HyperFetch {
         Ok(FetchResponse {
             status,
             content_type,
-            body: HyperBody(resp.into_body().into_data_stream()),
+            body: HyperBody(BodyInner::Hyper(resp.into_body().into_data_stream())),
         })
     }
 
@@ -428,6 +516,9 @@ impl Fetch for HyperFetch {
         headers: &[(String, String)],
         body: Bytes,
     ) -> Result<(u16, Bytes), FetchError> {
+        if let Some(h3) = &self.inner.h3 {
+            return h3.post(url, headers, body, MAX_SMALL_BODY).await;
+        }
         let req = self.request(Method::POST, url, headers, body)?;
         let resp = self
             .client()
@@ -458,12 +549,21 @@ fn fetch_error(e: hyper_util::client::legacy::Error) -> FetchError {
 }
 
 /// A pull response body as a stream of chunks.
-pub struct HyperBody(BodyDataStream<Incoming>);
+pub struct HyperBody(BodyInner);
+
+enum BodyInner {
+    Hyper(BodyDataStream<Incoming>),
+    H3(H3Body),
+}
 
 impl Stream for HyperBody {
     type Item = Result<Bytes, FetchError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.0).poll_next(cx).map(|o| {
+        let body = match &mut self.0 {
+            BodyInner::H3(b) => return Pin::new(b).poll_next(cx),
+            BodyInner::Hyper(b) => b,
+        };
+        Pin::new(body).poll_next(cx).map(|o| {
             o.map(|r| {
                 r.map_err(|e| {
                     // hyper's Display says only "error reading a body from connection".

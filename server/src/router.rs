@@ -183,7 +183,8 @@ impl Router {
                 return Err(RouteError::BadNode {
                     chain: cfg.name.clone(),
                     node: hop.name.clone(),
-                    reason: "a hop's nodes must all use a pht/phts dialer or none of them".into(),
+                    reason: "a hop's nodes must all use a pht/phts/h3 dialer or none of them"
+                        .into(),
                 });
             }
             hops.push(Arc::new(Hop {
@@ -241,7 +242,7 @@ fn build_node(
     let params = dialer_params(&n.dialer.metadata, n.dialer.tls.as_ref());
     let dialer = match n.dialer.kind.as_str() {
         "" | "tcp" => Dialer::Tcp,
-        kind @ ("pht" | "phts") => {
+        kind @ ("pht" | "phts" | "h3" | "http3") => {
             let node = NodeUrl::from_parts(connector_kind, kind, &n.addr, params)
                 .map_err(|e| bad(e.to_string()))?;
             let dial = behind.map(|prefix| {
@@ -276,7 +277,7 @@ fn build_node(
         }
         other => {
             return Err(bad(format!(
-                "dialer {other:?} is not supported (supported: tcp, tls, pht, phts)"
+                "dialer {other:?} is not supported (supported: tcp, tls, pht, phts, h3, http3)"
             )));
         }
     };

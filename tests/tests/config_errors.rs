@@ -128,7 +128,7 @@ fn unknown_types() {
     refused_yaml(
         "listener",
         &svc(p, "  listener: {type: quic}\n"),
-        "services[0].listener.type: listener type \"quic\" is not supported (supported: tcp, tls, pht, phts)",
+        "services[0].listener.type: listener type \"quic\" is not supported (supported: tcp, tls, pht, phts, h3)",
     );
     refused_yaml(
         "connector-dialer",
@@ -137,12 +137,12 @@ fn unknown_types() {
             "  handler: {type: http, chain: c}\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - {name: n, addr: '127.0.0.1:1', connector: {type: ss}, dialer: {type: kcp}}\n",
         ),
         "chains[0].hops[0].nodes[0].connector.type: connector type \"ss\" is not supported (supported: http, socks5, socks, relay, forward)\n\
-         chains[0].hops[0].nodes[0].dialer.type: dialer type \"kcp\" is not supported (supported: tcp, tls, pht, phts)",
+         chains[0].hops[0].nodes[0].dialer.type: dialer type \"kcp\" is not supported (supported: tcp, tls, pht, phts, h3, http3)",
     );
     // gost's command line makes `ws` a listener this server does not have.
     refused(
         &["-L", &format!("ws://127.0.0.1:{p}")],
-        "services[0].listener.type: listener type \"ws\" is not supported (supported: tcp, tls, pht, phts)",
+        "services[0].listener.type: listener type \"ws\" is not supported (supported: tcp, tls, pht, phts, h3)",
     );
 }
 

@@ -16,11 +16,11 @@ use crate::access::{AccessList, Admission, Bypass, ListKind, Rules, file_entries
 /// Handler types this server runs (`""` means `auto`, as in gost).
 pub const HANDLER_TYPES: &[&str] = crate::handler::TYPES;
 /// Listener types this server runs (`""` means `tcp`).
-pub const LISTENER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts"];
+pub const LISTENER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3"];
 /// Connector types of chain nodes (`""` means `http`).
 const CONNECTOR_TYPES: &[&str] = &["http", "socks5", "socks", "relay", "forward"];
 /// Dialer types of chain nodes (`""` means `tcp`).
-const DIALER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts"];
+const DIALER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3", "http3"];
 /// The longest `tls.validity` of a self-made certificate.
 const MAX_VALIDITY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 /// Selector strategies gost knows; the ones not implemented here pick round robin.
@@ -253,11 +253,15 @@ fn check_selector(at: &str, sel: Option<&SelectorConfig>, issues: &mut Issues) {
 /// Listener options that only a running listener reads, checked now.
 fn check_listener(at: &str, kind: &str, md: &Metadata, issues: &mut Issues) {
     match kind {
-        "pht" | "phts" => {
-            if let Err(e) = crate::listener::pht::PhtOptions::from_metadata(md) {
-                issues.metadata(at, e);
+        "pht" | "phts" | "h3" => match crate::listener::pht::PhtOptions::from_metadata(md) {
+            Err(e) => issues.metadata(at, e),
+            Ok(o) if kind == "h3" => {
+                if let Err(e) = crate::listener::pht::http3::quic_options(md, &o) {
+                    issues.metadata(at, e);
+                }
             }
-        }
+            Ok(_) => {}
+        },
         _ => {}
     }
     if let Err(e) = md.get_size("maxConns") {
@@ -388,7 +392,7 @@ impl Config {
                     let dialer = node.dialer.kind.as_str();
                     match dialer {
                         "" | "tcp" => {}
-                        "pht" | "phts" | "tls" => {
+                        "pht" | "phts" | "h3" | "http3" | "tls" => {
                             pht_nodes += usize::from(dialer != "tls");
                             let params = crate::router::dialer_params(
                                 &node.dialer.metadata,
@@ -416,7 +420,7 @@ impl Config {
                 if pht_nodes > 0 && pht_nodes < hop.nodes.len() {
                     issues.add(
                         format!("{at}.nodes"),
-                        "a hop's nodes must all use a pht/phts dialer or none of them",
+                        "a hop's nodes must all use a pht/phts/h3 dialer or none of them",
                     );
                 }
             }
@@ -575,7 +579,7 @@ mod tests {
             )),
             format!(
                 "services[0].handler.type: handler type \"ss\" is not supported (supported: {})\n\
-                 services[0].listener.type: listener type \"ws\" is not supported (supported: tcp, tls, pht, phts)",
+                 services[0].listener.type: listener type \"ws\" is not supported (supported: tcp, tls, pht, phts, h3)",
                 HANDLER_TYPES.join(", ")
             )
         );
@@ -588,7 +592,7 @@ mod tests {
                 "chains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - {name: n, addr: 'a:1', connector: {type: socks4}, dialer: {type: ws}}\n"
             ),
             "chains[0].hops[0].nodes[0].connector.type: connector type \"socks4\" is not supported (supported: http, socks5, socks, relay, forward)\n\
-             chains[0].hops[0].nodes[0].dialer.type: dialer type \"ws\" is not supported (supported: tcp, tls, pht, phts)"
+             chains[0].hops[0].nodes[0].dialer.type: dialer type \"ws\" is not supported (supported: tcp, tls, pht, phts, h3, http3)"
         );
         assert_eq!(
             errors("bypasses:\n- name: b\n  matchers: [10.0.0.0/8, 'bad host']\n"),

@@ -90,14 +90,24 @@ impl Gate {
     /// The connection with its share of the limit, or `None` (it was reset) when the
     /// listener is full.
     pub fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<Guarded<TcpStream>> {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(Guarded {
+        match self.permit(peer) {
+            Some(permit) => Some(Guarded {
                 inner: stream,
                 _permit: permit,
             }),
-            Err(_) => {
+            None => {
                 let _ = stream.set_zero_linger();
-                drop(stream);
+                None
+            }
+        }
+    }
+
+    /// A share of the limit for a connection from `peer` that is not a TCP stream (a
+    /// QUIC connection), held until dropped; `None` (counted and reported) when full.
+    pub fn permit(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
                 let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
                 if self.report.due() {
                     self.refused.store(0, Ordering::Relaxed);

@@ -77,7 +77,7 @@ impl Drain for StopAccepting {
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("listener type {0:?} is not supported (supported: tcp, tls, pht, phts)")]
+    #[error("listener type {0:?} is not supported (supported: tcp, tls, pht, phts, h3)")]
     Unsupported(String),
     #[error("listener TLS: {0}")]
     Tls(#[from] pht_client::tls::TlsError),
@@ -229,13 +229,13 @@ fn server_tls(
     addr: &str,
     alpn: &[&[u8]],
     service: &str,
-) -> Result<tokio_rustls::TlsAcceptor, ListenError> {
+) -> Result<std::sync::Arc<rustls::ServerConfig>, ListenError> {
     let tls = crate::tls::server_config_for(cfg.tls.as_ref(), global, addr, alpn)?;
     tracing::info!(
         service, certificate = %tls.source, fingerprint = %tls.fingerprint,
         "TLS certificate (clients can pin it with pin={})", tls.fingerprint
     );
-    Ok(tokio_rustls::TlsAcceptor::from(tls.config))
+    Ok(tls.config)
 }
 
 /// The listener registry. `global_tls` is the configuration's top-level `tls` section.
@@ -252,7 +252,7 @@ pub async fn bind(
             Ok(Box::new(tcp::TcpListener::bind(addr, gate).await?))
         }
         "tls" => {
-            let acceptor = server_tls(cfg, global_tls, addr, &[], service)?;
+            let acceptor = server_tls(cfg, global_tls, addr, &[], service)?.into();
             let gate = Gate::from_metadata(&cfg.metadata, service)?;
             let handshake = cfg
                 .metadata
@@ -266,17 +266,22 @@ pub async fn bind(
             let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
             let gate = Gate::from_metadata(&cfg.metadata, service)?;
             let acceptor = match kind {
-                "phts" => Some(server_tls(
-                    cfg,
-                    global_tls,
-                    addr,
-                    &[b"h2", b"http/1.1"],
-                    service,
-                )?),
+                "phts" => {
+                    Some(server_tls(cfg, global_tls, addr, &[b"h2", b"http/1.1"], service)?.into())
+                }
                 _ => None,
             };
             Ok(Box::new(
                 pht::bind(addr, opts, acceptor, gate, service, shutdown).await?,
+            ))
+        }
+        "h3" => {
+            let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
+            let quic = pht::http3::quic_options(&cfg.metadata, &opts)?;
+            let gate = Gate::from_metadata(&cfg.metadata, service)?;
+            let tls = server_tls(cfg, global_tls, addr, &[b"h3"], service)?;
+            Ok(Box::new(
+                pht::http3::bind(addr, opts, quic, tls, gate, service, shutdown).await?,
             ))
         }
         other => Err(ListenError::Unsupported(other.to_string())),

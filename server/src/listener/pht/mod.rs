@@ -6,6 +6,7 @@
 
 mod client_addr;
 mod cors;
+pub mod http3;
 mod pipe;
 mod registry;
 mod reorder;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use std::io;
 
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
@@ -410,10 +412,12 @@ async fn serve(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let registry = registry.clone();
-                async move { Ok::<_, io::Error>(routes::route(req, &registry, peer).await) }
-            });
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let registry = registry.clone();
+                    let req = req.map(|b| b.map_err(io::Error::other).boxed_unsync());
+                    async move { Ok::<_, io::Error>(routes::route(req, &registry, peer).await) }
+                });
             // HTTP/1 and HTTP/2 connections are different types with the same shutdown.
             macro_rules! drive {
                 ($builder:expr, $io:expr) => {{

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use percent_encoding::percent_decode_str;
 use pht_client::logging::token_prefix;
 use pht_core::frame::{Limits, ResetCode};
@@ -26,6 +26,9 @@ use crate::metrics::{PhtKind, RefusalReason};
 /// Response bodies; an error aborts the response, which is how a broken tunnel reaches
 /// the client (a PHT/1 pull has no in-band error).
 pub(super) type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// Request bodies, whatever carried them: hyper (HTTP/1.1, HTTP/2) or h3 (HTTP/3).
+pub(super) type ReqBody = UnsyncBoxBody<Bytes, io::Error>;
 
 pub(super) fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed_unsync()
@@ -53,7 +56,7 @@ pub(super) fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
 /// Routes one request: exact paths only, as gost's ServeMux does. Each answer is
 /// counted when metrics are on (kind, status, push time, refusal reason).
 pub(super) async fn route(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     reg: &Arc<Registry>,
     peer: SocketAddr,
 ) -> Response<Body> {
@@ -79,7 +82,7 @@ pub(super) async fn route(
 }
 
 async fn route_cors(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     reg: &Arc<Registry>,
     peer: SocketAddr,
 ) -> Response<Body> {
@@ -99,11 +102,7 @@ async fn route_cors(
     resp
 }
 
-async fn route_pht(
-    req: Request<Incoming>,
-    reg: &Arc<Registry>,
-    peer: SocketAddr,
-) -> Response<Body> {
+async fn route_pht(req: Request<ReqBody>, reg: &Arc<Registry>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let o = &reg.opts;
     let client = client_addr(req.headers(), peer.ip(), &o.trusted_proxies);
@@ -138,7 +137,7 @@ async fn route_pht(
 }
 
 #[allow(clippy::result_large_err)]
-fn token_of(req: &Request<Incoming>) -> Result<String, Response<Body>> {
+fn token_of(req: &Request<ReqBody>) -> Result<String, Response<Body>> {
     let query = req.uri().query().unwrap_or("");
     let raw = query
         .split('&')
@@ -236,7 +235,7 @@ pub(super) const PUSH_STALLED: Cause = Cause {
     reason: "handler did not take pushed data in time",
 };
 
-async fn push(req: Request<Incoming>, reg: &Registry, token: &str, peer: &Peer) -> Response<Body> {
+async fn push(req: Request<ReqBody>, reg: &Registry, token: &str, peer: &Peer) -> Response<Body> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -303,7 +302,7 @@ async fn push(req: Request<Incoming>, reg: &Registry, token: &str, peer: &Peer) 
 /// handler forwards the start of a large push while the rest is still on the wire.
 /// `Ok(false)`: the body carried no data line (a close).
 async fn deliver(
-    mut body: Incoming,
+    mut body: ReqBody,
     t: &ServerTunnel,
     reg: &Registry,
     token: &str,

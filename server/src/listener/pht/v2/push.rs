@@ -6,14 +6,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pht_client::logging::token_prefix;
 use pht_core::frame::{ResetCode, param};
 use tracing::debug;
 
 use super::super::registry::{Registry, ServerTunnel};
 use super::super::reorder::ReorderError;
-use super::super::routes::{Body, PUSH_SLICE, PUSH_STALLED, Peer, full, text};
+use super::super::routes::{Body, PUSH_SLICE, PUSH_STALLED, Peer, ReqBody, full, text};
 use super::{Session, count_param, flag};
 
 /// Why a push body could not be read; nothing of it was applied.
@@ -22,12 +21,12 @@ enum BodyError {
     #[error("push body over {0} bytes")]
     TooLarge(usize),
     #[error("push body broken: {0}")]
-    Broken(#[from] hyper::Error),
+    Broken(#[from] std::io::Error),
 }
 
 /// `POST push?token=T&v=2&seq=S[&ack=N][&fin=1][&close=1][&rst=1]`.
 pub(in crate::listener::pht) async fn push(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     reg: &Arc<Registry>,
     token: &str,
     peer: &Peer,
@@ -158,7 +157,7 @@ fn gone(t: &ServerTunnel) -> Response<Body> {
 }
 
 /// Reads a whole body of at most `max` bytes.
-async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+async fn read_body(mut body: ReqBody, max: usize) -> Result<Bytes, BodyError> {
     let mut parts: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
