@@ -2,6 +2,7 @@
 //! servers, move bytes and compare hashes.
 
 pub mod fault;
+pub mod lossy_udp;
 pub mod middlebox;
 pub mod raw;
 

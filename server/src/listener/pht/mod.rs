@@ -107,6 +107,10 @@ pub struct PhtOptions {
     /// authorize start with it and a dot (`a.Xy3…`), so the balancer can send every
     /// request of the tunnel back here (docs/DEPLOY.md). Default: none.
     pub instance: Option<String>,
+    /// `altSvc`: an `Alt-Svc` header on every answer, so that browsers move to HTTP/3 by
+    /// themselves. A port number (`8443`) means `h3=":8443"; ma=86400`, the `h3` listener
+    /// on that UDP port of the same host; anything else is sent as written. Default: none.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 /// Longest `instance` name.
@@ -161,6 +165,7 @@ impl Default for PhtOptions {
             resume_grace: pht_core::frame::defaults::GRACE,
             poll_wait: pht_core::frame::defaults::HEARTBEAT,
             instance: None,
+            alt_svc: None,
         }
     }
 }
@@ -275,6 +280,18 @@ impl PhtOptions {
                 });
             }
             o.instance = Some(v);
+        }
+        if let Some(v) = md.get_str("altSvc").filter(|v| !v.trim().is_empty()) {
+            let v = v.trim();
+            let value = match v.parse::<u16>() {
+                Ok(port) if port > 0 => format!("h3=\":{port}\"; ma=86400"),
+                _ => v.to_string(),
+            };
+            o.alt_svc = Some(http::HeaderValue::from_str(&value).map_err(|_| MetadataError {
+                key: "altSvc".into(),
+                value: format!("{v:?}"),
+                expected: "a UDP port (8443) or an Alt-Svc header value (h3=\":8443\"; ma=86400)",
+            })?);
         }
         Ok(o)
     }

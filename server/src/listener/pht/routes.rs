@@ -60,6 +60,18 @@ pub(super) async fn route(
     reg: &Arc<Registry>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let mut resp = route_counted(req, reg, peer).await;
+    if let Some(alt) = &reg.opts.alt_svc {
+        resp.headers_mut().insert(header::ALT_SVC, alt.clone());
+    }
+    resp
+}
+
+async fn route_counted(
+    req: Request<ReqBody>,
+    reg: &Arc<Registry>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let Some(m) = &reg.metrics else {
         return route_cors(req, reg, peer).await;
     };
