@@ -152,3 +152,11 @@ fn quick_benchmark_over_phts_http2() {
         );
     }
 }
+
+#[test]
+fn quick_benchmark_over_h3() {
+    let doc = run_quick("h3", &["--proto", "h3"]);
+    check("h3", &doc);
+    assert_eq!(doc["config"]["proto"], "h3");
+    assert_eq!(doc["config"]["http"], 3);
+}

@@ -8,6 +8,7 @@
 //! cargo build --release --workspace --bins
 //! target/release/pht-bench                          # pht, HTTP/1.1, full sizes
 //! target/release/pht-bench --proto phts --http 2 --json bench.json
+//! target/release/pht-bench --proto h3              # PHT over HTTP/3 (QUIC)
 //! target/release/pht-bench --versions 1             # PHT/1 only
 //! target/release/pht-bench --quick                  # small sizes (what the test suite runs)
 //! ```
@@ -42,9 +43,10 @@ const ALL_SCENARIOS: [&str; 5] = ["download", "upload", "pingpong", "setup", "tu
 )]
 struct Cli {
     /// Transport between client and server.
-    #[arg(long, default_value = "pht", value_parser = ["pht", "phts"])]
+    #[arg(long, default_value = "pht", value_parser = ["pht", "phts", "h3"])]
     proto: String,
-    /// HTTP version: 2 is h2 by ALPN for phts, h2c (prior knowledge) for pht.
+    /// HTTP version: 2 is h2 by ALPN for phts, h2c (prior knowledge) for pht; h3 is
+    /// always HTTP/3.
     #[arg(long, default_value = "1", value_parser = ["1", "2"])]
     http: String,
     /// Bytes per download and per upload: a number of MiB, or with a KiB/MiB/GiB suffix
@@ -228,7 +230,11 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
     }
     Ok(Plan {
         proto: cli.proto.clone(),
-        http: if cli.http == "2" { 2 } else { 1 },
+        http: match (cli.proto.as_str(), cli.http.as_str()) {
+            ("h3", _) => 3,
+            (_, "2") => 2,
+            _ => 1,
+        },
         size,
         pingpongs: cli
             .pingpongs
