@@ -79,11 +79,7 @@ pub fn load_roots(path: &str) -> Result<RootCertStore, TlsError> {
 /// assert!(fp.starts_with("sha256:039058c6f2c0cb49"));
 /// ```
 pub fn fingerprint(der: &[u8]) -> String {
-    let mut s = String::from("sha256:");
-    for b in Sha256::digest(der) {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("sha256:{}", hex::encode(Sha256::digest(der)))
 }
 
 /// The ring provider, installed once as the process default.
@@ -166,17 +162,12 @@ impl ClientTlsOptions {
 
 fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
     let bad = || TlsError::BadPin(pin.to_string());
-    let hex = pin
+    let digits = pin
         .strip_prefix("sha256:")
         .ok_or_else(bad)?
         .replace(':', "");
-    if hex.len() != 64 {
-        return Err(bad());
-    }
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(digits, &mut out).map_err(|_| bad())?;
     Ok(out)
 }
 
@@ -285,6 +276,12 @@ mod tests {
         assert_eq!(parse_pin(&format!("sha256:{hex}")).unwrap(), [0xab; 32]);
         assert!(parse_pin(&hex).is_err());
         assert!(parse_pin("sha256:abcd").is_err());
+        // Upper case and colon-separated pairs (as openssl prints them) are accepted.
+        let colons = ["AB"; 32].join(":");
+        assert_eq!(parse_pin(&format!("sha256:{colons}")).unwrap(), [0xab; 32]);
+        // Neither a sign nor a multi-byte character is a digit, and neither panics.
+        assert!(parse_pin(&format!("sha256:+f{}", "ab".repeat(31))).is_err());
+        assert!(parse_pin(&format!("sha256:a\u{e9}{}", "a".repeat(61))).is_err());
         assert_eq!(
             parse_pin("sha256:zz").unwrap_err().to_string(),
             "invalid pin \"sha256:zz\": expected sha256:<64 hex digits>"

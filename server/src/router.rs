@@ -216,6 +216,11 @@ impl Router {
     }
 }
 
+/// Connector types of chain nodes (`""` means `http`, as in gost).
+pub const CONNECTOR_TYPES: &[&str] = &["http", "socks5", "socks", "relay", "forward"];
+/// Dialer types of chain nodes (`""` means `tcp`, as in gost).
+pub const DIALER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3", "http3"];
+
 fn build_node(
     chain: &str,
     n: &NodeConfig,
@@ -231,9 +236,12 @@ fn build_node(
     } else {
         &n.connector.kind
     };
-    let connector: Connector = connector_kind
-        .parse()
-        .map_err(|_| bad(format!("connector {connector_kind:?} is not supported (supported: http, socks5, relay, forward)")))?;
+    let connector: Connector = connector_kind.parse().map_err(|_| {
+        bad(format!(
+            "connector {connector_kind:?} is not supported (supported: {})",
+            CONNECTOR_TYPES.join(", ")
+        ))
+    })?;
     let auth = n
         .connector
         .auth
@@ -277,7 +285,8 @@ fn build_node(
         }
         other => {
             return Err(bad(format!(
-                "dialer {other:?} is not supported (supported: tcp, tls, pht, phts, h3, http3)"
+                "dialer {other:?} is not supported (supported: {})",
+                DIALER_TYPES.join(", ")
             )));
         }
     };

@@ -11,7 +11,7 @@ const CONTEXT: &str = "http connect";
 
 /// The request, in the header order Go's serializer uses.
 pub(super) fn request(target: &Target, auth: Option<&Credentials>) -> Vec<u8> {
-    let authority = target.authority();
+    let authority = target.to_string();
     let mut req =
         format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: pht-client\r\n");
     if let Some(c) = auth {
@@ -60,19 +60,18 @@ where
         buf.extend_from_slice(&chunk[..n]);
     };
 
+    // Only the status line is judged (headers are not ours to check): httparse parses it,
+    // then stops short of the headers.
     let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(end);
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = response.parse(&buf[..(line_end + 1).min(end)]);
     let line = String::from_utf8_lossy(&buf[..line_end]);
     let line = line.trim_end_matches('\r');
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    let code = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.")
-        || code.len() != 3
-        || !code.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(ConnectorError::HttpMalformed(truncate(line)));
-    }
-    if code != "200" {
+    let code = match (parsed, response.code) {
+        (Ok(_), Some(code)) if response.reason.is_some() => code,
+        _ => return Err(ConnectorError::HttpMalformed(truncate(line))),
+    };
+    if code != 200 {
         return Err(ConnectorError::HttpStatus(truncate(line)));
     }
     Ok(buf.split_off(end))
@@ -151,6 +150,20 @@ mod tests {
     }
 
     #[test]
+    fn status_line_without_reason_and_headers_unchecked() {
+        // No reason phrase, and a header line that is not one: only the status line counts.
+        let mut m = Mock::new(b"HTTP/1.0 200\nnot a header\n\nx");
+        block_on(async {
+            let mut c = handshake(&mut m, Connector::Http, "a:1", None)
+                .await
+                .unwrap();
+            let mut data = Vec::new();
+            c.read_to_end(&mut data).await.unwrap();
+            assert_eq!(data, b"x");
+        });
+    }
+
+    #[test]
     fn non_200_is_an_error_with_the_status_line() {
         let mut m = Mock::new(
             b"HTTP/1.1 407 Proxy Authentication Required\r\nConnection: close\r\n\
@@ -170,6 +183,16 @@ mod tests {
         let mut m = Mock::new(b"SSH-2.0-OpenSSH\r\n\r\n");
         let e = block_on(handshake(&mut m, Connector::Http, "a:1", None)).unwrap_err();
         assert!(matches!(e, ConnectorError::HttpMalformed(_)), "{e}");
+        // A blank line before the status line is not skipped.
+        let mut m = Mock::new(b"\r\nHTTP/1.1 200 OK\r\n\r\n");
+        let e = block_on(handshake(&mut m, Connector::Http, "a:1", None)).unwrap_err();
+        assert_eq!(e.to_string(), "http connect: malformed response: ");
+        let mut m = Mock::new(b"HTTP/1.1 20x OK\r\n\r\n");
+        let e = block_on(handshake(&mut m, Connector::Http, "a:1", None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "http connect: malformed response: HTTP/1.1 20x OK"
+        );
         let mut m = Mock::new(b"HTTP/1.1 200 OK\r\n");
         let e = block_on(handshake(&mut m, Connector::Http, "a:1", None)).unwrap_err();
         assert_eq!(

@@ -28,6 +28,7 @@ use std::task::{Context, Poll, ready};
 
 use futures::{AsyncRead, AsyncWrite};
 
+use crate::socks_addr::{Host, MAX_DOMAIN_LEN, SocksAddr};
 use relay::RelayResponse;
 
 /// The protocol spoken to the proxy at the far end of a stream.
@@ -76,6 +77,9 @@ impl FromStr for Connector {
     }
 }
 
+/// The longest user name or password a length byte carries.
+const MAX_CREDENTIAL_LEN: usize = u8::MAX as usize;
+
 /// A user name and password for the proxy.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -89,6 +93,19 @@ impl Credentials {
             username: username.into(),
             password: password.into(),
         }
+    }
+
+    /// The user name and password as bytes, each at most 255 long: SOCKS5 (RFC 1929) and
+    /// the relay UserAuth feature give each one length byte.
+    pub(crate) fn length_prefixed(
+        &self,
+        protocol: &'static str,
+    ) -> Result<(&[u8], &[u8]), ConnectorError> {
+        let (u, p) = (self.username.as_bytes(), self.password.as_bytes());
+        if u.len() > MAX_CREDENTIAL_LEN || p.len() > MAX_CREDENTIAL_LEN {
+            return Err(ConnectorError::CredentialsTooLong { protocol });
+        }
+        Ok((u, p))
     }
 }
 
@@ -297,22 +314,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Connected<S> {
     }
 }
 
-/// A parsed `host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Target {
-    pub host: Host,
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Host {
-    V4(Ipv4Addr),
-    V6(Ipv6Addr),
-    Domain(String),
-}
+/// A parsed `host:port`: the address the SOCKS5 and relay requests encode.
+pub(crate) type Target = SocksAddr;
 
 impl Target {
-    pub fn parse(target: &str) -> Result<Target, ConnectorError> {
+    pub(crate) fn parse(target: &str) -> Result<Target, ConnectorError> {
         let bad = |reason| ConnectorError::InvalidTarget {
             target: target.to_string(),
             reason,
@@ -324,7 +330,7 @@ impl Target {
             (Host::V6(ip), port)
         } else {
             let (host, port) = target.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
-            (Host::from_name(host).map_err(bad)?, port)
+            (host_from_name(host).map_err(bad)?, port)
         };
         let port = port.parse::<u16>().map_err(|_| bad("invalid port"))?;
         let host = match host {
@@ -338,60 +344,39 @@ impl Target {
         Ok(Target { host, port })
     }
 
-    /// `host:port` with IPv6 in brackets, as used in an HTTP request line.
-    pub fn authority(&self) -> String {
-        match &self.host {
-            Host::V4(ip) => format!("{ip}:{}", self.port),
-            Host::V6(ip) => format!("[{ip}]:{}", self.port),
-            Host::Domain(d) => format!("{d}:{}", self.port),
-        }
-    }
-
-    /// The SOCKS5 / relay address: `ATYP ADDR PORT`.
-    pub fn encode_socks_addr(&self, out: &mut Vec<u8>) {
-        match &self.host {
-            Host::V4(ip) => {
-                out.push(0x01);
-                out.extend_from_slice(&ip.octets());
-            }
-            Host::V6(ip) => {
-                out.push(0x04);
-                out.extend_from_slice(&ip.octets());
-            }
-            Host::Domain(d) => {
-                out.push(0x03);
-                out.push(d.len() as u8); // checked in `from_name`
-                out.extend_from_slice(d.as_bytes());
-            }
-        }
-        out.extend_from_slice(&self.port.to_be_bytes());
+    /// Appends the SOCKS5 / relay address, `ATYP ADDR PORT`.
+    pub(crate) fn encode_to(&self, out: &mut Vec<u8>) -> Result<(), ConnectorError> {
+        self.encode(out).map_err(|_| ConnectorError::InvalidTarget {
+            target: self.to_string(),
+            reason: DOMAIN_TOO_LONG,
+        })
     }
 }
 
-impl Host {
-    fn from_name(host: &str) -> Result<Host, &'static str> {
-        if host.is_empty() {
-            // gost: a missing host is the proxy's own machine.
-            return Ok(Host::V4(Ipv4Addr::LOCALHOST));
-        }
-        if let Ok(ip) = host.parse::<Ipv4Addr>() {
-            return Ok(Host::V4(ip));
-        }
-        if let Ok(ip) = host.parse::<Ipv6Addr>() {
-            return Ok(Host::V6(ip));
-        }
-        // A CR/LF would end an HTTP CONNECT request line early (header injection).
-        if host.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err("host name contains a space or a control character");
-        }
-        if host.contains(':') {
-            return Err("invalid IPv6 address (IPv6 needs brackets: [::1]:443)");
-        }
-        if host.len() > 255 {
-            return Err("host name longer than 255 bytes");
-        }
-        Ok(Host::Domain(host.to_string()))
+const DOMAIN_TOO_LONG: &str = "host name longer than 255 bytes";
+
+fn host_from_name(host: &str) -> Result<Host, &'static str> {
+    if host.is_empty() {
+        // gost: a missing host is the proxy's own machine.
+        return Ok(Host::V4(Ipv4Addr::LOCALHOST));
     }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(Host::V4(ip));
+    }
+    if let Ok(ip) = host.parse::<Ipv6Addr>() {
+        return Ok(Host::V6(ip));
+    }
+    // A CR/LF would end an HTTP CONNECT request line early (header injection).
+    if host.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("host name contains a space or a control character");
+    }
+    if host.contains(':') {
+        return Err("invalid IPv6 address (IPv6 needs brackets: [::1]:443)");
+    }
+    if host.len() > MAX_DOMAIN_LEN {
+        return Err(DOMAIN_TOO_LONG);
+    }
+    Ok(Host::Domain(host.to_string()))
 }
 
 #[cfg(test)]
@@ -422,11 +407,11 @@ mod tests {
         assert_eq!(t.port, 443);
         let t = Target::parse("[::1]:80").unwrap();
         assert_eq!(t.host, Host::V6(Ipv6Addr::LOCALHOST));
-        assert_eq!(t.authority(), "[::1]:80");
+        assert_eq!(t.to_string(), "[::1]:80");
         let t = Target::parse("[::ffff:10.0.0.1]:80").unwrap();
         assert_eq!(t.host, Host::V4(Ipv4Addr::new(10, 0, 0, 1)));
         let t = Target::parse(":1080").unwrap();
-        assert_eq!(t.authority(), "127.0.0.1:1080");
+        assert_eq!(t.to_string(), "127.0.0.1:1080");
         for bad in [
             "example.com",
             "example.com:x",

@@ -13,29 +13,9 @@ use std::task::{Context, Poll, ready};
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectorError, Credentials, Target, io_err};
-
-const VERSION: u8 = 0x01;
-const CMD_CONNECT: u8 = 0x01;
-const FEATURE_USER_AUTH: u8 = 0x01;
-const FEATURE_ADDR: u8 = 0x02;
+use crate::relay::{CMD_CONNECT, FEATURE_ADDR, FEATURE_USER_AUTH, VERSION, status, status_text};
 
 const CONTEXT: &str = "relay";
-
-/// The text gost's connector uses for a status code.
-pub(crate) fn status_text(status: u8) -> &'static str {
-    match status {
-        0x00 => "OK",
-        0x01 => "Bad Request",
-        0x02 => "Unauthorized",
-        0x03 => "Forbidden",
-        0x04 => "Timeout",
-        0x05 => "Service Unavailable",
-        0x06 => "Host Unreachable",
-        0x07 => "Network Unreachable",
-        0x08 => "Internal Server Error",
-        _ => "Unknown Error",
-    }
-}
 
 /// A TCP CONNECT request: `01 01 FEALEN [UserAuth] Addr`, as gost's connector orders it.
 pub(super) fn request(
@@ -44,10 +24,7 @@ pub(super) fn request(
 ) -> Result<Vec<u8>, ConnectorError> {
     let mut features = Vec::new();
     if let Some(c) = auth {
-        let (u, p) = (c.username.as_bytes(), c.password.as_bytes());
-        if u.len() > 255 || p.len() > 255 {
-            return Err(ConnectorError::CredentialsTooLong { protocol: CONTEXT });
-        }
+        let (u, p) = c.length_prefixed(CONTEXT)?;
         let len = 2 + u.len() + p.len();
         features.push(FEATURE_USER_AUTH);
         features.extend_from_slice(&(len as u16).to_be_bytes());
@@ -57,7 +34,7 @@ pub(super) fn request(
         features.extend_from_slice(p);
     }
     let mut addr = Vec::new();
-    target.encode_socks_addr(&mut addr);
+    target.encode_to(&mut addr)?;
     features.push(FEATURE_ADDR);
     features.extend_from_slice(&(addr.len() as u16).to_be_bytes());
     features.extend_from_slice(&addr);
@@ -132,7 +109,7 @@ impl RelayResponse {
                     if *got < 4 {
                         continue;
                     }
-                    let [ver, status, hi, lo] = *buf;
+                    let [ver, code, hi, lo] = *buf;
                     if ver != VERSION {
                         let e = self.fail(
                             io::ErrorKind::InvalidData,
@@ -140,10 +117,10 @@ impl RelayResponse {
                         );
                         return Poll::Ready(Err(e));
                     }
-                    if status != 0 {
+                    if code != status::OK {
                         let e = self.fail(
-                            status_kind(status),
-                            format!("relay: {status} {}", status_text(status)),
+                            status_kind(code),
+                            format!("relay: {code} {}", status_text(code)),
                         );
                         return Poll::Ready(Err(e));
                     }
@@ -173,12 +150,12 @@ impl RelayResponse {
     }
 }
 
-fn status_kind(status: u8) -> io::ErrorKind {
-    match status {
-        0x02 | 0x03 => io::ErrorKind::PermissionDenied,
-        0x04 => io::ErrorKind::TimedOut,
-        0x06 => io::ErrorKind::HostUnreachable,
-        0x07 => io::ErrorKind::NetworkUnreachable,
+fn status_kind(code: u8) -> io::ErrorKind {
+    match code {
+        status::UNAUTHORIZED | status::FORBIDDEN => io::ErrorKind::PermissionDenied,
+        status::TIMEOUT => io::ErrorKind::TimedOut,
+        status::HOST_UNREACHABLE => io::ErrorKind::HostUnreachable,
+        status::NETWORK_UNREACHABLE => io::ErrorKind::NetworkUnreachable,
         _ => io::ErrorKind::ConnectionRefused,
     }
 }

@@ -6,6 +6,7 @@
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectorError, Credentials, Target, io_err};
+use crate::socks_addr::{SocksAddr, SocksAddrError};
 
 const CONTEXT: &str = "socks5";
 
@@ -36,10 +37,7 @@ pub(super) fn greeting(auth: Option<&Credentials>) -> Vec<u8> {
 
 /// The RFC 1929 request: `01 ULEN USER PLEN PASS`.
 pub(super) fn auth_request(c: &Credentials) -> Result<Vec<u8>, ConnectorError> {
-    let (u, p) = (c.username.as_bytes(), c.password.as_bytes());
-    if u.len() > 255 || p.len() > 255 {
-        return Err(ConnectorError::CredentialsTooLong { protocol: CONTEXT });
-    }
+    let (u, p) = c.length_prefixed(CONTEXT)?;
     let mut out = Vec::with_capacity(3 + u.len() + p.len());
     out.push(0x01);
     out.push(u.len() as u8);
@@ -50,10 +48,10 @@ pub(super) fn auth_request(c: &Credentials) -> Result<Vec<u8>, ConnectorError> {
 }
 
 /// The CONNECT request: `05 01 00 ATYP ADDR PORT`.
-pub(super) fn connect_request(target: &Target) -> Vec<u8> {
+pub(super) fn connect_request(target: &Target) -> Result<Vec<u8>, ConnectorError> {
     let mut out = vec![0x05, 0x01, 0x00];
-    target.encode_socks_addr(&mut out);
-    out
+    target.encode_to(&mut out)?;
+    Ok(out)
 }
 
 async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), ConnectorError> {
@@ -80,6 +78,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let auth_msg = auth.map(auth_request).transpose()?;
+    let request = connect_request(target)?;
     send(stream, &greeting(auth)).await?;
     let [ver, method] = recv::<_, 2>(stream).await?;
     if ver != 0x05 {
@@ -107,7 +106,7 @@ where
         }
     }
 
-    send(stream, &connect_request(target)).await?;
+    send(stream, &request).await?;
     let [ver, rep, _rsv, atyp] = recv::<_, 4>(stream).await?;
     if ver != 0x05 {
         return Err(ConnectorError::Socks5Malformed(format!(
@@ -118,18 +117,14 @@ where
         return Err(ConnectorError::Socks5Refused { code: rep });
     }
     // BND.ADDR and BND.PORT: read to keep the stream in step, otherwise unused.
-    let len = match atyp {
-        0x01 => 4,
-        0x04 => 16,
-        0x03 => recv::<_, 1>(stream).await?[0] as usize,
-        a => {
-            return Err(ConnectorError::Socks5Malformed(format!(
-                "address type {a:#04x} in reply"
-            )));
+    SocksAddr::read(stream, atyp).await.map_err(|e| {
+        match e.get_ref().and_then(|e| e.downcast_ref::<SocksAddrError>()) {
+            Some(SocksAddrError::UnknownType(a)) => {
+                ConnectorError::Socks5Malformed(format!("address type {a:#04x} in reply"))
+            }
+            _ => io_err(CONTEXT)(e),
         }
-    };
-    let mut bnd = vec![0u8; len + 2];
-    stream.read_exact(&mut bnd).await.map_err(io_err(CONTEXT))?;
+    })?;
     Ok(())
 }
 

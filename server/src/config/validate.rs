@@ -16,11 +16,8 @@ use crate::access::{AccessList, Admission, Bypass, ListKind, Rules, file_entries
 /// Handler types this server runs (`""` means `auto`, as in gost).
 pub const HANDLER_TYPES: &[&str] = crate::handler::TYPES;
 /// Listener types this server runs (`""` means `tcp`).
-pub const LISTENER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3"];
-/// Connector types of chain nodes (`""` means `http`).
-const CONNECTOR_TYPES: &[&str] = &["http", "socks5", "socks", "relay", "forward"];
-/// Dialer types of chain nodes (`""` means `tcp`).
-const DIALER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3", "http3"];
+pub const LISTENER_TYPES: &[&str] = crate::listener::TYPES;
+use crate::router::{CONNECTOR_TYPES, DIALER_TYPES};
 /// The longest `tls.validity` of a self-made certificate.
 const MAX_VALIDITY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 /// Selector strategies gost knows; the ones not implemented here pick round robin.

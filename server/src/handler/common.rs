@@ -3,7 +3,7 @@
 use pht_client::Reset;
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::info;
 
 use super::HandlerError;
@@ -171,66 +171,6 @@ pub async fn send_and_close<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, bytes: &[
     let _ = s.shutdown().await;
 }
 
-/// Reads `ATYP ADDR PORT` (SOCKS5 / relay address) from a stream; `host:port` with IPv6
-/// in brackets. An unknown ATYP is an `InvalidData` error.
-pub async fn read_socks_addr<S: AsyncRead + Unpin + ?Sized>(
-    s: &mut S,
-    atyp: u8,
-) -> io::Result<String> {
-    let host = match atyp {
-        0x01 => {
-            let mut b = [0u8; 4];
-            s.read_exact(&mut b).await?;
-            Ipv4Addr::from(b).to_string()
-        }
-        0x04 => {
-            let mut b = [0u8; 16];
-            s.read_exact(&mut b).await?;
-            format!("[{}]", Ipv6Addr::from(b))
-        }
-        0x03 => {
-            let len = s.read_u8().await? as usize;
-            let mut b = vec![0u8; len];
-            s.read_exact(&mut b).await?;
-            String::from_utf8_lossy(&b).into_owned()
-        }
-        a => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unknown address type {a:#04x}"),
-            ));
-        }
-    };
-    let port = s.read_u16().await?;
-    Ok(format!("{host}:{port}"))
-}
-
-/// Parses `ATYP ADDR PORT` from a byte slice (the relay Addr feature).
-pub fn parse_socks_addr(d: &[u8]) -> Option<String> {
-    let (&atyp, rest) = d.split_first()?;
-    let (host, rest) = match atyp {
-        0x01 if rest.len() >= 4 => {
-            let b: [u8; 4] = rest[..4].try_into().ok()?;
-            (Ipv4Addr::from(b).to_string(), &rest[4..])
-        }
-        0x04 if rest.len() >= 16 => {
-            let b: [u8; 16] = rest[..16].try_into().ok()?;
-            (format!("[{}]", Ipv6Addr::from(b)), &rest[16..])
-        }
-        0x03 => {
-            let (&len, rest) = rest.split_first()?;
-            let name = rest.get(..len as usize)?;
-            (
-                String::from_utf8_lossy(name).into_owned(),
-                &rest[len as usize..],
-            )
-        }
-        _ => return None,
-    };
-    let port = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
-    Some(format!("{host}:{port}"))
-}
-
 /// A stream that first replays bytes already read from it (a sniffed byte, or data that
 /// arrived behind a request head).
 pub struct Rewind<S> {
@@ -382,26 +322,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn socks_addresses() {
-        assert_eq!(
-            parse_socks_addr(&[1, 127, 0, 0, 1, 0, 80]).as_deref(),
-            Some("127.0.0.1:80")
-        );
-        let mut v6 = vec![4];
-        v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
-        v6.extend_from_slice(&[1, 0xbb]);
-        assert_eq!(parse_socks_addr(&v6).as_deref(), Some("[::1]:443"));
-        assert_eq!(
-            parse_socks_addr(b"\x03\x03abc\x00\x16").as_deref(),
-            Some("abc:22")
-        );
-        assert_eq!(parse_socks_addr(&[1, 127, 0, 0]), None);
-        assert_eq!(parse_socks_addr(b"\x03\x05abc\x00\x16"), None);
-        assert_eq!(parse_socks_addr(&[9, 0, 0]), None);
-        assert_eq!(parse_socks_addr(&[]), None);
-    }
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn rewind_replays_then_reads_on() {

@@ -137,52 +137,57 @@ impl Head {
     }
 }
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
+/// Judges a request line (`line` up to and including its `\n`): `METHOD target HTTP/1.x`.
 fn parse_request_line(line: &[u8]) -> Result<(String, String), String> {
-    let line = std::str::from_utf8(line).map_err(|_| "request line is not text".to_string())?;
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let parts: Vec<&str> = line.split(' ').collect();
-    match parts.as_slice() {
-        [method, target, "HTTP/1.1" | "HTTP/1.0"]
-            if is_token(method)
-                && !target.is_empty()
-                && !target.bytes().any(|b| b.is_ascii_control()) =>
-        {
+    let text = std::str::from_utf8(line).map_err(|_| "request line is not text".to_string())?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    // Without room for headers, a good line leaves httparse waiting for them, the method,
+    // target and version parsed (leading blank lines, which httparse skips, never are).
+    let mut req = httparse::Request::new(&mut []);
+    match (req.parse(line), req.method, req.path, req.version) {
+        (Ok(_), Some(method), Some(target), Some(_)) => {
             Ok((method.to_string(), target.to_string()))
         }
         _ => Err(format!(
             "malformed request line {:?}",
-            line.chars().take(64).collect::<String>()
+            text.chars().take(64).collect::<String>()
         )),
     }
 }
 
+/// Parses a complete request head (request line to blank line).
 fn parse_head(head: &[u8]) -> Result<Head, String> {
-    let mut lines = head.split(|&b| b == b'\n');
-    let (method, target) = parse_request_line(lines.next().unwrap_or_default())?;
-    let mut headers = Vec::new();
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
+    let line_len = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |i| i + 1);
+    let (method, target) = parse_request_line(&head[..line_len])?;
+    // One slot a line: no head is refused for its number of headers.
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    let mut headers = vec![httparse::EMPTY_HEADER; lines];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("request head incomplete".into()),
+        Err(_)
+            if head
+                .windows(2)
+                .any(|w| w[0] == b'\n' && matches!(w[1], b' ' | b'\t')) =>
+        {
             return Err("obsolete header line folding".into());
         }
-        let line = String::from_utf8_lossy(line);
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("malformed header line {line:?}"))?;
-        if !is_token(name) {
-            return Err(format!("malformed header name {name:?}"));
-        }
-        headers.push((name.to_string(), value.trim().to_string()));
+        Err(httparse::Error::HeaderName) => return Err("malformed header name".into()),
+        Err(e) => return Err(format!("malformed header line: {e}")),
     }
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value);
+            (h.name.to_string(), value.trim().to_string())
+        })
+        .collect();
     Ok(Head {
         method,
         target,
@@ -211,7 +216,7 @@ async fn read_head(
             match buf[scanned..].iter().position(|&b| b == b'\n') {
                 // Judge the request line as soon as it is complete: garbage fails fast.
                 Some(nl) => {
-                    if let Err(e) = parse_request_line(&buf[..scanned + nl]) {
+                    if let Err(e) = parse_request_line(&buf[..=scanned + nl]) {
                         return Ok(Err(e));
                     }
                     line_checked = true;
@@ -615,6 +620,48 @@ mod tests {
         assert_eq!(proxy_target("/", Some("bad!")), None);
         assert_eq!(proxy_target("/", None), None);
         assert_eq!(proxy_target("*", Some("h")), None);
+    }
+
+    #[test]
+    fn heads() {
+        let h = parse_head(b"CONNECT a:1 HTTP/1.1\r\nHost:  a:1 \r\nX-Empty:\n\r\n").unwrap();
+        assert_eq!((h.method.as_str(), h.target.as_str()), ("CONNECT", "a:1"));
+        assert_eq!(h.header("host"), Some("a:1"));
+        assert_eq!(h.header("x-empty"), Some(""));
+        // Any number of headers.
+        let mut many = b"GET / HTTP/1.0\r\n".to_vec();
+        for i in 0..500 {
+            many.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse_head(&many).unwrap().headers.len(), 500);
+        // Non-ASCII text in the target is fine; control characters and a third space not.
+        assert!(parse_head("GET /\u{e9} HTTP/1.1\r\n\r\n".as_bytes()).is_ok());
+        for (head, why) in [
+            (
+                &b"\r\nGET / HTTP/1.1\r\n\r\n"[..],
+                "malformed request line \"\"",
+            ),
+            (b"GET /\x7f HTTP/1.1\r\n\r\n", "malformed request line"),
+            (b"GET / HTTP/1.1 \r\n\r\n", "malformed request line"),
+            (b"GET / HTTP/2.0\r\n\r\n", "malformed request line"),
+            (b"G(T / HTTP/1.1\r\n\r\n", "malformed request line"),
+            (b"GET /\xff HTTP/1.1\r\n\r\n", "request line is not text"),
+            (
+                b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
+                "obsolete header line folding",
+            ),
+            (b"GET / HTTP/1.1\r\nA b\r\n\r\n", "malformed header name"),
+            (b"GET / HTTP/1.1\r\nA : b\r\n\r\n", "malformed header name"),
+            (b"GET / HTTP/1.1\r\n: b\r\n\r\n", "malformed header name"),
+        ] {
+            let e = parse_head(head).unwrap_err();
+            assert!(
+                e.starts_with(why),
+                "{e} for {}",
+                String::from_utf8_lossy(head)
+            );
+        }
     }
 
     #[test]

@@ -22,38 +22,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
+use pht_core::relay::status::{
+    BAD_REQUEST, FORBIDDEN, HOST_UNREACHABLE, NETWORK_UNREACHABLE, OK, SERVICE_UNAVAILABLE,
+    UNAUTHORIZED,
+};
+use pht_core::relay::{
+    CMD_BIND, CMD_CONNECT, CMD_MASK, FEATURE_ADDR, FEATURE_NETWORK, FEATURE_USER_AUTH, FLAG_UDP,
+    NETWORK_IP, NETWORK_SERIAL, NETWORK_UDP, NETWORK_UNIX, VERSION, response,
+};
+use pht_core::socks_addr::SocksAddr;
 use tokio::io::AsyncReadExt;
 use tracing::warn;
 
-use super::common::{Common, parse_socks_addr, send_and_close, within};
+use super::common::{Common, send_and_close, within};
 use super::{Handler, HandlerError};
 use crate::config::ServiceConfig;
 use crate::listener::{Accepted, Stream};
 use crate::router::Router;
-
-const VERSION: u8 = 0x01;
-
-const CMD_MASK: u8 = 0x0F;
-const FLAG_UDP: u8 = 0x80;
-const CMD_CONNECT: u8 = 0x01;
-const CMD_BIND: u8 = 0x02;
-
-const FEATURE_USER_AUTH: u8 = 0x01;
-const FEATURE_ADDR: u8 = 0x02;
-const FEATURE_NETWORK: u8 = 0x04;
-
-const NETWORK_UDP: u16 = 0x0001;
-const NETWORK_IP: u16 = 0x0002;
-const NETWORK_UNIX: u16 = 0x0010;
-const NETWORK_SERIAL: u16 = 0x0011;
-
-const OK: u8 = 0x00;
-const BAD_REQUEST: u8 = 0x01;
-const UNAUTHORIZED: u8 = 0x02;
-const FORBIDDEN: u8 = 0x03;
-const SERVICE_UNAVAILABLE: u8 = 0x05;
-const HOST_UNREACHABLE: u8 = 0x06;
-const NETWORK_UNREACHABLE: u8 = 0x07;
 
 pub struct RelayHandler {
     common: Arc<Common>,
@@ -126,10 +111,9 @@ fn parse_features(cmd: u8, mut f: &[u8]) -> std::io::Result<Request> {
                     Some(user_pass.ok_or_else(|| bad("malformed user auth feature".into()))?);
             }
             FEATURE_ADDR => {
-                req.addr = Some(
-                    parse_socks_addr(data)
-                        .ok_or_else(|| bad("malformed address feature".into()))?,
-                );
+                let (addr, _) =
+                    SocksAddr::decode(data).map_err(|_| bad("malformed address feature".into()))?;
+                req.addr = Some(addr.to_string());
             }
             FEATURE_NETWORK => {
                 let id = data
@@ -141,10 +125,6 @@ fn parse_features(cmd: u8, mut f: &[u8]) -> std::io::Result<Request> {
         }
     }
     Ok(req)
-}
-
-fn response(status: u8) -> [u8; 4] {
-    [VERSION, status, 0x00, 0x00]
 }
 
 impl RelayHandler {

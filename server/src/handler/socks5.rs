@@ -18,17 +18,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
+use pht_core::socks_addr::SocksAddr;
 use tokio::io::AsyncReadExt;
+use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::{debug, warn};
 
-use super::common::{Common, read_socks_addr, send, send_and_close, within};
+use super::common::{Common, send, send_and_close, within};
 use super::{Handler, HandlerError};
 use super::{socks5_bind, socks5_udp};
 use crate::config::ServiceConfig;
 use crate::listener::{Accepted, Stream};
 use crate::router::Router;
 
-const VERSION: u8 = 0x05;
+pub(super) const VERSION: u8 = 0x05;
 const METHOD_NONE: u8 = 0x00;
 const METHOD_USER_PASS: u8 = 0x02;
 const METHOD_UNACCEPTABLE: u8 = 0xFF;
@@ -39,8 +41,9 @@ const CMD_UDP: u8 = 0x03;
 const CMD_MUXBIND: u8 = 0xF2;
 const CMD_UDPTUN: u8 = 0xF3;
 
-const REP_OK: u8 = 0x00;
-const REP_NOT_ALLOWED: u8 = 0x02;
+pub(super) const REP_OK: u8 = 0x00;
+pub(super) const REP_FAILURE: u8 = 0x01;
+pub(super) const REP_NOT_ALLOWED: u8 = 0x02;
 const REP_NET_UNREACHABLE: u8 = 0x03;
 const REP_CMD_UNSUPPORTED: u8 = 0x07;
 
@@ -132,7 +135,9 @@ impl Socks5Handler {
         if req[0] != VERSION {
             return Err(bad(format!("bad request version {:#04x}", req[0])));
         }
-        let target = read_socks_addr(s, req[3]).await?;
+        let target = SocksAddr::read(&mut (&mut *s).compat(), req[3])
+            .await?
+            .to_string();
         Ok(Some(Request {
             cmd: req[1],
             target,

@@ -2,34 +2,27 @@
 //! listening address, accept one connection, report its peer, then splice.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use pht_client::splice;
+use pht_core::socks_addr::SocksAddr;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use super::common::{send, send_and_close};
+use super::socks5::{REP_FAILURE, REP_NOT_ALLOWED, REP_OK, VERSION};
 use crate::access::Bypass;
 use crate::listener::Stream;
 
-const REP_OK: u8 = 0x00;
-const REP_FAILURE: u8 = 0x01;
-const REP_NOT_ALLOWED: u8 = 0x02;
+/// The address a failure reply names: `0.0.0.0:0`.
+pub(super) const NO_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
 /// A reply naming `addr` (ATYP 1 or 4).
 pub(super) fn reply_addr(rep: u8, addr: SocketAddr) -> Vec<u8> {
-    let mut r = vec![0x05, rep, 0x00];
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            r.push(0x01);
-            r.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            r.push(0x04);
-            r.extend_from_slice(&ip.octets());
-        }
-    }
-    r.extend_from_slice(&addr.port().to_be_bytes());
+    let mut r = vec![VERSION, rep, 0x00];
+    SocksAddr::from(addr)
+        .encode(&mut r)
+        .expect("an IP address always encodes");
     r
 }
 
@@ -61,11 +54,7 @@ pub(super) async fn serve(
     let listener = match TcpListener::bind(listen_addr(target, local)).await {
         Ok(l) => l,
         Err(e) => {
-            send_and_close(
-                s,
-                &reply_addr(REP_FAILURE, SocketAddr::from(([0, 0, 0, 0], 0))),
-            )
-            .await;
+            send_and_close(s, &reply_addr(REP_FAILURE, NO_ADDR)).await;
             return Err(e);
         }
     };
@@ -75,7 +64,7 @@ pub(super) async fn serve(
         r = listener.accept() => match r {
             Ok(x) => x,
             Err(e) => {
-                send_and_close(s, &reply_addr(REP_FAILURE, SocketAddr::from(([0, 0, 0, 0], 0)))).await;
+                send_and_close(s, &reply_addr(REP_FAILURE, NO_ADDR)).await;
                 return Err(e);
             }
         },

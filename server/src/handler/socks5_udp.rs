@@ -3,46 +3,20 @@
 //! from targets go back to the client with the same header naming their source.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use pht_core::socks_addr::SocksAddr;
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 
 use super::common::{send, send_and_close};
-use super::socks5_bind::reply_addr;
+use super::socks5::{REP_FAILURE, REP_OK};
+use super::socks5_bind::{NO_ADDR, reply_addr};
 use crate::access::Bypass;
 use crate::listener::Stream;
 
 /// Largest datagram plus the largest header.
 const MAX_DATAGRAM: usize = 65_535 + 262;
-
-/// `ATYP ADDR PORT` at the start of `d`: the destination and the header length it took.
-fn parse_addr(d: &[u8]) -> Option<(String, usize)> {
-    let (&atyp, rest) = d.split_first()?;
-    let (host, used) = match atyp {
-        0x01 => (
-            Ipv4Addr::from(<[u8; 4]>::try_from(rest.get(..4)?).ok()?).to_string(),
-            4,
-        ),
-        0x04 => (
-            format!(
-                "[{}]",
-                Ipv6Addr::from(<[u8; 16]>::try_from(rest.get(..16)?).ok()?)
-            ),
-            16,
-        ),
-        0x03 => {
-            let len = *rest.first()? as usize;
-            (
-                String::from_utf8_lossy(rest.get(1..1 + len)?).into_owned(),
-                1 + len,
-            )
-        }
-        _ => return None,
-    };
-    let port = u16::from_be_bytes(rest.get(used..used + 2)?.try_into().ok()?);
-    Some((format!("{host}:{port}"), 1 + used + 2))
-}
 
 async fn resolve(dst: &str) -> Option<SocketAddr> {
     if let Ok(a) = dst.parse() {
@@ -82,11 +56,11 @@ async fn relay(
     let sock = match UdpSocket::bind((bind_ip, 0)).await {
         Ok(u) => u,
         Err(e) => {
-            send_and_close(s, &reply_addr(0x01, SocketAddr::from(([0, 0, 0, 0], 0)))).await;
+            send_and_close(s, &reply_addr(REP_FAILURE, NO_ADDR)).await;
             return Err(e);
         }
     };
-    send(s, &reply_addr(0x00, sock.local_addr()?)).await?;
+    send(s, &reply_addr(REP_OK, sock.local_addr()?)).await?;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut ctl = [0u8; 256];
     // The client's UDP address: the first datagram from its IP names it.
@@ -109,7 +83,8 @@ async fn relay(
                     if n < 4 || buf[2] != 0 {
                         continue;
                     }
-                    let Some((dst, hlen)) = parse_addr(&buf[3..n]) else { continue };
+                    let Ok((dst, hlen)) = SocksAddr::decode(&buf[3..n]) else { continue };
+                    let dst = dst.to_string();
                     if bypass.is_some_and(|b| b.contains(&dst)) {
                         if *refused == 0 {
                             tracing::warn!(%client, %dst, "socks5 udp: destination refused by bypass: datagrams dropped");
@@ -129,21 +104,5 @@ async fn relay(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_parse_with_their_length() {
-        assert_eq!(
-            parse_addr(&[1, 127, 0, 0, 1, 0, 53, 9]),
-            Some(("127.0.0.1:53".into(), 7))
-        );
-        assert_eq!(parse_addr(&[3, 1, b'h', 0, 80]), Some(("h:80".into(), 5)));
-        assert_eq!(parse_addr(&[3, 5, b'h']), None);
-        assert_eq!(parse_addr(&[9, 0, 0]), None);
     }
 }

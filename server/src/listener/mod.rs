@@ -74,10 +74,13 @@ impl Drain for StopAccepting {
     }
 }
 
+/// The listener types [`bind`] runs (`""` means `tcp`, as in gost).
+pub const TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3"];
+
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("listener type {0:?} is not supported (supported: tcp, tls, pht, phts, h3)")]
+    #[error("listener type {0:?} is not supported (supported: {list})", list = TYPES.join(", "))]
     Unsupported(String),
     #[error("listener TLS: {0}")]
     Tls(#[from] pht_client::tls::TlsError),
