@@ -9,9 +9,13 @@
 #      phts over HTTP/2 with the server's self-made CA in a throw-away NSS database, no CORS
 #      preflight (client-wasm/tests/js/page.mjs). Its screenshots are saved under this
 #      script's temporary folder, and copied to $PAGE_SCREENSHOTS when that is set;
-#   3. the Node example (client-wasm/examples/forward.mjs);
-#   4. Node through squid (CONNECT denied) with undici's ProxyAgent: 64 MiB each way.
-# PHT_WASM_ONLY=page,example (any of node, browser, page, example, proxy) runs only those.
+#   3. HTTP/3 from a page in headless Chromium (client-wasm/tests/js/altsvc.mjs, its own
+#      pht-server): phts and h3 on one port with altSvc, the CA in a throw-away NSS
+#      database; which protocol each request took, and the tunnels' bytes checked;
+#   4. the Node example (client-wasm/examples/forward.mjs);
+#   5. Node through squid (CONNECT denied) with undici's ProxyAgent: 64 MiB each way.
+# PHT_WASM_ONLY=page,example (any of node, browser, page, altsvc, example, proxy) runs only
+# those.
 # Starts pht-server, fault-proxy and pht-middlebox (target/debug, built by
 # `cargo build --workspace --bins`) and Node target servers, and stops them on exit.
 # Tools: scripts/setup.sh (--test for squid, Chromium and certutil).
@@ -20,7 +24,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 log() { printf '\033[1m[test-wasm]\033[0m %s\n' "$*" >&2; }
-only=${PHT_WASM_ONLY:-node,browser,page,example,proxy}
+only=${PHT_WASM_ONLY:-node,browser,page,altsvc,example,proxy}
 part() { [[ ",$only," == *",$1,"* ]]; }
 
 server_bin=${PHT_SERVER:-$root/target/debug/pht-server}
@@ -269,6 +273,14 @@ if part page; then
   log "the page server answered 0 CORS preflights"
 fi
 
+if part altsvc; then
+  log "HTTP/3 from the page: phts + h3 on one port, altSvc, the CA trusted in NSS"
+  command -v certutil >/dev/null || { log "certutil is missing: bash scripts/setup.sh --test"; exit 1; }
+  # What Chromium does with Alt-Svc as it comes (QUIC refused for a locally-installed
+  # root: h2), with that root allowed for QUIC (h2, then h3 by itself), with QUIC forced.
+  timeout 300 node client-wasm/tests/js/altsvc.mjs --server "$server_bin"
+fi
+
 log "client-wasm/README.md quotes the generated TypeScript declarations"
 node --input-type=module -e "
   import { readFileSync } from 'node:fs';
@@ -296,7 +308,7 @@ if part proxy; then
     --bulk "forward+pht://pht-server.test:$fwd_bulk" --echo "forward+pht://pht-server.test:$fwd_echo" --mib 64
 fi
 
-if [ "$only" = node,browser,page,example,proxy ]; then
+if [ "$only" = node,browser,page,altsvc,example,proxy ]; then
   log "all wasm tests passed"
 else
   log "passed: the parts asked for ($only)"
