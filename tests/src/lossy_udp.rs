@@ -23,6 +23,17 @@ pub struct LossyUdp {
     /// Where clients send their datagrams.
     pub addr: SocketAddr,
     pub counts: Arc<LossCounts>,
+    /// Bumped by [`LossyUdp::rebind`].
+    generation: Arc<AtomicU64>,
+}
+
+impl LossyUdp {
+    /// From the next datagram on, each client's traffic leaves from a new source port, as
+    /// when a NAT forgets a mapping or a laptop changes networks: the upstream sees the
+    /// same client arrive from another address.
+    pub fn rebind(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Starts a relay to `upstream` that drops each datagram with probability `loss`, in
@@ -33,14 +44,22 @@ pub async fn lossy_udp(upstream: SocketAddr, loss: f64, seed: u64) -> LossyUdp {
     let addr = front.local_addr().unwrap();
     let counts = Arc::new(LossCounts::default());
     let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
-    let (c, r) = (counts.clone(), rng.clone());
+    let generation = Arc::new(AtomicU64::new(0));
+    let (c, r, g) = (counts.clone(), rng.clone(), generation.clone());
     tokio::spawn(async move {
         let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+        let mut seen = 0;
         let mut buf = vec![0u8; 65_536];
         loop {
             let Ok((n, from)) = front.recv_from(&mut buf).await else {
                 continue;
             };
+            let now = g.load(Ordering::Relaxed);
+            if now != seen {
+                // The old sockets stay open: answers still on their way there get through.
+                seen = now;
+                backs.clear();
+            }
             let back = match backs.get(&from) {
                 Some(b) => b.clone(),
                 None => {
@@ -66,7 +85,11 @@ pub async fn lossy_udp(upstream: SocketAddr, loss: f64, seed: u64) -> LossyUdp {
             }
         }
     });
-    LossyUdp { addr, counts }
+    LossyUdp {
+        addr,
+        counts,
+        generation,
+    }
 }
 
 async fn drop_one(rng: &Mutex<rand::rngs::StdRng>, loss: f64) -> bool {

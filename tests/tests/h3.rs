@@ -283,3 +283,37 @@ async fn h3_mistakes_get_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("maxIdleTimeout"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_survives_the_client_address_changing_mid_transfer() {
+    let target = bulk_target().await;
+    let sp = free_port();
+    let srv = server(&["-D", "-L", &format!("h3://127.0.0.1:{sp}/{target}")], sp).await;
+    let relay = lossy_udp(format!("127.0.0.1:{sp}").parse().unwrap(), 0.0, 1).await;
+    let (_cli, local) = client(&format!("forward+h3://{}", relay.addr)).await;
+
+    // Change the client's source address three times while 32 MiB come down.
+    let len = 32 * MIB;
+    let transfer = tokio::spawn(download(local, len, 5));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        relay.rebind();
+    }
+    let (digest, _) = tokio::time::timeout(Duration::from_secs(120), transfer)
+        .await
+        .expect("the transfer stalled after an address change")
+        .unwrap();
+    assert_eq!(digest, sha256(&random_bytes(len, 5)), "download hash");
+    // The same QUIC connection moved to the new address (migration), and the tunnel with it.
+    let log = srv.log_text();
+    assert_eq!(log.matches("h3 connection accepted").count(), 1, "{log}");
+    // A new tunnel still works over the moved connection.
+    upload_one_mib(local).await;
+}
+
+/// One more upload through a bulk target: the path works after the moves.
+async fn upload_one_mib(local: u16) {
+    let data = random_bytes(MIB, 6);
+    let (digest, _) = upload(local, &data).await;
+    assert_eq!(digest, sha256(&data));
+}
