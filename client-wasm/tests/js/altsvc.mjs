@@ -39,7 +39,9 @@
 //   split        (--split only) as `allowed` without the small requests first: Chromium
 //                moves to h3 in the middle of the first tunnel, so that tunnel's requests
 //                reach the phts listener and the h3 listener, which keep tunnels apart
-//                (one registry each): the tunnel stalls. It fails until they share tunnels.
+//                (one registry each; the h3 one opens a second tunnel of the same token):
+//                the tunnel usually stalls (unless only its closing requests moved). It
+//                fails until the two listeners share tunnels.
 // If Chromium ever takes h3 in `as-it-comes`, the test checks that instead (tunnels intact,
 // the server accepted an h3 connection) and says so.
 //
