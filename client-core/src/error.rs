@@ -1,7 +1,8 @@
 use std::io;
 
 /// A node or service URL that cannot be understood.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(Debug))]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     /// The URL has no host:port part.
     #[error("{url:?}: missing host:port")]
@@ -23,7 +24,8 @@ pub enum UrlError {
 }
 
 /// A pull stream or push body that does not follow the PHT framing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(Debug))]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// A line is not standard padded base64.
     #[error("invalid base64 in PHT line: {0}")]
@@ -52,7 +54,8 @@ impl FetchError {
 }
 
 /// Why a tunnel could not be opened or broke.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(Debug))]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Url(#[from] UrlError),
@@ -72,14 +75,14 @@ pub enum Error {
     #[error("authorize failed: unexpected answer {0:?}")]
     Authorize(String),
     /// A request got no complete answer within `requestTimeout`.
-    #[error("{what} request timed out after {after:?} (requestTimeout)")]
+    #[error("{what} request timed out after {} (requestTimeout)", Took(*after))]
     Timeout {
         what: &'static str,
         after: std::time::Duration,
     },
     /// The pull carried neither data nor a heartbeat for `heartbeatTimeout`: the path to
     /// the server is dead even though no connection reported it.
-    #[error("no data or heartbeat from the server for {after:?} (heartbeatTimeout)")]
+    #[error("no data or heartbeat from the server for {} (heartbeatTimeout)", Took(*after))]
     Silent { after: std::time::Duration },
     /// The tunnel was closed by this side.
     #[error("tunnel closed")]
@@ -94,12 +97,68 @@ pub enum Error {
     #[error("the server does not speak PHT/2 (the node asks for v=2)")]
     NoV2,
     /// PHT/2 requests kept failing for `resumeTimeout`; the last failure is given.
-    #[error("{what} failed for {after:?} in a row (resumeTimeout); last: {last}")]
+    #[error("{what} failed for {} in a row (resumeTimeout); last: {last}", Took(*after))]
     Unresumable {
         what: &'static str,
         after: std::time::Duration,
         last: Box<Error>,
     },
+}
+
+// The wasm package: the `Debug` of these errors is their `Display`. Nothing there prints
+// `Debug` (no panic hook, no logger: tracing is compiled out), but `io::Error` keeps it
+// reachable, and derived it brings `Duration`'s decimal formatting and more: 4 KB of the
+// package. Native builds derive it.
+macro_rules! debug_is_display {
+    ($($t:ty),*) => {$(
+        #[cfg(target_arch = "wasm32")]
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(self, f)
+            }
+        }
+    )*};
+}
+debug_is_display!(UrlError, DecodeError, Error);
+
+/// A duration in an error message, as `Duration`'s `Debug` writes it: `30s`, `1.5s`,
+/// `250ms`. The wasm package writes it with [`duration_text`] (see `debug_is_display`).
+struct Took(std::time::Duration);
+
+impl std::fmt::Display for Took {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(not(target_arch = "wasm32"))]
+        return write!(f, "{:?}", self.0);
+        #[cfg(target_arch = "wasm32")]
+        f.write_str(&duration_text(self.0))
+    }
+}
+
+/// `Duration`'s `Debug` text (no width or precision): the largest of `s`, `ms`, `µs` and
+/// `ns` that has a whole part, then every decimal up to the last nonzero one.
+#[cfg(any(target_arch = "wasm32", test))]
+fn duration_text(d: std::time::Duration) -> String {
+    let (secs, nanos) = (d.as_secs(), u64::from(d.subsec_nanos()));
+    let (whole, mut frac, mut digit, unit) = if secs > 0 {
+        (secs, nanos, 100_000_000, "s")
+    } else if nanos >= 1_000_000 {
+        (nanos / 1_000_000, nanos % 1_000_000, 100_000, "ms")
+    } else if nanos >= 1_000 {
+        (nanos / 1_000, nanos % 1_000, 100, "µs")
+    } else {
+        (nanos, 0, 1, "ns")
+    };
+    let mut text = whole.to_string();
+    if frac > 0 {
+        text.push('.');
+        while frac > 0 {
+            text.push(char::from(b'0' + (frac / digit) as u8));
+            frac %= digit;
+            digit /= 10;
+        }
+    }
+    text.push_str(unit);
+    text
 }
 
 fn status_hint(status: u16) -> &'static str {
@@ -131,5 +190,44 @@ impl From<Error> for io::Error {
             Error::Url(_) => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::duration_text;
+
+    #[test]
+    fn duration_text_is_debug() {
+        let nanos = [
+            0, 1, 9, 10, 999, 1_000, 1_001, 1_500, 999_999, 1_000_000, 1_000_001,
+        ];
+        let more = [
+            250_000_000,
+            100_000_000,
+            999_999_999,
+            123_456_789,
+            5_000,
+            120_000,
+        ];
+        for secs in [0, 1, 5, 30, 59, 3600, 86_400, u64::MAX] {
+            for n in nanos.iter().chain(&more) {
+                let d = Duration::new(secs, *n);
+                assert_eq!(duration_text(d), format!("{d:?}"));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn duration_text_is_debug_random(
+            secs in proptest::prop_oneof![proptest::strategy::Just(0u64), 0u64..100_000],
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let d = Duration::new(secs, nanos);
+            proptest::prop_assert_eq!(duration_text(d), format!("{d:?}"));
+        }
     }
 }

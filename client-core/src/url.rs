@@ -141,6 +141,15 @@ pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
     if v.is_empty() {
         return None;
     }
+    #[cfg(target_arch = "wasm32")]
+    return parse_units_exact(v);
+    #[cfg(not(target_arch = "wasm32"))]
+    parse_units_f64(v)
+}
+
+/// `1m30s`, `1.5h`: the sum of numbers with units, in `f64` seconds.
+#[cfg(not(target_arch = "wasm32"))]
+fn parse_units_f64(v: &str) -> Option<std::time::Duration> {
     let mut total = 0f64;
     let mut rest = v;
     while !rest.is_empty() {
@@ -167,6 +176,68 @@ pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(total).ok()
 }
 
+/// [`parse_units_f64`] in whole nanoseconds (each term rounded to the nearest): the same
+/// values without the float parser, whose code and tables weigh 16 KB of the wasm package.
+#[cfg(any(target_arch = "wasm32", test))]
+fn parse_units_exact(v: &str) -> Option<std::time::Duration> {
+    const NANOS: u64 = 1_000_000_000;
+    let (mut secs, mut nanos) = (0u64, 0u64);
+    let mut rest = v;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (int, frac) = rest[..num_end]
+            .split_once('.')
+            .unwrap_or((&rest[..num_end], ""));
+        // What `f64` parsing takes: digits with at most one point, and at least one digit.
+        if int.len() + frac.len() == 0 || frac.contains('.') {
+            return None;
+        }
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        // The unit in whole seconds, or else in nanoseconds.
+        let (unit_secs, unit_nanos) = match &rest[..unit_end] {
+            "ns" => (0, 1),
+            "us" | "µs" => (0, 1_000),
+            "ms" => (0, 1_000_000),
+            "s" => (1, 0),
+            "m" => (60, 0),
+            "h" => (3600, 0),
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        let mut n = 0u64;
+        for d in int.bytes() {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        // The first 15 decimals, in units of 1e-15: finer than a nanosecond even in hours.
+        let mut f = 0u64;
+        for i in 0..15 {
+            f = f * 10 + frac.as_bytes().get(i).map_or(0, |d| u64::from(d - b'0'));
+        }
+        let (s, ns) = if unit_secs > 0 {
+            (
+                n.checked_mul(unit_secs)?,
+                (f * unit_secs + 500_000) / 1_000_000,
+            )
+        } else {
+            let per_sec = NANOS / unit_nanos;
+            let frac_div = 1_000_000_000_000_000 / unit_nanos;
+            (
+                n / per_sec,
+                (n % per_sec) * unit_nanos + (f + frac_div / 2) / frac_div,
+            )
+        };
+        secs = secs.checked_add(s)?;
+        nanos = nanos.checked_add(ns)?;
+    }
+    let secs = secs.checked_add(nanos / NANOS)?;
+    Some(std::time::Duration::new(secs, (nanos % NANOS) as u32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +257,46 @@ mod tests {
         assert_eq!(u.host, ":8000-8002");
         assert_eq!(u.param("a"), Some("1"));
         assert_eq!(u.param("B"), Some("x y"));
+    }
+
+    /// The wasm build's integer reading of durations agrees with the `f64` one (where the
+    /// float is precise to the nanosecond; see the random test for the rest).
+    #[test]
+    fn exact_durations_agree_with_f64() {
+        // Comma-separated, with the empty string among them.
+        let cases = "1m30s,250ms,1.5h,0.5s,.5s,5.s,1h1m1s1ms1us1ns,1500000us,2µs,0.000000001s,\
+            0.0000000005s,1.23456789s,0.1ms,0.3ms,3.6ns,0.9999999999h,18446744073709551616s,\
+            18446744073709551617s,99999999999999999999h,5124095576030432h,1s1s1s,,.,1..2s,\
+            1.2.3s,s,1,1x,1S,-1s,1e3s,1 s,ms1";
+        for v in cases.split(',') {
+            assert_eq!(parse_units_exact(v), parse_units_f64(v), "{v:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn exact_durations_agree_with_f64_random(
+            terms in proptest::collection::vec(
+                (0u64..100_000, proptest::option::of(0u64..1_000_000), 0usize..7),
+                1..4,
+            )
+        ) {
+            let units = ["ns", "us", "µs", "ms", "s", "m", "h"];
+            let v: String = terms
+                .iter()
+                .map(|(n, frac, u)| match frac {
+                    Some(f) => format!("{n}.{f:06}{}", units[*u]),
+                    None => format!("{n}{}", units[*u]),
+                })
+                .collect();
+            let (exact, float) = (parse_units_exact(&v), parse_units_f64(&v));
+            let (exact, float) = (exact.unwrap(), float.unwrap());
+            // The float is off by its last bits (7 ns at 9000 h): the two are a nanosecond
+            // (rounding) plus a few float steps apart.
+            let gap = exact.abs_diff(float);
+            let slack = std::time::Duration::from_nanos(1) + float.mul_f64(1e-15);
+            proptest::prop_assert!(gap <= slack, "{v}: {exact:?} vs {float:?}");
+        }
     }
 
     #[test]

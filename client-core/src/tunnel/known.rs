@@ -3,8 +3,7 @@
 //! trip on `/authorize` first. Only our servers speak PHT/2, and they all take minted
 //! tokens.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use crate::TunnelConfig;
 use crate::frame::Limits;
@@ -12,9 +11,12 @@ use crate::frame::Limits;
 /// Servers remembered at most; the table starts again when full.
 const MAX_SERVERS: usize = 256;
 
-fn table() -> &'static Mutex<HashMap<String, Limits>> {
-    static TABLE: OnceLock<Mutex<HashMap<String, Limits>>> = OnceLock::new();
-    TABLE.get_or_init(Default::default)
+/// The endpoints (see [`key`]) and their limits. A list, not a hash map: it is read once per
+/// tunnel opened, and a hash table with its hasher weighs 4.5 KB of the wasm package.
+static TABLE: Mutex<Vec<(String, Limits)>> = Mutex::new(Vec::new());
+
+fn table() -> std::sync::MutexGuard<'static, Vec<(String, Limits)>> {
+    TABLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What names one PHT endpoint: where the requests go, and their paths.
@@ -27,25 +29,27 @@ fn key(cfg: &TunnelConfig) -> String {
 
 /// The limits a PHT/2 server at `cfg`'s endpoint offered, if one did.
 pub(super) fn get(cfg: &TunnelConfig) -> Option<Limits> {
+    let key = key(cfg);
     table()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key(cfg))
-        .cloned()
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, l)| l.clone())
 }
 
 pub(super) fn remember(cfg: &TunnelConfig, limits: &Limits) {
-    let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
+    let key = key(cfg);
+    let mut t = table();
     if t.len() >= MAX_SERVERS {
         t.clear();
     }
-    t.insert(key(cfg), limits.clone());
+    match t.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, l)) => *l = limits.clone(),
+        None => t.push((key, limits.clone())),
+    }
 }
 
 /// The server refused what it should have taken (it was replaced, say): ask it again.
 pub(super) fn forget(cfg: &TunnelConfig) {
-    table()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&key(cfg));
+    let key = key(cfg);
+    table().retain(|(k, _)| *k != key);
 }
