@@ -5,10 +5,58 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use pht_client::{HyperBody, HyperFetch};
+use pht_core::{Fetch, FetchError, FetchResponse, NodeUrl};
 use pht_e2e::lossy_udp::lossy_udp;
 use pht_e2e::*;
 
 const MIB: usize = 1024 * 1024;
+
+/// Sends the first `left` requests through `first` and the rest through `then`: a
+/// browser that moves to HTTP/3 halfway through a tunnel.
+struct Switch {
+    first: HyperFetch,
+    then: HyperFetch,
+    left: Arc<AtomicUsize>,
+}
+
+impl Switch {
+    fn pick(&self) -> &HyperFetch {
+        let before = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if before.is_ok() {
+            &self.first
+        } else {
+            &self.then
+        }
+    }
+}
+
+impl Fetch for Switch {
+    type Body = HyperBody;
+
+    async fn get(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+    ) -> Result<FetchResponse<HyperBody>, FetchError> {
+        self.pick().get(url, headers).await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: bytes::Bytes,
+    ) -> Result<(u16, bytes::Bytes), FetchError> {
+        self.pick().post(url, headers, body).await
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_over_h3_from_yaml() {
@@ -199,20 +247,17 @@ async fn a_transfer_completes_intact_when_the_path_drops_one_percent_of_datagram
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phts_advertises_the_h3_port_with_alt_svc_and_both_serve_tunnels() {
+async fn phts_with_http3_serves_the_same_tunnels_on_udp_and_advertises_them() {
     let target = echo_target().await;
     let p = free_port();
-    // One port number for both: TCP for phts, UDP for h3, as a browser expects.
-    let _srv = server(
-        &[
-            "-L",
-            &format!("phts://127.0.0.1:{p}/{target}?altSvc={p}"),
-            "-L",
-            &format!("h3://127.0.0.1:{p}/{target}"),
-        ],
+    let srv = server(
+        &["-L", &format!("phts://127.0.0.1:{p}/{target}?http3=true")],
         p,
     )
     .await;
+    assert!(srv.log_text().contains(&format!(
+        "HTTP/3 on udp 127.0.0.1:{p}, with the same tunnels"
+    )));
     let (code, out, err) = curl(&[
         "-k",
         "-D",
@@ -234,6 +279,38 @@ async fn phts_advertises_the_h3_port_with_alt_svc_and_both_serve_tunnels() {
     ] {
         let (_cli, local) = client(&node).await;
         echo_roundtrip(local, &random_bytes(512 * 1024, 9)).await;
+    }
+
+    // A browser moves to HTTP/3 once it has seen Alt-Svc, in the middle of a tunnel: the
+    // first requests (authorize, the first pull) go over TCP, the rest over QUIC. Both
+    // reach the same tunnel.
+    for version in ["2", "1"] {
+        let url = format!("forward+phts://127.0.0.1:{p}?v={version}");
+        let tcp = HyperFetch::for_node(&NodeUrl::parse(&url).unwrap()).unwrap();
+        let url = format!("forward+h3://127.0.0.1:{p}?v={version}");
+        let node = NodeUrl::parse(&url).unwrap();
+        let quic = HyperFetch::for_node(&node).unwrap();
+        let fetch = Switch {
+            first: tcp,
+            then: quic,
+            left: Arc::new(AtomicUsize::new(2)),
+        };
+        let (tunnel, driver) =
+            pht_core::open(fetch, pht_client::TokioClock::new(), node.tunnel_config())
+                .await
+                .unwrap();
+        tokio::spawn(driver);
+        let (mut rd, mut wr) = tunnel.split();
+        let data = random_bytes(MIB, 10);
+        let mut back = vec![0u8; data.len()];
+        let (w, r) = tokio::time::timeout(Duration::from_secs(30), async {
+            futures::join!(wr.write_all(&data), rd.read_exact(&mut back))
+        })
+        .await
+        .expect("the tunnel stalled when its requests moved to HTTP/3");
+        w.unwrap();
+        r.unwrap();
+        assert_eq!(sha256(&back), sha256(&data), "PHT/{version}: echoed bytes");
     }
 }
 

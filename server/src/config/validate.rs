@@ -252,7 +252,10 @@ fn check_listener(at: &str, kind: &str, md: &Metadata, issues: &mut Issues) {
     match kind {
         "pht" | "phts" | "h3" => match crate::listener::pht::PhtOptions::from_metadata(md) {
             Err(e) => issues.metadata(at, e),
-            Ok(o) if kind == "h3" => {
+            Ok(o) if o.http3 && kind == "pht" => {
+                issues.metadata(at, crate::listener::http3_needs_tls());
+            }
+            Ok(o) if kind == "h3" || o.http3 => {
                 if let Err(e) = crate::listener::pht::http3::quic_options(md, &o) {
                     issues.metadata(at, e);
                 }

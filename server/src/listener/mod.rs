@@ -241,6 +241,15 @@ fn server_tls(
     Ok(tls.config)
 }
 
+/// `http3=true` on a plain `pht` listener.
+pub fn http3_needs_tls() -> MetadataError {
+    MetadataError {
+        key: "http3".into(),
+        value: "true".into(),
+        expected: "false on pht: HTTP/3 runs over TLS (use phts)",
+    }
+}
+
 /// The listener registry. `global_tls` is the configuration's top-level `tls` section.
 pub async fn bind(
     cfg: &ListenerConfig,
@@ -268,6 +277,17 @@ pub async fn bind(
         kind @ ("pht" | "phts") => {
             let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
             let gate = Gate::from_metadata(&cfg.metadata, service)?;
+            if opts.http3 && kind == "pht" {
+                return Err(ListenError::Option(http3_needs_tls()));
+            }
+            let h3 = match opts.http3 {
+                false => None,
+                true => Some(pht::http3::H3Side {
+                    quic: pht::http3::quic_options(&cfg.metadata, &opts)?,
+                    tls: server_tls(cfg, global_tls, addr, &[b"h3"], service)?,
+                    gate: Gate::from_metadata(&cfg.metadata, service)?,
+                }),
+            };
             let acceptor = match kind {
                 "phts" => {
                     Some(server_tls(cfg, global_tls, addr, &[b"h2", b"http/1.1"], service)?.into())
@@ -275,16 +295,18 @@ pub async fn bind(
                 _ => None,
             };
             Ok(Box::new(
-                pht::bind(addr, opts, acceptor, gate, service, shutdown).await?,
+                pht::bind(addr, opts, acceptor, gate, h3, service, shutdown).await?,
             ))
         }
         "h3" => {
             let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
-            let quic = pht::http3::quic_options(&cfg.metadata, &opts)?;
-            let gate = Gate::from_metadata(&cfg.metadata, service)?;
-            let tls = server_tls(cfg, global_tls, addr, &[b"h3"], service)?;
+            let side = pht::http3::H3Side {
+                quic: pht::http3::quic_options(&cfg.metadata, &opts)?,
+                tls: server_tls(cfg, global_tls, addr, &[b"h3"], service)?,
+                gate: Gate::from_metadata(&cfg.metadata, service)?,
+            };
             Ok(Box::new(
-                pht::http3::bind(addr, opts, quic, tls, gate, service, shutdown).await?,
+                pht::http3::bind(addr, opts, side, service, shutdown).await?,
             ))
         }
         other => Err(ListenError::Unsupported(other.to_string())),

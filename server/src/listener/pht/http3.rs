@@ -51,39 +51,56 @@ pub fn quic_options(md: &Metadata, opts: &PhtOptions) -> Result<QuicOptions, Met
     Ok(q)
 }
 
-/// Binds UDP `addr` and serves PHT over HTTP/3 on it until `shutdown`.
+/// The HTTP/3 side of a listener: what it serves with, before it is bound.
+pub struct H3Side {
+    pub quic: QuicOptions,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// `maxConns`, counted in QUIC connections.
+    pub gate: Gate,
+}
+
+impl H3Side {
+    /// Binds UDP `addr` (gost's `:port` form, or a host and port) with these settings.
+    pub async fn endpoint(&self, addr: &str) -> Result<quinn::Endpoint, ListenError> {
+        let bind_err = |source: io::Error| ListenError::Bind {
+            addr: format!("{addr} (udp)"),
+            source,
+        };
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| {
+                bind_err(io::Error::other(format!(
+                    "TLS settings unusable for QUIC: {e}"
+                )))
+            })?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(self.quic.transport());
+        udp_endpoint(addr, config).await.map_err(bind_err)
+    }
+}
+
+/// Binds UDP `addr` and serves PHT over HTTP/3 on it until `shutdown` (the `h3` listener).
 pub async fn bind(
     addr: &str,
     opts: PhtOptions,
-    quic: QuicOptions,
-    tls: Arc<rustls::ServerConfig>,
-    gate: Gate,
+    side: H3Side,
     service: &str,
     shutdown: CancellationToken,
 ) -> Result<QueuedListener, ListenError> {
-    let bind_err = |source: io::Error| ListenError::Bind {
+    let endpoint = side.endpoint(addr).await?;
+    let local = endpoint.local_addr().map_err(|source| ListenError::Bind {
         addr: addr.to_string(),
         source,
-    };
-    let mut tls = (*tls).clone();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| {
-        bind_err(io::Error::other(format!(
-            "TLS settings unusable for QUIC: {e}"
-        )))
     })?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(quic.transport());
-    let endpoint = udp_endpoint(addr, config).await.map_err(bind_err)?;
-    let local = endpoint.local_addr().map_err(bind_err)?;
     let (tx, rx) = mpsc::channel(opts.backlog);
     let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
     let drain: Arc<dyn crate::listener::Drain> = registry.clone();
     tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
     let (drained, drained_rx) = oneshot::channel();
-    let handshake = quic.handshake_timeout;
+    let handshake = side.quic.handshake_timeout;
     tokio::spawn(async move {
-        serve(endpoint, gate, registry, handshake, shutdown).await;
+        serve(endpoint, side.gate, registry, handshake, shutdown).await;
         let _ = drained.send(());
     });
     Ok(QueuedListener::new(rx, local, "h3")
@@ -114,7 +131,8 @@ async fn udp_endpoint(addr: &str, config: quinn::ServerConfig) -> io::Result<qui
     Err(last)
 }
 
-async fn serve(
+/// Serves PHT over HTTP/3 from `endpoint` into `registry` until `shutdown`.
+pub(super) async fn serve(
     endpoint: quinn::Endpoint,
     gate: Gate,
     registry: Arc<Registry>,

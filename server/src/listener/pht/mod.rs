@@ -111,6 +111,10 @@ pub struct PhtOptions {
     /// themselves. A port number (`8443`) means `h3=":8443"; ma=86400`, the `h3` listener
     /// on that UDP port of the same host; anything else is sent as written. Default: none.
     pub alt_svc: Option<http::HeaderValue>,
+    /// `http3` (phts): serve HTTP/3 on the same port number over UDP, into the same
+    /// tunnels, and advertise it with `Alt-Svc` (unless `altSvc` says otherwise). The QUIC
+    /// keys of the `h3` listener apply. Default: off.
+    pub http3: bool,
 }
 
 /// Longest `instance` name.
@@ -166,6 +170,7 @@ impl Default for PhtOptions {
             poll_wait: pht_core::frame::defaults::HEARTBEAT,
             instance: None,
             alt_svc: None,
+            http3: false,
         }
     }
 }
@@ -281,6 +286,7 @@ impl PhtOptions {
             }
             o.instance = Some(v);
         }
+        o.http3 = md.get_bool("http3")?.unwrap_or(false);
         if let Some(v) = md.get_str("altSvc").filter(|v| !v.trim().is_empty()) {
             let v = v.trim();
             let value = match v.parse::<u16>() {
@@ -311,12 +317,15 @@ fn parse_nets(v: &str) -> Option<Vec<ipnet::IpNet>> {
 }
 
 /// Binds `addr` and serves PHT on it (over TLS with `tls`: `phts`) until `shutdown`;
-/// tunnels come out of the returned listener.
+/// tunnels come out of the returned listener. With `h3`, the same port number on UDP
+/// serves HTTP/3 into the same tunnels (`http3=true`), so a browser that moves to HTTP/3
+/// halfway through a tunnel finds it there.
 pub async fn bind(
     addr: &str,
-    opts: PhtOptions,
+    mut opts: PhtOptions,
     tls: Option<TlsAcceptor>,
     gate: Gate,
+    h3: Option<http3::H3Side>,
     service: &str,
     shutdown: CancellationToken,
 ) -> Result<QueuedListener, ListenError> {
@@ -325,6 +334,18 @@ pub async fn bind(
         addr: addr.to_string(),
         source,
     })?;
+    let h3 = match h3 {
+        None => None,
+        Some(side) => {
+            let endpoint = side.endpoint(&local.to_string()).await?;
+            if opts.alt_svc.is_none() {
+                let v = format!("h3=\":{}\"; ma=86400", local.port());
+                opts.alt_svc = http::HeaderValue::from_str(&v).ok();
+            }
+            info!(service, "HTTP/3 on udp {local}, with the same tunnels");
+            Some((endpoint, side))
+        }
+    };
     let (tx, rx) = mpsc::channel(opts.backlog);
     let registry = Arc::new(Registry::new(opts, tx, service.to_string()));
     // The HTTP side keeps serving while draining: the open tunnels' requests still come.
@@ -332,7 +353,15 @@ pub async fn bind(
     tokio::spawn(reap_loop(registry.clone(), shutdown.clone()));
     let (drained, drained_rx) = oneshot::channel();
     tokio::spawn(async move {
-        serve(tcp, tls, gate, registry, shutdown).await;
+        let tcp_side = serve(tcp, tls, gate, registry.clone(), shutdown.clone());
+        match h3 {
+            None => tcp_side.await,
+            Some((endpoint, side)) => {
+                let handshake = side.quic.handshake_timeout;
+                let udp_side = http3::serve(endpoint, side.gate, registry, handshake, shutdown);
+                futures::future::join(tcp_side, udp_side).await;
+            }
+        }
         let _ = drained.send(());
     });
     Ok(QueuedListener::new(rx, local, "pht")
