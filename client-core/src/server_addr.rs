@@ -162,7 +162,10 @@ mod tests {
         // fetch picks the HTTP version itself: h3 nodes are for the native client.
         for url in ["h3://h:1", "relay+http3://h:1"] {
             let e = NodeUrl::parse_server(url).unwrap_err().to_string();
-            assert!(e.contains("fetch cannot choose HTTP/3: use https://"), "{e}");
+            assert!(
+                e.contains("fetch cannot choose HTTP/3: use https://"),
+                "{e}"
+            );
         }
         let n = NodeUrl::parse("h3://h:1").unwrap();
         assert_eq!((n.connector.as_str(), n.dialer.as_str()), ("http", "h3"));

@@ -351,7 +351,8 @@ impl Report {
                     met: r.map(judge),
                 });
             }
-            let goal = "all succeed, server ≤ 64 KiB RSS per open tunnel (HTTP/2, HTTP/3)".to_string();
+            let goal =
+                "all succeed, server ≤ 64 KiB RSS per open tunnel (HTTP/2, HTTP/3)".to_string();
             let what = "10000 tunnels at once";
             match self.find("tunnels_10000").and_then(|s| s.tunnel(v)) {
                 Some(t) => {
