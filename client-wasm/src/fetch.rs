@@ -1,4 +1,4 @@
-//! [`Fetch`] on the platform's `fetch` (browsers, Node ≥ 18), called through web-sys.
+//! [`Fetch`] on the platform's `fetch` (browsers, Node ≥ 18), through gloo-net.
 //!
 //! Every request is a CORS *simple* request, so a page on another origin opens tunnels
 //! without preflights: `GET`, and `POST` with `Content-Type: text/plain`. No header is added
@@ -9,11 +9,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::Stream;
+use gloo_net::http::{Request, RequestBuilder, Response};
 use js_sys::{Reflect, Uint8Array};
 use pht_core::{Fetch, FetchError, FetchResponse};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, Request, RequestCache, RequestInit, Response};
+use web_sys::{AbortController, RequestCache};
 
 #[wasm_bindgen]
 extern "C" {
@@ -29,39 +30,42 @@ extern "C" {
 
 /// The fetch transport of a tunnel. The platform pools connections.
 #[derive(Debug, Clone, Default)]
-pub struct JsFetch {
+pub struct GlooFetch {
     /// Node: an undici `Dispatcher` (a `ProxyAgent`, say) for every request, passed as
     /// fetch's `dispatcher` option; browsers ignore it.
     dispatcher: Option<JsValue>,
 }
 
-impl JsFetch {
+impl GlooFetch {
     pub fn new() -> Self {
-        JsFetch::default()
+        GlooFetch::default()
     }
 
     /// Sends every request through `dispatcher` (fetch's `dispatcher` option in Node).
     pub fn with_dispatcher(dispatcher: JsValue) -> Self {
-        JsFetch {
+        GlooFetch {
             dispatcher: Some(dispatcher),
         }
     }
 
     async fn send(&self, req: Request) -> Result<Response, FetchError> {
+        let raw: web_sys::Request = req.into();
         let promise = match &self.dispatcher {
-            None => global_fetch(&req),
+            None => global_fetch(&raw),
             Some(d) => {
                 let init = js_sys::Object::new();
                 Reflect::set(&init, &JsValue::from_str("dispatcher"), d)
                     .map_err(|e| FetchError(describe_js_error(&e)))?;
-                global_fetch_with(&req, &init)
+                global_fetch_with(&raw, &init)
             }
         };
         let resp = JsFuture::from(promise)
             .await
             .map_err(|e| FetchError(describe_js_error(&e)))?;
-        resp.dyn_into()
-            .map_err(|v| FetchError(format!("fetch returned {v:?}, not a Response")))
+        let resp: web_sys::Response = resp
+            .dyn_into()
+            .map_err(|v| FetchError(format!("fetch returned {v:?}, not a Response")))?;
+        Ok(Response::from(resp))
     }
 }
 
@@ -132,38 +136,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A request: `method` to `url` with the configured headers (`init` has the rest).
-fn request(
-    method: &str,
-    url: &str,
-    headers: &[(String, String)],
-    init: RequestInit,
-) -> Result<Request, FetchError> {
-    init.set_method(method);
-    if !headers.is_empty() || method == "POST" {
-        let h = web_sys::Headers::new().map_err(js_err)?;
-        for (k, v) in headers {
-            h.set(k, v).map_err(js_err)?;
-        }
-        if method == "POST" {
-            // `text/plain` keeps the request simple (no CORS preflight), and gost's server
-            // would parse a form content type and lose the data.
-            h.set("Content-Type", "text/plain").map_err(js_err)?;
-        }
-        init.set_headers(&h);
+fn with_headers(mut req: RequestBuilder, headers: &[(String, String)]) -> RequestBuilder {
+    for (k, v) in headers {
+        req = req.header(k, v);
     }
-    Request::new_with_str_and_init(url, &init).map_err(js_err)
+    req
 }
 
-/// A JS exception as `TypeError: message`.
-fn js_err(e: JsValue) -> FetchError {
-    match e.dyn_ref::<js_sys::Error>() {
-        Some(err) => FetchError(err.to_string().into()),
-        None => FetchError(describe_js_error(&e)),
-    }
+fn build_err(e: gloo_net::Error) -> FetchError {
+    FetchError(e.to_string())
 }
 
-impl Fetch for JsFetch {
+impl Fetch for GlooFetch {
     type Body = FetchBody;
 
     async fn get(
@@ -172,17 +156,19 @@ impl Fetch for JsFetch {
         headers: &[(String, String)],
     ) -> Result<FetchResponse<FetchBody>, FetchError> {
         let abort = AbortOnDrop::new();
-        let init = RequestInit::new();
-        // An authorize answer served from a cache would hand out someone's token again.
-        init.set_cache(RequestCache::NoStore);
-        init.set_signal(abort.signal().as_ref());
-        let resp = self.send(request("GET", url, headers, init)?).await?;
+        let req = with_headers(Request::get(url), headers)
+            // An authorize answer served from a cache would hand out someone's token again.
+            .cache(RequestCache::NoStore)
+            .abort_signal(abort.signal().as_ref())
+            .build()
+            .map_err(build_err)?;
+        let resp = self.send(req).await?;
         let chunks = resp
             .body()
             .map(|b| wasm_streams::ReadableStream::from_raw(b.unchecked_into()).into_stream());
         Ok(FetchResponse {
             status: resp.status(),
-            content_type: resp.headers().get("content-type").ok().flatten(),
+            content_type: resp.headers().get("content-type"),
             body: FetchBody { chunks, abort },
         })
     }
@@ -194,16 +180,17 @@ impl Fetch for JsFetch {
         body: Bytes,
     ) -> Result<(u16, Bytes), FetchError> {
         let mut abort = AbortOnDrop::new();
-        let init = RequestInit::new();
-        init.set_signal(abort.signal().as_ref());
-        init.set_body(&request_body(&body)?);
+        let req = with_headers(Request::post(url), headers)
+            // `text/plain` keeps the request simple (no CORS preflight), and gost's server
+            // would parse a form content type and lose the data.
+            .header("Content-Type", "text/plain")
+            .abort_signal(abort.signal().as_ref())
+            .body(request_body(&body)?)
+            .map_err(build_err)?;
         drop(body);
-        let resp = self.send(request("POST", url, headers, init)?).await?;
+        let resp = self.send(req).await?;
         let status = resp.status();
-        let buffer = JsFuture::from(resp.array_buffer().map_err(js_err)?)
-            .await
-            .map_err(js_err)?;
-        let answer = Uint8Array::new(&buffer).to_vec();
+        let answer = resp.binary().await.map_err(build_err)?;
         abort.disarm();
         Ok((status, Bytes::from(answer)))
     }

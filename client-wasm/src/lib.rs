@@ -1,7 +1,7 @@
 //! PHT (gost's Plain HTTP Tunnel) for browsers and Node: wasm-bindgen bindings over
-//! [`pht_core`], on the platform's `fetch` (through web-sys).
+//! [`pht_core`], on the platform's `fetch` through gloo-net.
 //!
-//! The protocol lives in `pht-core`; this crate only adapts it: [`JsFetch`] implements
+//! The protocol lives in `pht-core`; this crate only adapts it: [`GlooFetch`] implements
 //! [`pht_core::Fetch`], [`JsClock`] implements [`pht_core::Clock`] (`setTimeout`), and
 //! [`connect`] returns a [`Tunnel`] whose `readable` and `writable` are web streams. Every request is a CORS simple request (`GET`; `POST` with
 //! `Content-Type: text/plain`), so pages on other origins need no preflight.
@@ -15,7 +15,7 @@ mod options;
 mod tunnel;
 
 pub use clock::{JsClock, Sleep};
-pub use fetch::{FetchBody, JsFetch};
+pub use fetch::{FetchBody, GlooFetch};
 pub use tunnel::{
     ByteReadableStream, ByteWritableStream, ConnectOptions, Tunnel, VoidPromise, connect,
 };

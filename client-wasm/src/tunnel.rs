@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
 use crate::clock::JsClock;
-use crate::fetch::JsFetch;
+use crate::fetch::GlooFetch;
 use crate::options;
 
 #[wasm_bindgen]
@@ -274,8 +274,8 @@ pub async fn connect(
     let plan = options::plan(&server_url, &options).map_err(|e| JsError::new(&e))?;
 
     let fetch = match plan.dispatcher {
-        Some(d) => JsFetch::with_dispatcher(d),
-        None => JsFetch::new(),
+        Some(d) => GlooFetch::with_dispatcher(d),
+        None => GlooFetch::new(),
     };
     let (tunnel, driver) = pht_core::open(fetch, JsClock::new(), plan.config)
         .await

@@ -151,18 +151,14 @@ struct EchoStats {
 /// A JSON answer of the targets' stats server (`path`: `/stats`, `/digest?...`).
 async fn stats_get(path: &str) -> JsValue {
     let url = format!("http://127.0.0.1:{}{path}", port("stats"));
-    let resp: web_sys::Response = JsFuture::from(fetch_url(&url))
+    let text = gloo_net::http::Request::get(&url)
+        .send()
         .await
         .unwrap()
-        .unchecked_into();
-    JsFuture::from(resp.json().unwrap()).await.unwrap()
-}
-
-#[wasm_bindgen]
-extern "C" {
-    /// The global `fetch`.
-    #[wasm_bindgen(js_name = fetch)]
-    fn fetch_url(url: &str) -> js_sys::Promise;
+        .text()
+        .await
+        .unwrap();
+    js_sys::JSON::parse(&text).unwrap()
 }
 
 /// The targets' counter `key` (see targets.mjs).
