@@ -359,6 +359,20 @@ async fn h3_mistakes_get_clear_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("maxIdleTimeout"), "{err}");
+    // HTTP/3 needs TLS.
+    let out = tokio::process::Command::new(bin("pht-server"))
+        .args(["-L", "pht://127.0.0.1:0?http3=true"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "services[0].listener.metadata.http3: true is not possible on pht: HTTP/3 runs \
+             over TLS (use phts)"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

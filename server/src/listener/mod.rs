@@ -246,7 +246,7 @@ pub fn http3_needs_tls() -> MetadataError {
     MetadataError {
         key: "http3".into(),
         value: "true".into(),
-        expected: "false on pht: HTTP/3 runs over TLS (use phts)",
+        expected: "possible on pht: HTTP/3 runs over TLS (use phts)",
     }
 }
 
