@@ -10,8 +10,9 @@
 #      preflight (client-wasm/tests/js/page.mjs). Its screenshots are saved under this
 #      script's temporary folder, and copied to $PAGE_SCREENSHOTS when that is set;
 #   3. HTTP/3 from a page in headless Chromium (client-wasm/tests/js/altsvc.mjs, its own
-#      pht-server): phts and h3 on one port with altSvc, the CA in a throw-away NSS
-#      database; which protocol each request took, and the tunnels' bytes checked;
+#      pht-server): one phts listener with http3=true (HTTP/3 on the same port, same
+#      tunnels, Alt-Svc), the CA in a throw-away NSS database; which protocol each request
+#      took, a tunnel that moves to h3 midway, and the tunnels' bytes checked;
 #   4. the Node example (client-wasm/examples/forward.mjs);
 #   5. Node through squid (CONNECT denied) with undici's ProxyAgent: 64 MiB each way.
 # PHT_WASM_ONLY=page,example (any of node, browser, page, altsvc, example, proxy) runs only
@@ -274,10 +275,11 @@ if part page; then
 fi
 
 if part altsvc; then
-  log "HTTP/3 from the page: phts + h3 on one port, altSvc, the CA trusted in NSS"
+  log "HTTP/3 from the page: phts with http3=true, the CA trusted in NSS"
   command -v certutil >/dev/null || { log "certutil is missing: bash scripts/setup.sh --test"; exit 1; }
   # What Chromium does with Alt-Svc as it comes (QUIC refused for a locally-installed
-  # root: h2), with that root allowed for QUIC (h2, then h3 by itself), with QUIC forced.
+  # root: h2), with that root allowed for QUIC (h2, then h3 in the middle of the first
+  # tunnel, which carries on), with QUIC forced.
   timeout 300 node client-wasm/tests/js/altsvc.mjs --server "$server_bin"
 fi
 

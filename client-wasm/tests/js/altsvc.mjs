@@ -1,12 +1,12 @@
 // HTTP/3 from the browser (issue 15): what Debian's headless Chromium does with a phts
-// listener that advertises an h3 listener on the same port (UDP) with `altSvc`, when the
-// server's self-made CA is trusted in a throw-away NSS database (no certificate error is
-// ignored, QUIC is not disabled).
+// listener that serves HTTP/3 on the same port number over UDP (`http3=true`) and
+// advertises it with Alt-Svc, when the server's self-made CA is trusted in a throw-away NSS
+// database (no certificate error is ignored, QUIC is not disabled).
 //
 // One pht-server (its HOME in a temporary folder, so it makes its CA there) serves
-//   phts://127.0.0.1:P   forward to its echo listener, cors=*, altSvc=P
-//                        (every answer: Alt-Svc: h3=":P"; ma=86400)
-//   h3://127.0.0.1:P     the same on UDP
+//   phts://127.0.0.1:P   forward to its echo listener, cors=*, http3=true: HTTP/3 on UDP P
+//                        into the same tunnel table, and on every answer
+//                        Alt-Svc: h3=":P"; ma=86400 (no altSvc given)
 // The test page is https://127.0.0.1:P/altsvc-test/ itself (the document and the web build
 // of the client are handed to Chromium by playwright's routing, which is removed once they
 // are loaded), so the tunnels' requests are same-origin and the page can read each one's
@@ -14,8 +14,9 @@
 // (''), as pht-server sends no Timing-Allow-Origin. DevTools' protocol of every response
 // (CDP Network.responseReceived) is noted too; both are checked. Each tunnel echoes --kib
 // KiB of random bytes, compared byte for byte. The server's debug log counts
-// "h3 connection accepted" and "QUIC handshake failed"; each browser writes a net-log whose
-// QUIC sessions to port P and net errors are read.
+// "h3 connection accepted" and "QUIC handshake failed", and its tunnels: each token opened
+// once, closed, never reset; each browser writes a net-log whose QUIC sessions to port P
+// and net errors are read.
 //
 // Browsers, each with a fresh profile (no Alt-Svc remembered between them):
 //   as-it-comes  Chromium's defaults. On the first answer's Alt-Svc it opens QUIC to P and
@@ -27,25 +28,27 @@
 //                ERR_QUIC_CERT_ROOT_NOT_KNOWN, appears nowhere a page or the net-log can
 //                see); it marks h3 broken for the origin and every request stays on h2.
 //                Checked: all that, and every tunnel intact with Alt-Svc on every answer.
-//   allowed      --origin-to-force-quic-on=127.0.0.1:D, D a port nothing serves: Chromium
+//   split        --origin-to-force-quic-on=127.0.0.1:D, D a port nothing serves: Chromium
 //                then allows a locally-installed root for QUIC to that host name (any port),
 //                still verifying the chain against the NSS database. P itself is not forced,
-//                so only Alt-Svc can bring the page to h3: the page sends small requests to
-//                P until one goes over h3 (the first ones over h2), then opens the tunnels.
-//                Checked: the page moved from h2 to h3 by itself, every tunnel's requests
-//                over h3, the server accepted an h3 connection.
+//                so only Alt-Svc can bring the page to h3, and the tunnels start at once (no
+//                warm-up requests): Chromium moves to h3 in the middle of the first tunnel,
+//                whose authorize and pull go over h2 and later pushes over h3 (that tunnel
+//                writes its bytes in --chunks pieces, 50 ms apart, so it outlasts the QUIC
+//                handshake). The phts listener serves both into one tunnel table, so the
+//                tunnel carries on. Checked: every tunnel intact, the first tunnel's requests
+//                seen on h2 and on h3, the later tunnels' over h3 only, one h3 connection
+//                accepted, every tunnel opened once and closed (none reset, no push refused,
+//                no second tunnel of the same token). With two listeners (phts with altSvc,
+//                and h3 on the same port) the halves of that tunnel land in separate tables
+//                and it fails (the h3 listener answers its pushes 410) or stalls.
 //   forced       --origin-to-force-quic-on=127.0.0.1:P: QUIC from the first request, no
-//                Alt-Svc needed. Checked: every request over h3, an h3 connection accepted.
-//   split        (--split only) as `allowed` without the small requests first: Chromium
-//                moves to h3 in the middle of the first tunnel, so that tunnel's requests
-//                reach the phts listener and the h3 listener, which keep tunnels apart
-//                (one registry each; the h3 one opens a second tunnel of the same token):
-//                the tunnel usually stalls (unless only its closing requests moved). It
-//                fails until the two listeners share tunnels.
+//                Alt-Svc needed. Checked: every request over h3, one h3 connection accepted.
+//   forced-untrusted  as forced, the CA not in the NSS database: the tunnel is refused.
 // If Chromium ever takes h3 in `as-it-comes`, the test checks that instead (tunnels intact,
 // the server accepted an h3 connection) and says so.
 //
-// node altsvc.mjs [--server BIN] [--pkg DIR] [--tunnels N] [--kib N] [--split] [--keep DIR]
+// node altsvc.mjs [--server BIN] [--pkg DIR] [--tunnels N] [--kib N] [--chunks N] [--keep DIR]
 //   --pkg: the web build (client-wasm/pkg/web); --keep: copy the server log and net-logs.
 import { chromium } from 'playwright-core';
 import { parseArgs } from 'node:util';
@@ -64,12 +67,13 @@ const { values: args } = parseArgs({
     pkg: { type: 'string', default: join(root, 'client-wasm/pkg/web') },
     tunnels: { type: 'string', default: '5' },
     kib: { type: 'string', default: '512' },
-    split: { type: 'boolean', default: false },
+    chunks: { type: 'string', default: '16' },
     keep: { type: 'string' },
   },
 });
 const tunnels = Number(args.tunnels);
 const kib = Number(args.kib);
+const chunks = Number(args.chunks);
 const lo = '127.0.0.1';
 const t0 = Date.now();
 const step = (msg) => console.error(`[altsvc-test ${((Date.now() - t0) / 1000).toFixed(1)} s] ${msg}`);
@@ -91,7 +95,7 @@ process.on('exit', () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** A port free on TCP and, when `udp`, on UDP too (the phts and h3 listeners share it). */
+/** A port free on TCP and, when `udp`, on UDP too (the phts listener takes both). */
 async function freePort(udp) {
   for (let i = 0; i < 50; i++) {
     const tcp = createServer();
@@ -132,8 +136,7 @@ mkdirSync(serverHome);
 const serverLog = join(tmp, 'server.log');
 server = spawn(args.server, [
   '-D',
-  '-L', `forward+phts://${lo}:${tunPort}/${lo}:${echoPort}?cors=*&altSvc=${tunPort}`,
-  '-L', `forward+h3://${lo}:${tunPort}/${lo}:${echoPort}?cors=*`,
+  '-L', `forward+phts://${lo}:${tunPort}/${lo}:${echoPort}?cors=*&http3=true`,
   '-L', `echo://${lo}:${echoPort}`,
 ], { stdio: ['ignore', 'ignore', openSync(serverLog, 'w')], env: { ...process.env, HOME: serverHome } });
 server.on('exit', (code) => {
@@ -144,7 +147,8 @@ const log = () => readFileSync(serverLog, 'utf8');
 const count = (what) => log().split('\n').filter((l) => l.includes(what)).length;
 for (let i = 0; ; i++) {
   const l = log();
-  if ([`${tunPort}/phts`, `${tunPort}/h3`, `${echoPort}/tcp`].every((s) => l.includes(`listening on ${lo}:${s}`))) break;
+  if ([`${tunPort}/phts`, `${echoPort}/tcp`].every((s) => l.includes(`listening on ${lo}:${s}`)) &&
+    l.includes(`HTTP/3 on udp ${lo}:${tunPort}, with the same tunnels`)) break;
   if (i > 100) throw new Error(`pht-server did not start:\n${l}`);
   await new Promise((r) => setTimeout(r, 100));
 }
@@ -183,9 +187,10 @@ const launch = (name, extra, trusted = true) => chromium.launch({
 
 /**
  * In the page: one tunnel echoing `n` random bytes, compared; the protocols of its
- * requests (nextHopProtocol). Gives up after `ms` (the tunnel is closed then).
+ * requests (nextHopProtocol) and how long the echo took. The bytes are written in `pieces`
+ * writes, 50 ms apart. Gives up after `ms` (the tunnel is closed then).
  */
-async function pageTunnel([server, n, ms]) {
+async function pageTunnel([server, n, ms, pieces]) {
   const { connect } = globalThis.__pht;
   performance.clearResourceTimings();
   const sent = new Uint8Array(n);
@@ -195,12 +200,20 @@ async function pageTunnel([server, n, ms]) {
   let tunnel;
   let version;
   let error;
+  const start = performance.now();
+  let took;
   const work = (async () => {
     tunnel = await connect(server, { connector: 'forward' });
     version = tunnel.version;
     const writer = tunnel.writable.getWriter();
     const reader = tunnel.readable.getReader();
-    const writing = writer.write(sent);
+    const writing = (async () => {
+      const size = Math.ceil(n / pieces);
+      for (let i = 0; i < n; i += size) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 50));
+        await writer.write(sent.subarray(i, Math.min(n, i + size)));
+      }
+    })();
     while (len < n) {
       const { done, value } = await reader.read();
       if (done) break;
@@ -209,6 +222,7 @@ async function pageTunnel([server, n, ms]) {
       len += value.length;
     }
     await writing;
+    took = Math.round(performance.now() - start);
   })();
   let timer;
   const timeout = new Promise((_, fail) => {
@@ -230,29 +244,16 @@ async function pageTunnel([server, n, ms]) {
     if (!e.name.startsWith(server)) continue;
     hops[e.nextHopProtocol || '(hidden)'] = (hops[e.nextHopProtocol || '(hidden)'] ?? 0) + 1;
   }
-  return { echoed: len, intact, version, hops, error };
-}
-
-/** In the page: small requests to the tunnels' origin until one goes over h3 (at most 20). */
-async function pagePrime(server) {
-  const seen = [];
-  for (let i = 0; i < 20 && seen.at(-1) !== 'h3'; i++) {
-    performance.clearResourceTimings();
-    const url = `${server}/altsvc-test/prime?${i}`;
-    await (await fetch(url, { cache: 'no-store' })).arrayBuffer();
-    await new Promise((r) => setTimeout(r, 100));
-    const e = performance.getEntriesByName(url)[0];
-    seen.push(e?.nextHopProtocol || '(none)');
-  }
-  return seen;
+  return { echoed: len, intact, version, hops, error, took };
 }
 
 /** A fresh browser on the test page: the tunnels, and what each one went over. */
-async function session(name, extra, { prime = false } = {}) {
+async function session(name, extra, { pace = false } = {}) {
   const accepted0 = count('h3 connection accepted');
   const failed0 = count('QUIC handshake failed');
+  const log0 = log().length;
   const browser = await launch(name, extra);
-  const out = { name, runs: [], primed: [] };
+  const out = { name, runs: [] };
   try {
     const page = await browser.newPage();
     page.on('console', (m) => {
@@ -260,13 +261,19 @@ async function session(name, extra, { prime = false } = {}) {
     });
     const responses = [];
     const urls = new Map();
+    // Every request in the order sent, with the protocol of its answer.
+    const sent = [];
     const failed = [];
     const cdp = await page.context().newCDPSession(page);
     await cdp.send('Network.enable');
-    cdp.on('Network.requestWillBeSent', ({ requestId, request }) => urls.set(requestId, request.url));
-    cdp.on('Network.responseReceived', ({ response }) => {
+    cdp.on('Network.requestWillBeSent', ({ requestId, request }) => {
+      urls.set(requestId, request.url);
+      sent.push({ requestId, url: request.url });
+    });
+    cdp.on('Network.responseReceived', ({ requestId, response }) => {
       const altSvc = Object.entries(response.headers).find(([k]) => k.toLowerCase() === 'alt-svc')?.[1];
       responses.push({ url: response.url, protocol: response.protocol, altSvc });
+      for (const x of sent) if (x.requestId === requestId) x.protocol = response.protocol;
     });
     cdp.on('Network.loadingFailed', ({ requestId, errorText, canceled }) => {
       if (!canceled) failed.push(`${urls.get(requestId)}: ${errorText}`);
@@ -290,22 +297,19 @@ async function session(name, extra, { prime = false } = {}) {
     check(served.length === 3, `the page's files: ${JSON.stringify(served)}`);
     responses.length = 0;
     const wantAltSvc = `h3=":${tunPort}"; ma=86400`;
-    if (prime) {
-      out.primed = await page.evaluate(pagePrime, origin);
-      step(`${name}: small requests before the tunnels went over ${out.primed.join(', ')}`);
-      out.primedAltSvc = responses.every((x) => x.protocol !== 'h2' || x.altSvc === wantAltSvc);
-    }
     for (let i = 0; i < tunnels; i++) {
       const from = responses.length;
-      const r = await page.evaluate(pageTunnel, [origin, kib * 1024, 20_000]);
+      const sentFrom = sent.length;
+      const r = await page.evaluate(pageTunnel, [origin, kib * 1024, 20_000, pace && i === 0 ? chunks : 1]);
       const mine = responses.slice(from).filter((x) => x.url.startsWith(origin));
       const protocols = {};
       for (const x of mine) protocols[x.protocol] = (protocols[x.protocol] ?? 0) + 1;
-      const run = { ...r, protocols, requests: mine.length, altSvc: mine.every((x) => x.protocol !== 'h2' || x.altSvc === wantAltSvc) };
+      const order = sequence(sent.slice(sentFrom).filter((x) => x.url.startsWith(origin)));
+      const run = { ...r, protocols, order, requests: mine.length, altSvc: mine.every((x) => x.protocol !== 'h2' || x.altSvc === wantAltSvc) };
       out.runs.push(run);
       step(`${name}: tunnel ${i + 1}: ${r.echoed} bytes echoed${r.intact ? ' intact' : ' NOT INTACT'}, PHT/${r.version}` +
-        `${r.error ? ` (${r.error})` : ''}; nextHopProtocol ${JSON.stringify(r.hops)}, DevTools ${JSON.stringify(protocols)}; ` +
-        `Alt-Svc on every h2 answer: ${run.altSvc}`);
+        `${r.error ? ` (${r.error})` : ` in ${r.took} ms`}; nextHopProtocol ${JSON.stringify(r.hops)}, DevTools ${JSON.stringify(protocols)}; ` +
+        `Alt-Svc on every h2 answer: ${run.altSvc}; requests in order: ${order}`);
       await new Promise((res) => setTimeout(res, 300));
     }
     for (const f of failed) step(`${name}: request failed: ${f}`);
@@ -315,6 +319,9 @@ async function session(name, extra, { prime = false } = {}) {
   }
   out.accepted = count('h3 connection accepted') - accepted0;
   out.refused = count('QUIC handshake failed') - failed0;
+  out.server = await serverTunnels(log0);
+  step(`${name}: the server's tunnels: ${out.server.opened} opened (${out.server.tokens} tokens), ` +
+    `${out.server.closed} closed, ${out.server.reset} reset, ${out.server.refused} pushes refused`);
   Object.assign(out, netLog(join(tmp, `netlog-${name}.json`), tunPort));
   step(`${name}: the server accepted ${out.accepted} h3 connection(s), ${out.refused} QUIC handshake(s) failed; ` +
     `Chromium's net-log: QUIC sessions to port ${tunPort}: ` +
@@ -360,6 +367,45 @@ async function untrusted() {
     `handshake(s) failed; QUIC sessions: ${quic.map((q) => `[${q}]`).join(', ') || 'none'}; net errors ${JSON.stringify(errors)}`);
   return out;
 }
+
+/** Requests in order as `authorize h2, push h3 ×2, ...` (path's last part, then protocol). */
+function sequence(reqs) {
+  const parts = [];
+  for (const x of reqs) {
+    const what = `${new URL(x.url).pathname.split('/').at(-1)} ${x.protocol ?? '(no answer)'}`;
+    const last = parts.at(-1);
+    if (last?.what === what) last.n++;
+    else parts.push({ what, n: 1 });
+  }
+  return parts.map((p) => (p.n > 1 ? `${p.what} ×${p.n}` : p.what)).join(', ');
+}
+
+/**
+ * The server's debug log from offset `from`: tunnels opened (and how many tokens: each
+ * token must open one tunnel, whichever side its requests came in by), closed, reset, and
+ * pushes refused. Waits up to 3 s for every opened tunnel to be closed.
+ */
+async function serverTunnels(from) {
+  for (let i = 0; ; i++) {
+    const lines = log().slice(from).split('\n');
+    const opened = lines.filter((l) => / DEBUG tunnel opened service=/.test(l));
+    const tokens = new Set(opened.map((l) => l.match(/ token="?([^" ]+)/)?.[1]));
+    const n = (re) => lines.filter((l) => re.test(l)).length;
+    const out = {
+      opened: opened.length,
+      tokens: tokens.size,
+      closed: n(/ DEBUG tunnel closed service=/),
+      reset: n(/ DEBUG (.*: )?tunnel reset service=/),
+      refused: n(/ push refused/),
+    };
+    if (out.closed >= out.opened || i >= 30) return out;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Every tunnel of the session opened once (one per token), closed, none reset. */
+const tidy = (s, want) => s.server.opened === want && s.server.tokens === want && s.server.closed === want &&
+  s.server.reset === 0 && s.server.refused === 0;
 
 /**
  * A net-log's QUIC sessions to 127.0.0.1:`port` (how each ended), whether Chromium marked
@@ -409,6 +455,7 @@ try {
   const a = await session('as-it-comes', []);
   check(intact(a), `as-it-comes: a tunnel failed or its bytes did not come back intact: ${JSON.stringify(a.runs)}`);
   check(a.runs.every((r) => r.altSvc), `as-it-comes: an h2 answer came without Alt-Svc: ${JSON.stringify(a.runs)}`);
+  check(tidy(a, tunnels), `as-it-comes: the server's tunnels: ${JSON.stringify(a.server)}`);
   if (a.runs.some((r) => r.hops.h3 || r.protocols.h3)) {
     check(a.accepted > 0, 'as-it-comes: h3 seen in the page, but the server accepted no h3 connection');
     summary.push(`Chromium as it comes moved to h3 after Alt-Svc with the NSS-trusted root: ${protocolsOf(a)}`);
@@ -426,22 +473,33 @@ try {
       `CERTIFICATE_VERIFY_FAILED; ERR_QUIC_PROTOCOL_ERROR), h3 marked broken, 0 h3 connections accepted`);
   }
 
-  // 2. The local root allowed for QUIC to 127.0.0.1; only Alt-Svc brings P to h3.
-  const b = await session('allowed', [`--origin-to-force-quic-on=${lo}:${sparePort}`], { prime: true });
-  check(b.primed[0] === 'h2' && b.primed.at(-1) === 'h3' && b.primedAltSvc,
-    `allowed: the page did not move from h2 to h3 by itself: ${b.primed.join(', ')} (Alt-Svc on every h2 answer: ${b.primedAltSvc})`);
-  check(intact(b), `allowed: a tunnel failed or its bytes did not come back intact: ${JSON.stringify(b.runs)}`);
-  check(b.runs.every((r) => only(r, 'h3')), `allowed: not every tunnel request went over h3: ${JSON.stringify(b.runs)}`);
-  check(b.accepted > 0, 'allowed: the server accepted no h3 connection');
-  summary.push(`local root allowed for QUIC (--origin-to-force-quic-on=${lo}:<another port>): small requests went over ` +
-    `${b.primed.join(', ')}, then every tunnel over h3 (${protocolsOf(b)}), ${b.accepted} h3 connection(s) accepted`);
+  // 2. The local root allowed for QUIC to 127.0.0.1, no warm-up: Alt-Svc acted on in the
+  // middle of the first tunnel, whose requests then reach both sides of the listener.
+  const d = await session('split', [`--origin-to-force-quic-on=${lo}:${sparePort}`], { pace: true });
+  const first = d.runs[0];
+  check(intact(d), `split: a tunnel failed when Chromium moved to h3 in its middle: ${protocolsOf(d)}; ` +
+    `${d.runs.filter((r) => r.error).map((r) => r.error).join('; ')}`);
+  check(first.protocols.h2 > 0 && first.protocols.h3 > 0 && first.hops.h2 > 0 && first.hops.h3 > 0,
+    `split: the first tunnel's requests were not seen on both h2 and h3: ${JSON.stringify(first)}`);
+  check(first.order.startsWith('authorize h2') && / push h3/.test(first.order),
+    `split: the first tunnel did not start on h2 and push over h3: ${first.order}`);
+  check(d.runs.slice(1).every((r) => only(r, 'h3')), `split: a later tunnel's requests not all over h3: ${JSON.stringify(d.runs)}`);
+  check(d.runs.every((r) => r.altSvc), `split: an h2 answer came without Alt-Svc: ${JSON.stringify(d.runs)}`);
+  check(d.accepted === 1 && d.refused === 0,
+    `split: the server accepted ${d.accepted} h3 connection(s) and ${d.refused} QUIC handshake(s) failed; want 1 and 0`);
+  check(tidy(d, tunnels), `split: the server's tunnels (want ${tunnels} opened, one per token, all closed, none reset, ` +
+    `no push refused): ${JSON.stringify(d.server)}`);
+  summary.push(`local root allowed for QUIC (--origin-to-force-quic-on=${lo}:<another port>), no warm-up: Chromium ` +
+    `moved to h3 in the middle of the first tunnel (${first.order}; ${first.took} ms), every tunnel intact ` +
+    `(${protocolsOf(d)}), 1 h3 connection accepted, ${tunnels} tunnels opened and closed, none reset`);
 
   // 3. QUIC forced to P.
   const c = await session('forced', [`--origin-to-force-quic-on=${lo}:${tunPort}`]);
   check(intact(c), `forced: a tunnel failed or its bytes did not come back intact: ${JSON.stringify(c.runs)}`);
   check(c.runs.every((r) => only(r, 'h3')), `forced: not every request went over h3: ${JSON.stringify(c.runs)}`);
-  check(c.accepted > 0, 'forced: the server accepted no h3 connection');
-  summary.push(`QUIC forced to the tunnels' origin: every request over h3 (${protocolsOf(c)}), ${c.accepted} h3 connection(s) accepted`);
+  check(c.accepted === 1, `forced: the server accepted ${c.accepted} h3 connections; want 1`);
+  check(tidy(c, tunnels), `forced: the server's tunnels: ${JSON.stringify(c.server)}`);
+  summary.push(`QUIC forced to the tunnels' origin: every request over h3 (${protocolsOf(c)}), ${c.accepted} h3 connection accepted`);
 
   // 4. The same without the CA trusted: refused (the flag is no certificate override).
   const u = await untrusted();
@@ -450,19 +508,6 @@ try {
   `forced-untrusted: ${JSON.stringify(u)}`);
   summary.push(`QUIC forced, CA not trusted: the tunnel refused (${u.answer}), the QUIC handshake ended by Chromium ` +
     `(CERTIFICATE_VERIFY_FAILED), 0 h3 connections accepted`);
-
-  // 5. (--split) Alt-Svc acted on in the middle of the first tunnel.
-  if (args.split) {
-    const d = await session('split', [`--origin-to-force-quic-on=${lo}:${sparePort}`]);
-    const tokens = [...log().matchAll(/tunnel opened service=(\S+) token="([^"]+)"/g)];
-    const services = {};
-    for (const [, svc, tok] of tokens) (services[tok] ??= new Set()).add(svc);
-    const split = Object.entries(services).filter(([, s]) => s.size > 1).map(([t]) => t);
-    step(`split: tunnels opened on both listeners (same token): ${split.length ? split.join(', ') : 'none'}`);
-    check(intact(d), `split: a tunnel failed when Chromium moved to h3 in its middle: ${protocolsOf(d)}; ` +
-      `${d.runs.filter((r) => r.error).map((r) => r.error).join('; ')}`);
-    summary.push(`Alt-Svc acted on mid-tunnel: ${protocolsOf(d)}, every tunnel intact`);
-  }
 } catch (e) {
   failures.push(e.message);
 }
