@@ -142,8 +142,13 @@ impl H3Client {
         headers: &[(String, String)],
     ) -> Result<FetchResponse<H3Body>, FetchError> {
         let mut s = self.open(Method::GET, url, headers, 0).await?;
-        s.finish().await.map_err(stream_error)?;
-        let resp = s.recv_response().await.map_err(stream_error)?;
+        // A server may answer before it has read the request's end, and stop the request
+        // side (RFC 9114, 4.1.2): the answer still counts, so only its own errors do.
+        let sent = s.finish().await;
+        let resp = s
+            .recv_response()
+            .await
+            .map_err(|e| request_error(e, sent))?;
         let content_type = resp
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -164,11 +169,20 @@ impl H3Client {
         max_answer: usize,
     ) -> Result<(u16, Bytes), FetchError> {
         let mut s = self.open(Method::POST, url, headers, body.len()).await?;
-        if !body.is_empty() {
-            s.send_data(body).await.map_err(stream_error)?;
-        }
-        s.finish().await.map_err(stream_error)?;
-        let resp = s.recv_response().await.map_err(stream_error)?;
+        // As in `get`: a server that refuses a push unread (413, 410) stops the body, and
+        // its answer is what the tunnel needs to see.
+        let sent = if body.is_empty() {
+            s.finish().await
+        } else {
+            match s.send_data(body).await {
+                Ok(()) => s.finish().await,
+                Err(e) => Err(e),
+            }
+        };
+        let resp = s
+            .recv_response()
+            .await
+            .map_err(|e| request_error(e, sent))?;
         let mut answer = BytesMut::new();
         while let Some(mut chunk) = s.recv_data().await.map_err(stream_error)? {
             if answer.len() + chunk.remaining() > max_answer {
@@ -182,6 +196,17 @@ impl H3Client {
 
 fn stream_error(e: h3::error::StreamError) -> FetchError {
     FetchError(format!("h3 stream: {e}"))
+}
+
+/// No answer came: the error says why, including a failure to send the request first.
+fn request_error(
+    e: h3::error::StreamError,
+    sent: Result<(), h3::error::StreamError>,
+) -> FetchError {
+    match sent {
+        Ok(()) => stream_error(e),
+        Err(s) => FetchError(format!("h3 stream: sending the request: {s}; then: {e}")),
+    }
 }
 
 /// A response body read from its QUIC stream. Dropping it stops the stream, which tells

@@ -238,13 +238,37 @@ async fn serve_connection(
 type SendHalf = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type RecvHalf = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 
+/// A request's receiving side. Dropped before the request's end (a route that answers
+/// without reading the body, such as a pull, or a push refused unread), it tells the
+/// client to stop sending with H3_NO_ERROR, as RFC 9114 (4.1.2) asks, rather than the
+/// bare code 0 quinn would use.
+struct Receiving {
+    recv: RecvHalf,
+    ended: bool,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
+}
+
 /// A request body read from its stream, as the routes take it.
 fn request_body(recv: RecvHalf) -> ReqBody {
-    let chunks = futures::stream::unfold(Some(recv), |state| async move {
-        let mut recv = state?;
-        match recv.recv_data().await {
-            Ok(Some(mut b)) => Some((Ok(Frame::data(b.copy_to_bytes(b.remaining()))), Some(recv))),
-            Ok(None) => None,
+    let start = Receiving { recv, ended: false };
+    let chunks = futures::stream::unfold(Some(start), |state| async move {
+        let mut r = state?;
+        match r.recv.recv_data().await {
+            Ok(Some(mut b)) => {
+                let data = b.copy_to_bytes(b.remaining());
+                Some((Ok(Frame::data(data)), Some(r)))
+            }
+            Ok(None) => {
+                r.ended = true;
+                None
+            }
             // The body broke off: one error, then the end.
             Err(e) => Some((Err(io::Error::other(e)), None)),
         }
