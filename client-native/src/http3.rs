@@ -149,14 +149,9 @@ impl H3Client {
             .recv_response()
             .await
             .map_err(|e| request_error(e, sent))?;
-        let content_type = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         Ok(FetchResponse {
             status: resp.status().as_u16(),
-            content_type,
+            content_type: crate::transport::content_type(resp.headers()),
             body: H3Body::new(s),
         })
     }

@@ -497,15 +497,9 @@ impl Fetch for HyperFetch {
             .request(req)
             .await
             .map_err(fetch_error)?;
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         Ok(FetchResponse {
-            status,
-            content_type,
+            status: resp.status().as_u16(),
+            content_type: content_type(resp.headers()),
             body: HyperBody(BodyInner::Hyper(resp.into_body().into_data_stream())),
         })
     }
@@ -534,6 +528,14 @@ impl Fetch for HyperFetch {
             .to_bytes();
         Ok((status, body))
     }
+}
+
+/// A response's `Content-Type`, if readable.
+pub(crate) fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn fetch_error(e: hyper_util::client::legacy::Error) -> FetchError {

@@ -51,6 +51,7 @@
 // node altsvc.mjs [--server BIN] [--pkg DIR] [--tunnels N] [--kib N] [--chunks N] [--keep DIR]
 //   --pkg: the web build (client-wasm/pkg/web); --keep: copy the server log and net-logs.
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS } from './chromium.mjs';
 import { parseArgs } from 'node:util';
 import { spawn, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -166,17 +167,11 @@ function browserHome(name, trusted) {
 }
 
 const launch = (name, extra, trusted = true) => chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  executablePath: CHROMIUM,
   headless: true,
   // page.mjs's flags (without --disable-quic: QUIC is on by default), and a net-log.
   args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
+    ...CHROMIUM_ARGS,
     '--password-store=basic',
     `--log-net-log=${join(tmp, `netlog-${name}.json`)}`,
     ...extra,

@@ -14,6 +14,7 @@
 // node page.mjs --page URL --ports pht:P,phts:P,relay:P,forward:P,echo:P --home DIR
 //               --bare-home DIR --reset host:port --dead host:port --shots DIR [--mib N]
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS } from './chromium.mjs';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -52,16 +53,10 @@ for (const k of ['page', 'pht', 'phts', 'relay', 'forward', 'echo']) {
 }
 
 const launch = (home) => chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  executablePath: CHROMIUM,
   headless: true,
   args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
+    ...CHROMIUM_ARGS,
     '--password-store=basic',
   ],
   // Chromium on Linux trusts the NSS database in $HOME/.pki/nssdb.

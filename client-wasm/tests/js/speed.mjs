@@ -278,11 +278,11 @@ if (wheres.includes('node')) {
 
 if (wheres.includes('chromium')) {
   const { chromium } = await import('playwright-core');
+  const { CHROMIUM, CHROMIUM_ARGS } = await import('./chromium.mjs');
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    executablePath: CHROMIUM,
     headless: true,
-    args: [...(process.env.SPEED_JS_FLAGS ? [`--js-flags=${process.env.SPEED_JS_FLAGS}`] : []), '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: [...(process.env.SPEED_JS_FLAGS ? [`--js-flags=${process.env.SPEED_JS_FLAGS}`] : []), ...CHROMIUM_ARGS],
   });
   try {
     const page = await browser.newPage();

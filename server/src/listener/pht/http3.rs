@@ -15,7 +15,7 @@ use pht_client::QuicOptions;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::registry::Registry;
 use super::routes::{self, ReqBody};
@@ -174,15 +174,7 @@ pub(super) async fn serve(
             }
         });
     }
-    info!(service = %registry.service, "h3 listener stopped; resetting tunnels");
-    registry.close_all();
-    connections.close();
-    if tokio::time::timeout(DRAIN_LIMIT, connections.wait())
-        .await
-        .is_err()
-    {
-        debug!(service = %registry.service, open = connections.len(), "h3 connections still open after the drain limit");
-    }
+    super::stopped(&registry, &connections, "h3").await;
     endpoint.close(0u32.into(), b"shutting down");
 }
 

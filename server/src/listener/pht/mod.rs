@@ -512,14 +512,20 @@ async fn serve(
             }
         });
     }
-    info!(service = %registry.service, "pht listener stopped; resetting tunnels");
+    stopped(&registry, &connections, "pht").await;
+}
+
+/// After a serving loop's shutdown: resets the tunnels (PHT/2 pulls send their RESET
+/// frames) and gives the connections up to [`DRAIN_LIMIT`] to say so.
+async fn stopped(registry: &Registry, connections: &TaskTracker, kind: &str) {
+    info!(service = %registry.service, "{kind} listener stopped; resetting tunnels");
     registry.close_all();
     connections.close();
     if tokio::time::timeout(DRAIN_LIMIT, connections.wait())
         .await
         .is_err()
     {
-        debug!(service = %registry.service, open = connections.len(), "pht connections still open after the drain limit");
+        debug!(service = %registry.service, open = connections.len(), "{kind} connections still open after the drain limit");
     }
 }
 
