@@ -29,6 +29,7 @@ mod maybe_send;
 mod node;
 pub mod relay;
 mod server_addr;
+pub mod socks5;
 pub mod socks_addr;
 mod token;
 mod tunnel;

@@ -149,7 +149,7 @@ pub enum ConnectorError {
     #[error("socks5: authentication failed")]
     Socks5AuthFailed,
     /// The SOCKS5 server refused the CONNECT request with this reply code.
-    #[error("socks5: connect failed: {code:02x} {}", socks5::reply_text(*code))]
+    #[error("socks5: connect failed: {code:02x} {}", crate::socks5::reply_text(*code))]
     Socks5Refused { code: u8 },
     /// The SOCKS5 server's answer does not follow RFC 1928/1929.
     #[error("socks5: malformed reply: {0}")]

@@ -7,31 +7,19 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectorError, Credentials, Target, io_err};
 use crate::socks_addr::{SocksAddr, SocksAddrError};
+use crate::socks5::{
+    AUTH_OK, AUTH_VERSION, CMD_CONNECT, METHOD_NONE, METHOD_UNACCEPTABLE, METHOD_USER_PASS, REP_OK,
+    VERSION,
+};
 
 const CONTEXT: &str = "socks5";
-
-/// The text for a SOCKS5 reply code (RFC 1928 §6).
-pub(crate) fn reply_text(code: u8) -> &'static str {
-    match code {
-        0x00 => "succeeded",
-        0x01 => "general SOCKS server failure",
-        0x02 => "connection not allowed by ruleset",
-        0x03 => "network unreachable",
-        0x04 => "host unreachable",
-        0x05 => "connection refused",
-        0x06 => "TTL expired",
-        0x07 => "command not supported",
-        0x08 => "address type not supported",
-        _ => "unassigned",
-    }
-}
 
 /// The greeting: `05 NMETHODS 00 [02]`.
 pub(super) fn greeting(auth: Option<&Credentials>) -> Vec<u8> {
     if auth.is_some() {
-        vec![0x05, 0x02, 0x00, 0x02]
+        vec![VERSION, 0x02, METHOD_NONE, METHOD_USER_PASS]
     } else {
-        vec![0x05, 0x01, 0x00]
+        vec![VERSION, 0x01, METHOD_NONE]
     }
 }
 
@@ -39,7 +27,7 @@ pub(super) fn greeting(auth: Option<&Credentials>) -> Vec<u8> {
 pub(super) fn auth_request(c: &Credentials) -> Result<Vec<u8>, ConnectorError> {
     let (u, p) = c.length_prefixed(CONTEXT)?;
     let mut out = Vec::with_capacity(3 + u.len() + p.len());
-    out.push(0x01);
+    out.push(AUTH_VERSION);
     out.push(u.len() as u8);
     out.extend_from_slice(u);
     out.push(p.len() as u8);
@@ -49,7 +37,7 @@ pub(super) fn auth_request(c: &Credentials) -> Result<Vec<u8>, ConnectorError> {
 
 /// The CONNECT request: `05 01 00 ATYP ADDR PORT`.
 pub(super) fn connect_request(target: &Target) -> Result<Vec<u8>, ConnectorError> {
-    let mut out = vec![0x05, 0x01, 0x00];
+    let mut out = vec![VERSION, CMD_CONNECT, 0x00];
     target.encode_to(&mut out)?;
     Ok(out)
 }
@@ -81,24 +69,24 @@ where
     let request = connect_request(target)?;
     send(stream, &greeting(auth)).await?;
     let [ver, method] = recv::<_, 2>(stream).await?;
-    if ver != 0x05 {
+    if ver != VERSION {
         return Err(ConnectorError::Socks5Malformed(format!(
             "version {ver:#04x} in method choice"
         )));
     }
     match method {
-        0x00 => {}
-        0x02 => {
+        METHOD_NONE => {}
+        METHOD_USER_PASS => {
             let Some(msg) = auth_msg else {
                 return Err(ConnectorError::Socks5AuthRequired);
             };
             send(stream, &msg).await?;
             let [_ver, status] = recv::<_, 2>(stream).await?;
-            if status != 0x00 {
+            if status != AUTH_OK {
                 return Err(ConnectorError::Socks5AuthFailed);
             }
         }
-        0xFF => return Err(ConnectorError::Socks5NoMethod),
+        METHOD_UNACCEPTABLE => return Err(ConnectorError::Socks5NoMethod),
         m => {
             return Err(ConnectorError::Socks5Malformed(format!(
                 "server chose method {m:#04x}, which was not offered"
@@ -108,12 +96,12 @@ where
 
     send(stream, &request).await?;
     let [ver, rep, _rsv, atyp] = recv::<_, 4>(stream).await?;
-    if ver != 0x05 {
+    if ver != VERSION {
         return Err(ConnectorError::Socks5Malformed(format!(
             "version {ver:#04x} in reply"
         )));
     }
-    if rep != 0x00 {
+    if rep != REP_OK {
         return Err(ConnectorError::Socks5Refused { code: rep });
     }
     // BND.ADDR and BND.PORT: read to keep the stream in step, otherwise unused.

@@ -30,22 +30,11 @@ use crate::config::ServiceConfig;
 use crate::listener::{Accepted, Stream};
 use crate::router::Router;
 
-pub(super) const VERSION: u8 = 0x05;
-const METHOD_NONE: u8 = 0x00;
-const METHOD_USER_PASS: u8 = 0x02;
-const METHOD_UNACCEPTABLE: u8 = 0xFF;
-
-const CMD_CONNECT: u8 = 0x01;
-const CMD_BIND: u8 = 0x02;
-const CMD_UDP: u8 = 0x03;
-const CMD_MUXBIND: u8 = 0xF2;
-const CMD_UDPTUN: u8 = 0xF3;
-
-pub(super) const REP_OK: u8 = 0x00;
-pub(super) const REP_FAILURE: u8 = 0x01;
-pub(super) const REP_NOT_ALLOWED: u8 = 0x02;
-const REP_NET_UNREACHABLE: u8 = 0x03;
-const REP_CMD_UNSUPPORTED: u8 = 0x07;
+use pht_core::socks5::{
+    AUTH_OK, AUTH_REFUSED, AUTH_VERSION, CMD_BIND, CMD_CONNECT, CMD_MUXBIND, CMD_UDP, CMD_UDPTUN,
+    METHOD_NONE, METHOD_UNACCEPTABLE, METHOD_USER_PASS, REP_CMD_UNSUPPORTED, REP_NET_UNREACHABLE,
+    REP_NOT_ALLOWED, REP_OK, VERSION,
+};
 
 pub struct Socks5Handler {
     common: Arc<Common>,
@@ -123,11 +112,11 @@ impl Socks5Handler {
                 .common
                 .authenticate(&user, &String::from_utf8_lossy(&pass))
             {
-                send_and_close(s, &[0x01, 0x01]).await;
+                send_and_close(s, &[AUTH_VERSION, AUTH_REFUSED]).await;
                 warn!(service = %self.common.service, %peer, "socks5: authentication failed for user {user:?}");
                 return Ok(None);
             }
-            send(s, &[0x01, 0x00]).await?;
+            send(s, &[AUTH_VERSION, AUTH_OK]).await?;
         }
 
         let mut req = [0u8; 4];

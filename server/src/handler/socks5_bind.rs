@@ -10,9 +10,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use super::common::{send, send_and_close};
-use super::socks5::{REP_FAILURE, REP_NOT_ALLOWED, REP_OK, VERSION};
 use crate::access::Bypass;
 use crate::listener::Stream;
+use pht_core::socks5::{REP_FAILURE, REP_NOT_ALLOWED, REP_OK, VERSION};
 
 /// The address a failure reply names: `0.0.0.0:0`.
 pub(super) const NO_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));

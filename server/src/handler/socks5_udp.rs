@@ -10,10 +10,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 
 use super::common::{send, send_and_close};
-use super::socks5::{REP_FAILURE, REP_OK};
 use super::socks5_bind::{NO_ADDR, reply_addr};
 use crate::access::Bypass;
 use crate::listener::Stream;
+use pht_core::socks5::{REP_FAILURE, REP_OK};
 
 /// Largest datagram plus the largest header.
 const MAX_DATAGRAM: usize = 65_535 + 262;
