@@ -1,4 +1,6 @@
-//! Native transport for the PHT protocol core: hyper 1.x over tokio.
+//! Native transport for the PHT protocol core: hyper 1.x (and h3 on quinn) over tokio,
+//! and the `pht-client` binary. The process plumbing that binary shares with `pht-server`
+//! (splice, listening sockets, signals, log set-up, PEM files) is in `pht-runtime`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -13,17 +15,12 @@
 
 mod clock;
 mod http3;
-pub mod logging;
-mod pipe;
 pub mod quic;
-mod reset;
 pub mod tls;
 mod transport;
 
 pub use clock::TokioClock;
-pub use pipe::{PipeStats, pipe, splice};
 pub use quic::QuicOptions;
-pub use reset::Reset;
 pub use transport::{
     Dial, HyperBody, HyperFetch, Io, NodeIo, Proxy, TransportError, TransportOptions,
 };
@@ -97,92 +94,4 @@ pub async fn connect_to(
         .map(|u| Credentials::new(u.clone(), node.password.clone().unwrap_or_default()));
     let connected = pht_core::handshake(tunnel, connector, target, auth.as_ref()).await?;
     Ok(connected.compat())
-}
-
-/// Raises the open-file soft limit to the hard limit, as Go programs (gost) do at start:
-/// every tunnel costs sockets, and the usual soft limit of 1024 caps a busy server.
-pub fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
-/// The open-file soft limit (`None` when unlimited or unknown): what a server sizes its
-/// default limits from.
-pub fn fd_limit() -> Option<u64> {
-    #[cfg(unix)]
-    // SAFETY: getrlimit only writes the struct passed by pointer.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0
-            && lim.rlim_cur != libc::RLIM_INFINITY
-        {
-            // rlim_t is u64 here but not on every unix.
-            #[allow(clippy::unnecessary_cast)]
-            return Some(lim.rlim_cur as u64);
-        }
-    }
-    None
-}
-
-/// Resolves on SIGINT or SIGTERM: how both binaries learn to shut down.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Connections the kernel queues for a listener before the program accepts them
-/// (capped by `net.core.somaxconn`). std's default of 128 overflows under a burst of new
-/// tunnels, and each overflowed connect then waits out a one-second SYN retransmit.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds a TCP listener on `addr` (`host:port`, resolved) with [`LISTEN_BACKLOG`].
-pub async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let mut last = None;
-    for a in tokio::net::lookup_host(addr).await? {
-        let socket = if a.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        #[cfg(unix)]
-        socket.set_reuseaddr(true)?;
-        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{addr}: no address"),
-        )
-    }))
 }

@@ -1,90 +1,38 @@
-//! Client TLS with gost's semantics, plus fingerprint pinning; PEM helpers for the server.
+//! Client TLS with gost's semantics, plus fingerprint pinning.
 //!
 //! gost verifies nothing unless `secure=true`: that keeps working with the server's
 //! self-made certificate, and this module warns about it. `caFile` alone checks the chain
 //! but not the name; `secure=true` checks both; `pin=sha256:<hex>` accepts exactly one
-//! certificate whatever its chain.
+//! certificate whatever its chain. The PEM files are read by `pht_runtime::pem`.
 
 use std::sync::Arc;
 
+use pht_runtime::pem::{TlsError, fingerprint, load_certs, load_key, load_roots, provider};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
 
-/// A TLS file that cannot be used.
+/// Client TLS options that cannot be used: a file or the rustls set-up
+/// ([`TlsError`]), or a malformed `pin` or `serverName`.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("read {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("{path}: no {what} found")]
-    Empty { path: String, what: &'static str },
+pub enum ClientTlsError {
+    #[error(transparent)]
+    Setup(#[from] TlsError),
     #[error("invalid pin {0:?}: expected sha256:<64 hex digits>")]
     BadPin(String),
     #[error("invalid serverName {0:?}")]
     BadServerName(String),
-    #[error("TLS setup: {0}")]
-    Rustls(#[from] rustls::Error),
 }
 
-/// Reads every certificate in a PEM file.
-pub fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file_err = |reason: String| TlsError::File {
-        path: path.to_string(),
-        reason,
-    };
-    let data = std::fs::read(path).map_err(|e| file_err(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(TlsError::Empty {
-            path: path.to_string(),
-            what: "certificate",
-        });
+impl From<rustls::Error> for ClientTlsError {
+    fn from(e: rustls::Error) -> Self {
+        ClientTlsError::Setup(e.into())
     }
-    Ok(certs)
-}
-
-/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
-pub fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = std::fs::read(path).map_err(|e| TlsError::File {
-        path: path.to_string(),
-        reason: e.to_string(),
-    })?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|_| TlsError::Empty {
-        path: path.to_string(),
-        what: "private key",
-    })
-}
-
-/// A root store with every certificate of a PEM file.
-pub fn load_roots(path: &str) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for c in load_certs(path)? {
-        roots.add(c)?;
-    }
-    Ok(roots)
-}
-
-/// `sha256:<hex>` of a certificate's DER bytes: what `pin=` compares and the server logs.
-///
-/// ```
-/// let fp = pht_client::tls::fingerprint(&[1, 2, 3]);
-/// assert!(fp.starts_with("sha256:039058c6f2c0cb49"));
-/// ```
-pub fn fingerprint(der: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(der)))
-}
-
-/// The ring provider, installed once as the process default.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// What a client asks of a TLS server (gost's `dialer.tls` keys, plus `pin`).
@@ -110,7 +58,7 @@ impl ClientTlsOptions {
     }
 
     /// Builds the rustls configuration; `alpn` is offered in order.
-    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<ClientConfig, ClientTlsError> {
         let provider = provider();
         let algs = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = if let Some(pin) = &self.pin {
@@ -124,7 +72,7 @@ impl ClientTlsOptions {
                 provider.clone(),
             )
             .build()
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
             Arc::new(ChainOnly {
                 inner,
                 check_name: self.secure,
@@ -135,7 +83,7 @@ impl ClientTlsOptions {
             };
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?
+                .map_err(|e| rustls::Error::General(e.to_string()))?
         } else {
             Arc::new(Unchained { pin: None, algs })
         };
@@ -152,16 +100,16 @@ impl ClientTlsOptions {
     }
 
     /// The name sent as SNI (and verified when `secure`): `serverName`, else `host`.
-    pub fn sni(&self, host: &str) -> Result<ServerName<'static>, TlsError> {
+    pub fn sni(&self, host: &str) -> Result<ServerName<'static>, ClientTlsError> {
         let name = self.server_name.as_deref().unwrap_or(host);
         let name = name.trim_start_matches('[').trim_end_matches(']');
         ServerName::try_from(name.to_string())
-            .map_err(|_| TlsError::BadServerName(name.to_string()))
+            .map_err(|_| ClientTlsError::BadServerName(name.to_string()))
     }
 }
 
-fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
-    let bad = || TlsError::BadPin(pin.to_string());
+fn parse_pin(pin: &str) -> Result<[u8; 32], ClientTlsError> {
+    let bad = || ClientTlsError::BadPin(pin.to_string());
     let digits = pin
         .strip_prefix("sha256:")
         .ok_or_else(bad)?

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::http3::{H3Body, H3Client};
 use crate::quic::QuicOptions;
-use crate::tls::{ClientTlsOptions, TlsError};
+use crate::tls::{ClientTlsError, ClientTlsOptions};
 
 /// Largest push/authorize response body read into memory (PHT answers are tiny).
 const MAX_SMALL_BODY: usize = 64 * 1024;
@@ -54,7 +54,7 @@ pub enum TransportError {
     #[error("{0}")]
     Quic(String),
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Tls(#[from] ClientTlsError),
     #[error("parameter {key}={value:?}: {reason}")]
     BadParam {
         key: &'static str,

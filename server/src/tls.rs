@@ -7,7 +7,7 @@ mod autocert;
 use std::path::Path;
 use std::sync::Arc;
 
-use pht_client::tls::{TlsError, fingerprint, load_certs, load_key, load_roots, provider};
+use pht_runtime::pem::{TlsError, fingerprint, load_certs, load_key, load_roots, provider};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tracing::{info, warn};

@@ -238,7 +238,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// A listener for a test target, with a backlog deep enough for a thousand connects at
 /// once (a shallow one drops SYNs, and the late ones get reset).
 pub async fn target_listener() -> TcpListener {
-    pht_client::listen("127.0.0.1:0").await.unwrap()
+    pht_runtime::listen("127.0.0.1:0").await.unwrap()
 }
 
 /// An echo server on 127.0.0.1: every connection gets its bytes back.

@@ -58,7 +58,7 @@ fn usage(pid: u32) -> (usize, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_and_pull_floods_leave_a_neighbour_tunnel_intact() {
-    pht_client::raise_fd_limit();
+    pht_runtime::raise_fd_limit();
     let echo = echo_target().await;
     let sp = free_port();
     let srv = server(&["-L", &format!("forward+pht://127.0.0.1:{sp}/{echo}")], sp).await;
@@ -129,7 +129,7 @@ async fn authorize_and_pull_floods_leave_a_neighbour_tunnel_intact() {
     neighbour.await.unwrap();
     let (fds, hwm_kib) = usage(srv.pid());
     peak_fds = peak_fds.max(fds);
-    let limit = pht_client::fd_limit().unwrap_or(20_000) as usize;
+    let limit = pht_runtime::fd_limit().unwrap_or(20_000) as usize;
     println!(
         "pull flood: {live} tunnels, {refused} refused (429); authorize flood: {authorized} \
          tokens, {auth_refused} refused (429); server peak descriptors {peak_fds} of {limit}, \

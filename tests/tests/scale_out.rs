@@ -90,7 +90,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(server_opts: &str) -> Cluster {
-        pht_client::raise_fd_limit();
+        pht_runtime::raise_fd_limit();
         let mut servers = Vec::new();
         let mut metrics = Vec::new();
         let mut addrs = Vec::new();

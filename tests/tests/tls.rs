@@ -223,7 +223,7 @@ async fn verification_with_ca_files_and_pins() {
     .await
     .unwrap();
 
-    let pin = pht_client::tls::fingerprint(&pki.server_der);
+    let pin = pht_runtime::pem::fingerprint(&pki.server_der);
     try_tunnel(&format!("{base}?pin={pin}")).await.unwrap();
     let wrong = format!("sha256:{}", "00".repeat(32));
     let e = try_tunnel(&format!("{base}?pin={wrong}"))
@@ -600,7 +600,7 @@ async fn an_old_self_made_certificate_is_replaced() {
     assert_ne!(std::fs::read_to_string(&ca).unwrap(), old.pem());
     assert_ne!(
         logged_fingerprint(&log),
-        pht_client::tls::fingerprint(old.der())
+        pht_runtime::pem::fingerprint(old.der())
     );
     tunnel_with_pht_client(&format!(
         "forward+phts://127.0.0.1:{sp}?secure=true&caFile={ca}"

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Parser};
-use pht_client::logging::{self, token_prefix};
-use pht_client::{HyperFetch, Reset, connect_to, connect_with, pipe, splice};
-use pht_core::{GostUrl, NodeUrl};
+use pht_client::{HyperFetch, connect_to, connect_with};
+use pht_core::{GostUrl, NodeUrl, token_prefix};
+use pht_runtime::{Reset, logging, pipe, splice};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -93,8 +93,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Reset + Unpin + Send> Str
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.debug);
-    pht_client::raise_fd_limit();
+    logging::init(cli.debug, &["pht_core", "pht_client"]);
+    pht_runtime::raise_fd_limit();
     if cli.forward.len() > 1 {
         bail!("pht-client takes one -F node; multi-hop chains run in pht-server");
     }
@@ -128,7 +128,7 @@ async fn main() -> Result<()> {
                 tasks.spawn(async move { run_stdio(&fetch, &node, target.as_deref()).await });
             }
             Kind::Tcp(addr) => {
-                let listener = pht_client::listen(&addr)
+                let listener = pht_runtime::listen(&addr)
                     .await
                     .with_context(|| format!("listen on {addr}"))?;
                 info!(addr = %listener.local_addr()?, node = %node.addr, "listening on {}/tcp", listener.local_addr()?);
@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
     }
     tokio::select! {
         Some(res) = tasks.join_next() => res?,
-        _ = pht_client::shutdown_signal() => { info!("shutting down"); Ok(()) }
+        _ = pht_runtime::shutdown_signal() => { info!("shutting down"); Ok(()) }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Pieces shared by the proxy handlers: options, timeouts, stream wrappers, logging.
 
-use pht_client::Reset;
+use pht_runtime::Reset;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -141,7 +141,7 @@ impl Common {
         }
         tracing::debug!(service = %self.service, %peer, token = tag, "{peer} <-> {target}");
         // Either side failing resets both: no peer takes a failure for a clean end.
-        let (stats, err) = pht_client::splice(stream, upstream).await;
+        let (stats, err) = pht_runtime::splice(stream, upstream).await;
         self.log_done(peer, tag, target, stats.a_to_b, stats.b_to_a, started, err);
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use pht_client::Reset;
+use pht_runtime::Reset;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 

@@ -3,7 +3,7 @@
 //! left the connection is reset.
 
 use futures::future::BoxFuture;
-use pht_client::{Reset, splice};
+use pht_runtime::{Reset, splice};
 use tracing::{debug, info, warn};
 
 use super::{Handler, HandlerError};

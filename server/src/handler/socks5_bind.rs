@@ -4,8 +4,8 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use pht_client::splice;
 use pht_core::socks_addr::SocksAddr;
+use pht_runtime::splice;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 

@@ -50,7 +50,7 @@ const FD_HEADROOM: u64 = 256;
 /// The default `maxConns`: half the descriptor limit, so one listener's flood leaves the
 /// other half to everything else.
 pub fn default_max_conns() -> usize {
-    match pht_client::fd_limit() {
+    match pht_runtime::fd_limit() {
         Some(n) => (n.saturating_sub(FD_HEADROOM) / 2).max(16) as usize,
         None => 1_000_000,
     }
@@ -135,7 +135,7 @@ impl Guarded<TcpStream> {
     }
 }
 
-impl<S: pht_client::Reset> pht_client::Reset for Guarded<S> {
+impl<S: pht_runtime::Reset> pht_runtime::Reset for Guarded<S> {
     fn reset(&mut self) {
         self.inner.reset();
     }

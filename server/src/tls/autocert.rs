@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use pht_client::tls::{TlsError, fingerprint, load_certs, provider};
+use pht_runtime::pem::{TlsError, fingerprint, load_certs, provider};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
@@ -413,7 +413,7 @@ fn load_leaf(dir: &Path) -> Option<Leaf> {
     let der = load_certs(&cert_path.to_string_lossy())
         .ok()?
         .swap_remove(0);
-    let key = pht_client::tls::load_key(&key_path.to_string_lossy()).ok()?;
+    let key = pht_runtime::pem::load_key(&key_path.to_string_lossy()).ok()?;
     let (common_name, organization, names, not_after) = {
         let (_, x509) = X509Certificate::from_der(&der).ok()?;
         let text = |a: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| {

@@ -345,7 +345,7 @@ impl AsyncWrite for HandlerEnd {
     }
 }
 
-impl pht_client::Reset for HandlerEnd {
+impl pht_runtime::Reset for HandlerEnd {
     /// The handler's target broke: the client's pull breaks off with an error.
     fn reset(&mut self) {
         self.0
@@ -401,7 +401,7 @@ mod tests {
         assert!(h.write_all(b"x").await.is_err());
         // The failed write ends the handler's splice with a reset of the target; the
         // client closed first, so the tunnel does not turn into a reset for it.
-        pht_client::Reset::reset(&mut h);
+        pht_runtime::Reset::reset(&mut h);
         assert_eq!(pipe.cause(), None);
         drop(h);
         assert!(pipe.push(Bytes::from_static(b"y")).await.is_err());
@@ -423,7 +423,7 @@ mod tests {
         // From the handler's side: what it wrote still goes down, then the pull breaks.
         let (pipe, mut h) = Pipe::new(64);
         h.write_all(b"partial").await.unwrap();
-        pht_client::Reset::reset(&mut h);
+        pht_runtime::Reset::reset(&mut h);
         assert_eq!(pipe.pull(100).await.unwrap().unwrap(), "partial");
         assert!(pipe.pull(100).await.is_err());
     }
@@ -457,7 +457,7 @@ mod tests {
     async fn a_failure_carries_its_code_after_the_last_bytes() {
         let (pipe, mut h) = Pipe::new(64);
         h.write_all(b"last").await.unwrap();
-        pht_client::Reset::reset(&mut h);
+        pht_runtime::Reset::reset(&mut h);
         assert_eq!(pipe.take_up(10), Up::Data(Bytes::from_static(b"last")));
         let cause = Cause {
             code: ResetCode::TargetFailed,

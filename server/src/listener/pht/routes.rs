@@ -13,8 +13,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use percent_encoding::percent_decode_str;
-use pht_client::logging::token_prefix;
 use pht_core::frame::{Limits, ResetCode};
+use pht_core::token_prefix;
 use tracing::debug;
 
 use super::client_addr::client_addr;

@@ -6,9 +6,10 @@ use tokio::net::TcpStream;
 /// A byte stream that can end as an error for its peer.
 ///
 /// ```no_run
-/// # async fn demo(mut local: tokio::net::TcpStream, mut tunnel: pht_client::PhtStream) {
+/// # use tokio_util::compat::Compat;
+/// # async fn demo(mut local: tokio::net::TcpStream, mut tunnel: Compat<pht_core::Tunnel>) {
 /// // Copy both ways; on a failure both peers see a reset, never a clean end.
-/// let (stats, err) = pht_client::splice(&mut local, &mut tunnel).await;
+/// let (stats, err) = pht_runtime::splice(&mut local, &mut tunnel).await;
 /// if let Some(e) = err {
 ///     eprintln!("tunnel broke after {} bytes down: {e}", stats.b_to_a);
 /// }
