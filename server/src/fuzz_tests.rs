@@ -876,17 +876,20 @@ fn cli_url() -> BoxedStrategy<String> {
     prop_oneof![".{0,50}", "[a-z0-9:/@?&=%+,\\[\\].\\- ]{0,50}", structured].boxed()
 }
 
-/// Builds what a configuration describes, short of binding or dialling: the handlers,
-/// the chains, the PHT listener options. Nothing may panic.
-fn build_all(cfg: &Config) {
-    for svc in &cfg.services {
-        if svc.handler.kind != "file" {
-            let router = Router::for_chain(svc.handler.chain.as_deref(), &cfg.chains)
-                .unwrap_or_else(|_| Router::direct());
-            let _ = handler::build(svc, router);
+/// Resolves and builds what a configuration describes, short of binding or dialling:
+/// chains, handlers, listeners (exactly what `pht-server` does before it binds). Nothing
+/// may panic, and a refusal names where and why.
+fn plan(cfg: &mut Config) -> Result<(), TestCaseError> {
+    if let Err(e) = crate::plan::Plan::build(cfg) {
+        prop_assert!(!e.issues.is_empty());
+        for issue in &e.issues {
+            prop_assert!(
+                !issue.path.is_empty() && !issue.message.is_empty(),
+                "{issue:?}"
+            );
         }
-        let _ = crate::listener::pht::PhtOptions::from_metadata(&svc.listener.metadata);
     }
+    Ok(())
 }
 
 #[test]
@@ -907,10 +910,7 @@ fn cli_flags() {
                     TestCaseError::fail(format!("-O output unreadable: {e}\n{yaml}"))
                 })?;
                 prop_assert_eq!(&back, &cfg, "{}", yaml);
-                match cfg.resolve() {
-                    Ok(()) => build_all(&cfg),
-                    Err(e) => prop_assert!(!e.to_string().is_empty()),
-                }
+                plan(&mut cfg)?;
             }
         }
         Ok(())
@@ -951,10 +951,7 @@ impl Drop for ConfigFile {
 /// A loaded configuration is resolved and built; a refused one names where and why.
 fn check_loaded(res: Result<Config, LoadError>) -> Result<(), TestCaseError> {
     match res {
-        Ok(mut cfg) => match cfg.resolve() {
-            Ok(()) => build_all(&cfg),
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
-        },
+        Ok(mut cfg) => plan(&mut cfg)?,
         Err(LoadError::Parse { path, message, .. }) => {
             prop_assert!(
                 !path.is_empty() && !message.is_empty(),

@@ -7,6 +7,7 @@ pub mod forwarder;
 pub mod handler;
 pub mod listener;
 pub mod metrics;
+pub mod plan;
 pub mod router;
 pub mod selector;
 pub mod service;

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Parser};
 use pht_server::config::{self, Config};
 use pht_server::metrics::Endpoint;
+use pht_server::plan::Plan;
 use pht_server::service::{Lifecycle, Service};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -98,11 +99,6 @@ fn build_config(cli: &Cli) -> Result<Config> {
     Ok(cfg)
 }
 
-fn resolved(mut cfg: Config) -> Result<Config> {
-    cfg.resolve()?;
-    Ok(cfg)
-}
-
 fn main() -> Result<()> {
     // gost accepts `-DD`; clap reads it as two `-D`, which is what we want.
     let cli = Cli::parse_from(gost_args());
@@ -122,8 +118,8 @@ fn main() -> Result<()> {
         Some("trace") => 2,
         _ => 0,
     };
-    pht_client::logging::init(level);
-    pht_client::raise_fd_limit();
+    pht_runtime::logging::init(level, &["pht_core", "pht_client", "pht_server"]);
+    pht_runtime::raise_fd_limit();
     if cfg.services.is_empty() && cfg.metrics.is_none() {
         bail!("nothing to run: the configuration has no services (see pht-server --help)");
     }
@@ -131,15 +127,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("start runtime")?
-        .block_on(run(resolved(cfg)?))
+        .block_on(run(cfg))
 }
 
-async fn run(cfg: Config) -> Result<()> {
+async fn run(mut cfg: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
-    // Before any service binds: listeners and handlers pick their series up as they start.
+    // Before anything is built: listeners and handlers pick their series up as they are.
     if cfg.metrics.is_some() || cfg.services.iter().any(|s| s.handler.kind == "metrics") {
         pht_server::metrics::enable();
     }
+    // Every chain, handler and listener built from its text before anything binds.
+    let plan = Plan::build(&mut cfg)?;
     let mut metrics_task = None;
     if let Some(m) = &cfg.metrics {
         let ep = Endpoint::new(
@@ -153,8 +151,8 @@ async fn run(cfg: Config) -> Result<()> {
         );
     }
     let mut services = Vec::new();
-    for s in &cfg.services {
-        services.push(Service::start(s, &cfg.chains, cfg.tls.as_ref(), shutdown.clone()).await?);
+    for s in plan.services {
+        services.push(Service::start(s, shutdown.clone()).await?);
     }
     let mut tasks = tokio::task::JoinSet::new();
     let mut lives = Vec::new();
@@ -165,13 +163,13 @@ async fn run(cfg: Config) -> Result<()> {
     }
     // The first signal drains (each service for its `drainTimeout`, none by default), a
     // second one ends everything at once.
-    pht_client::shutdown_signal().await;
+    pht_runtime::shutdown_signal().await;
     for l in &lives {
         l.draining.cancel();
     }
     tokio::select! {
         _ = futures::future::join_all(lives.iter().map(|l| l.drained.cancelled())) => {}
-        _ = pht_client::shutdown_signal() => info!("second signal: not waiting for open tunnels"),
+        _ = pht_runtime::shutdown_signal() => info!("second signal: not waiting for open tunnels"),
     }
     info!("shutting down");
     shutdown.cancel();

@@ -7,10 +7,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{ChainConfig, ServiceConfig, TlsConfig};
-use crate::handler::{self, Handler};
-use crate::listener::{self, Listener};
-use crate::router::Router;
+use crate::handler::Handler;
+use crate::listener::Listener;
+use crate::plan::ServicePlan;
 
 /// A service that is bound and ready to run.
 pub struct Service {
@@ -57,37 +56,28 @@ pub struct ServiceError {
 }
 
 impl Service {
-    /// Builds the handler and binds the listener.
+    /// Binds the planned service's listener (its handler and options are built already).
     pub async fn start(
-        cfg: &ServiceConfig,
-        chains: &[ChainConfig],
-        global_tls: Option<&TlsConfig>,
+        plan: ServicePlan,
         shutdown: CancellationToken,
     ) -> Result<Self, ServiceError> {
-        let err = |source: anyhow::Error| ServiceError {
-            name: cfg.name.clone(),
-            source,
-        };
-        let drain_timeout = cfg
-            .metadata
-            .get_duration("drainTimeout")
-            .map_err(|e| err(e.into()))?
-            .unwrap_or(Duration::ZERO);
-        let router =
-            Router::for_chain(cfg.handler.chain.as_deref(), chains).map_err(|e| err(e.into()))?;
-        let handler = handler::build(cfg, router).map_err(|e| err(e.into()))?;
-        let listener = listener::bind(&cfg.listener, global_tls, &cfg.addr, &cfg.name, shutdown)
+        let listener = plan
+            .listener
+            .bind(shutdown)
             .await
-            .map_err(|e| err(e.into()))?;
+            .map_err(|e| ServiceError {
+                name: plan.name.clone(),
+                source: e.into(),
+            })?;
         info!(
-            service = %cfg.name, handler = %cfg.handler.kind, listener = %cfg.listener.kind,
-            "listening on {}/{}", listener.local_addr(), cfg.listener.kind
+            service = %plan.name, handler = %plan.handler_kind, listener = %plan.listener_kind,
+            "listening on {}/{}", listener.local_addr(), plan.listener_kind
         );
         Ok(Service {
-            name: cfg.name.clone(),
+            name: plan.name,
             listener,
-            handler,
-            drain_timeout,
+            handler: plan.handler,
+            drain_timeout: plan.drain_timeout,
         })
     }
 

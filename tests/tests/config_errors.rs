@@ -96,6 +96,28 @@ fn dangling_references() {
     );
 }
 
+/// Certificates, CA files and every chain's dialers are loaded while the configuration is
+/// built, so a later service's bad file stops the server before an earlier one binds.
+#[test]
+fn files_are_read_before_anything_binds() {
+    let (p, q) = (free_port(), free_port());
+    refused_yaml(
+        "files",
+        &format!(
+            "services:\n\
+             - {{name: s0, addr: '127.0.0.1:{p}', handler: {{type: http}}}}\n\
+             - name: s1\n  addr: 127.0.0.1:{q}\n  handler: {{type: relay, chain: c}}\n\
+             \x20 listener:\n    type: phts\n\
+             \x20   tls: {{certFile: /nonexistent/cert.pem, keyFile: /nonexistent/key.pem}}\n\
+             chains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n\
+             \x20   - name: n\n      addr: 127.0.0.1:1\n\
+             \x20     dialer: {{type: tls, tls: {{caFile: /nonexistent/ca.pem, secure: true}}}}\n"
+        ),
+        "chains[0].hops[0].nodes[0].dialer: read /nonexistent/ca.pem: No such file or directory (os error 2)\n\
+         services[1].listener: listener TLS: read /nonexistent/cert.pem: No such file or directory (os error 2)",
+    );
+}
+
 #[test]
 fn empty_chains_and_hops() {
     let p = free_port();

@@ -45,6 +45,24 @@ pub enum Connector {
 }
 
 impl Connector {
+    /// The connector registry: every name gost accepts (`socks` is `socks5`). Parsing and
+    /// every "supported: ..." message read it. (Connectors are a closed enum rather than
+    /// trait objects because the wasm client matches on them and pays for every vtable;
+    /// each handshake lives in its own file.)
+    pub const NAMES: &'static [(&'static str, Connector)] = &[
+        ("http", Connector::Http),
+        ("socks5", Connector::Socks5),
+        ("socks", Connector::Socks5),
+        ("relay", Connector::Relay),
+        ("forward", Connector::Forward),
+    ];
+
+    /// Every connector name, for "supported: ..." messages.
+    pub fn supported() -> String {
+        let names: Vec<&str> = Self::NAMES.iter().map(|(name, _)| *name).collect();
+        names.join(", ")
+    }
+
     /// The canonical name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,13 +85,11 @@ impl FromStr for Connector {
 
     /// `forward`, `http`, `socks5` or `socks`, `relay` (ASCII case-insensitive).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "forward" => Ok(Connector::Forward),
-            "http" => Ok(Connector::Http),
-            "socks5" | "socks" => Ok(Connector::Socks5),
-            "relay" => Ok(Connector::Relay),
-            _ => Err(ConnectorError::Unknown(s.to_string())),
-        }
+        Connector::NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|(_, c)| *c)
+            .ok_or_else(|| ConnectorError::Unknown(s.to_string()))
     }
 }
 
@@ -122,7 +138,7 @@ impl fmt::Debug for Credentials {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     /// The connector name is not one of ours.
-    #[error("unknown connector {0:?} (supported: forward, http, socks5, relay)")]
+    #[error("unknown connector {0:?} (supported: {list})", list = Connector::supported())]
     Unknown(String),
     /// The target is not `host:port` or cannot be encoded by the protocol.
     #[error("invalid target {target:?}: {reason}")]

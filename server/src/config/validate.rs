@@ -8,16 +8,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::metadata::bounded_duration as bounded_duration_text;
-use super::{
-    AccessListConfig, AuthConfig, Config, Metadata, MetadataError, SelectorConfig, parse_users,
-};
+use super::{AccessListConfig, AuthConfig, Config, SelectorConfig, parse_users};
 use crate::access::{AccessList, Admission, Bypass, ListKind, Rules, file_entries};
 
-/// Handler types this server runs (`""` means `auto`, as in gost).
-pub const HANDLER_TYPES: &[&str] = crate::handler::TYPES;
-/// Listener types this server runs (`""` means `tcp`).
-pub const LISTENER_TYPES: &[&str] = crate::listener::TYPES;
-use crate::router::{CONNECTOR_TYPES, DIALER_TYPES};
 /// The longest `tls.validity` of a self-made certificate.
 const MAX_VALIDITY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 /// Selector strategies gost knows; the ones not implemented here pick round robin.
@@ -62,10 +55,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The problems found so far, and how many references point at a broken definition
-/// (reported once, at the definition).
+/// The problems found so far. A reference to a definition that is itself broken adds
+/// nothing: the problem is reported once, at the definition.
 #[derive(Default)]
-struct Issues(Vec<Issue>, usize);
+struct Issues(Vec<Issue>);
 
 impl Issues {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -74,25 +67,6 @@ impl Issues {
             message: message.into(),
         });
     }
-
-    fn metadata(&mut self, at: &str, e: MetadataError) {
-        self.add(
-            format!("{at}.metadata.{}", e.key),
-            format!("{} is not {}", e.value, e.expected),
-        );
-    }
-
-    /// Grows with every problem, including references to broken definitions.
-    fn len(&self) -> usize {
-        self.0.len() + self.1
-    }
-}
-
-fn unsupported(what: &str, kind: &str, supported: &[&str]) -> String {
-    format!(
-        "{what} type {kind:?} is not supported (supported: {})",
-        supported.join(", ")
-    )
 }
 
 /// `name` (singular key) then `names` (list key), with their key paths; empty names are
@@ -199,7 +173,7 @@ impl Lists {
             match self.by_name.get(*name) {
                 Some(l) => out.push(l.clone()),
                 // Defined but broken: its own entry already says why.
-                None if defined.iter().any(|d| d.name == *name) => issues.1 += 1,
+                None if defined.iter().any(|d| d.name == *name) => {}
                 None => issues.add(
                     path.clone(),
                     format!("{} {name:?} is not defined", self.kind),
@@ -243,33 +217,6 @@ fn check_selector(at: &str, sel: Option<&SelectorConfig>, issues: &mut Issues) {
                 format!("{at}.selector.failTimeout"),
                 format!("{:?} is not {expected}", sel.fail_timeout),
             );
-        }
-    }
-}
-
-/// Listener options that only a running listener reads, checked now.
-fn check_listener(at: &str, kind: &str, md: &Metadata, issues: &mut Issues) {
-    match kind {
-        "pht" | "phts" | "h3" => match crate::listener::pht::PhtOptions::from_metadata(md) {
-            Err(e) => issues.metadata(at, e),
-            Ok(o) if o.http3 && kind == "pht" => {
-                issues.metadata(at, crate::listener::http3_needs_tls());
-            }
-            Ok(o) if kind == "h3" || o.http3 => {
-                if let Err(e) = crate::listener::pht::http3::quic_options(md, &o) {
-                    issues.metadata(at, e);
-                }
-            }
-            Ok(_) => {}
-        },
-        _ => {}
-    }
-    if let Err(e) = md.get_size("maxConns") {
-        issues.metadata(at, e);
-    }
-    for key in ["handshakeTimeout", "headerTimeout"] {
-        if let Err(e) = md.get_duration(key) {
-            issues.metadata(at, e);
         }
     }
 }
@@ -351,77 +298,17 @@ impl Config {
             } else {
                 chain_at.insert(chain.name.clone(), ci);
             }
-            if chain.hops.is_empty() {
-                issues.add(
-                    format!("{at}.hops"),
-                    format!(
-                        "chain {:?} has no hops (a chain needs at least one hop with a node)",
-                        chain.name
-                    ),
-                );
-            }
+            // Hops, nodes, dialers and connectors are checked where they are built
+            // (`Router::build`, from `Plan::build`); here only their references.
             for (hi, hop) in chain.hops.iter_mut().enumerate() {
                 let at = format!("{at}.hops[{hi}]");
-                if hop.nodes.is_empty() {
-                    issues.add(
-                        format!("{at}.nodes"),
-                        format!("hop {:?} has no nodes", hop.name),
-                    );
-                }
                 check_selector(&at, hop.selector.as_ref(), &mut issues);
                 let refs = references(&at, "bypass", &hop.bypass, "bypasses", &hop.bypasses);
                 hop.bypass_rules = bypasses.bypass(&refs, &self.bypasses, &mut issues);
-                let mut pht_nodes = 0;
                 for (ni, node) in hop.nodes.iter_mut().enumerate() {
                     let at = format!("{at}.nodes[{ni}]");
-                    if node.addr.trim().is_empty() {
-                        issues.add(format!("{at}.addr"), "a node needs an address (host:port)");
-                    }
-                    let connector = node.connector.kind.to_ascii_lowercase();
-                    let connector = if connector.is_empty() {
-                        "http".to_string()
-                    } else {
-                        connector
-                    };
-                    if !CONNECTOR_TYPES.contains(&connector.as_str()) {
-                        issues.add(
-                            format!("{at}.connector.type"),
-                            unsupported("connector", &node.connector.kind, CONNECTOR_TYPES),
-                        );
-                    }
-                    let dialer = node.dialer.kind.as_str();
-                    match dialer {
-                        "" | "tcp" => {}
-                        "pht" | "phts" | "h3" | "http3" | "tls" => {
-                            pht_nodes += usize::from(dialer != "tls");
-                            let params = crate::router::dialer_params(
-                                &node.dialer.metadata,
-                                node.dialer.tls.as_ref(),
-                            );
-                            let as_kind = if dialer == "tls" { "phts" } else { dialer };
-                            if !node.addr.trim().is_empty()
-                                && CONNECTOR_TYPES.contains(&connector.as_str())
-                            {
-                                if let Err(e) = pht_core::NodeUrl::from_parts(
-                                    &connector, as_kind, &node.addr, params,
-                                ) {
-                                    issues.add(format!("{at}.dialer"), e.to_string());
-                                }
-                            }
-                        }
-                        other => issues.add(
-                            format!("{at}.dialer.type"),
-                            unsupported("dialer", other, DIALER_TYPES),
-                        ),
-                    }
                     let refs = references(&at, "bypass", &node.bypass, "bypasses", &node.bypasses);
                     node.bypass_rules = bypasses.bypass(&refs, &self.bypasses, &mut issues);
-                }
-                if pht_nodes > 0 && pht_nodes < hop.nodes.len() {
-                    issues.add(
-                        format!("{at}.nodes"),
-                        "a hop's nodes must all use a pht/phts/h3 dialer or none of them",
-                    );
                 }
             }
         }
@@ -429,38 +316,14 @@ impl Config {
         // Services.
         for (si, svc) in self.services.iter_mut().enumerate() {
             let at = format!("services[{si}]");
-            let before = issues.len();
             if svc.addr.trim().is_empty() {
                 issues.add(
                     format!("{at}.addr"),
                     "a service needs an address (host:port, or :port for every interface)",
                 );
             }
-            let handler = svc.handler.kind.as_str();
-            if !handler.is_empty() && !HANDLER_TYPES.contains(&handler) {
-                issues.add(
-                    format!("{at}.handler.type"),
-                    unsupported("handler", handler, HANDLER_TYPES),
-                );
-            }
-            // Service metadata a running service reads (graceful shutdown), checked now.
-            if let Err(e) = svc.metadata.get_duration("drainTimeout") {
-                issues.metadata(&at, e);
-            }
-            let listener = svc.listener.kind.as_str();
-            if listener.is_empty() || LISTENER_TYPES.contains(&listener) {
-                check_listener(
-                    &format!("{at}.listener"),
-                    listener,
-                    &svc.listener.metadata,
-                    &mut issues,
-                );
-            } else {
-                issues.add(
-                    format!("{at}.listener.type"),
-                    unsupported("listener", listener, LISTENER_TYPES),
-                );
-            }
+            // Types, handler and listener options and `drainTimeout` are checked where
+            // they are built (`Plan::build`); here only the references.
             if let Some(chain) = svc.handler.chain.as_deref().filter(|c| !c.is_empty()) {
                 if !self.chains.iter().any(|c| c.name == chain) {
                     issues.add(
@@ -479,7 +342,7 @@ impl Config {
             ) {
                 match users.get(name) {
                     Some(u) => svc.handler.users.extend(u.iter().cloned()),
-                    None if self.authers.iter().any(|a| a.name == name) => issues.1 += 1,
+                    None if self.authers.iter().any(|a| a.name == name) => {}
                     None => issues.add(path, format!("auther {name:?} is not defined")),
                 }
             }
@@ -507,27 +370,6 @@ impl Config {
                     node.bypass_rules = bypasses.bypass(&refs, &self.bypasses, &mut issues);
                 }
             }
-            // The handler's own options (timeouts, flags, forwarder nodes): build it once,
-            // dialling nothing, when everything it refers to is in place.
-            if issues.len() == before {
-                // The service's chain counts (a forward handler needs a target or a
-                // chain); a chain that does not build is reported with the chains.
-                let router = svc
-                    .handler
-                    .chain
-                    .as_deref()
-                    .filter(|c| !c.is_empty())
-                    .and_then(|c| crate::router::Router::for_chain(Some(c), &self.chains).ok())
-                    .unwrap_or_else(crate::router::Router::direct);
-                if let Err(e) = crate::handler::build(svc, router) {
-                    match e {
-                        crate::handler::HandlerError::Option { error, .. } => {
-                            issues.metadata(&format!("{at}.handler"), error)
-                        }
-                        e => issues.add(format!("{at}.handler"), e.to_string()),
-                    }
-                }
-            }
         }
 
         if issues.0.is_empty() {
@@ -542,9 +384,13 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// What a user sees: the references resolved, then everything built.
     fn errors(yaml: &str) -> String {
         let mut c: Config = serde_yaml::from_str(yaml).unwrap();
-        c.resolve().unwrap_err().to_string()
+        match crate::plan::Plan::build(&mut c) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(e) => e.to_string(),
+        }
     }
 
     const SVC: &str = "services:\n- name: s\n  addr: 127.0.0.1:0\n";
@@ -580,7 +426,7 @@ mod tests {
             format!(
                 "services[0].handler.type: handler type \"ss\" is not supported (supported: {})\n\
                  services[0].listener.type: listener type \"ws\" is not supported (supported: tcp, tls, pht, phts, h3)",
-                HANDLER_TYPES.join(", ")
+                crate::handler::supported()
             )
         );
         assert_eq!(

@@ -36,7 +36,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pht_client::splice;
+use pht_runtime::splice;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};

@@ -1,5 +1,5 @@
 //! Handlers serve one accepted byte stream each. They know nothing of listeners: a new
-//! handler type is one file here and one line in [`build`].
+//! handler type is one file here and one line in the registry (`REGISTRY`).
 
 #[cfg(test)]
 mod access_tests;
@@ -24,7 +24,7 @@ mod testutil;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use pht_client::Reset;
+use pht_runtime::Reset;
 use tracing::{debug, warn};
 
 use crate::access::Admission;
@@ -38,16 +38,65 @@ pub trait Handler: Send + Sync {
     fn handle(&self, conn: Accepted) -> BoxFuture<'_, ()>;
 }
 
-/// The handler types [`build`] knows (an empty type is `auto`, as in gost).
-pub const TYPES: &[&str] = &[
-    "auto", "http", "socks5", "socks", "socks4", "socks4a", "relay", "forward", "tcp", "file",
-    "metrics", "echo",
+/// How a handler type is built from its service's configuration (options parsed here,
+/// once, before anything binds).
+type Build = fn(&ServiceConfig, Router) -> Result<Arc<dyn Handler>, HandlerError>;
+
+/// The handler registry: each type's names (canonical first, then gost's aliases) and its
+/// builder. A new handler is its file plus one line here; everything that lists or checks
+/// handler types reads this table.
+const REGISTRY: &[(&[&str], Build)] = &[
+    (&["auto", ""], |s, r| {
+        Ok(Arc::new(auto::AutoHandler::new(s, r)?))
+    }),
+    (&["http"], |s, r| {
+        Ok(Arc::new(http::HttpHandler::new(s, r)?))
+    }),
+    (&["socks5", "socks"], |s, r| {
+        Ok(Arc::new(socks5::Socks5Handler::new(s, r)?))
+    }),
+    (&["socks4", "socks4a"], |s, r| {
+        Ok(Arc::new(socks4::Socks4Handler::new(s, r)?))
+    }),
+    (&["relay"], |s, r| {
+        Ok(Arc::new(relay::RelayHandler::new(s, r)?))
+    }),
+    (&["forward", "tcp"], |s, r| {
+        Ok(Arc::new(forward::ForwardHandler::new(s, r)?))
+    }),
+    (&["file"], |s, _| Ok(Arc::new(file::FileHandler::new(s)?))),
+    (&["metrics"], |s, _| {
+        Ok(Arc::new(metrics::MetricsHandler::new(s)?))
+    }),
+    (&["echo"], |s, _| Ok(Arc::new(echo::EchoHandler::new(s)?))),
 ];
+
+fn lookup(kind: &str) -> Option<Build> {
+    REGISTRY
+        .iter()
+        .find(|(names, _)| names.contains(&kind))
+        .map(|(_, build)| *build)
+}
+
+/// True when `kind` names a handler type (an empty type is `auto`, as in gost).
+pub fn is_supported(kind: &str) -> bool {
+    lookup(kind).is_some()
+}
+
+/// Every handler type name, for "supported: ..." messages.
+pub fn supported() -> String {
+    let names: Vec<&str> = REGISTRY
+        .iter()
+        .flat_map(|(names, _)| names.iter().copied())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.join(", ")
+}
 
 /// Why a handler could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("handler type {0:?} is not supported (supported: {list})", list = TYPES.join(", "))]
+    #[error("handler type {0:?} is not supported (supported: {list})", list = supported())]
     Unsupported(String),
     #[error("handler {kind}: {reason}")]
     Invalid { kind: String, reason: String },
@@ -73,18 +122,9 @@ pub fn build(svc: &ServiceConfig, router: Router) -> Result<Arc<dyn Handler>, Ha
     {
         return Err(unresolved("bypass"));
     }
-    let handler: Arc<dyn Handler> = match svc.handler.kind.as_str() {
-        "forward" | "tcp" => Arc::new(forward::ForwardHandler::new(svc, router)?),
-        "http" => Arc::new(http::HttpHandler::new(svc, router)?),
-        "socks5" | "socks" => Arc::new(socks5::Socks5Handler::new(svc, router)?),
-        "socks4" | "socks4a" => Arc::new(socks4::Socks4Handler::new(svc, router)?),
-        "relay" => Arc::new(relay::RelayHandler::new(svc, router)?),
-        "auto" | "" => Arc::new(auto::AutoHandler::new(svc, router)?),
-        "file" => Arc::new(file::FileHandler::new(svc)?),
-        "metrics" => Arc::new(metrics::MetricsHandler::new(svc)?),
-        "echo" => Arc::new(echo::EchoHandler::new(svc)?),
-        other => return Err(HandlerError::Unsupported(other.to_string())),
-    };
+    let build = lookup(&svc.handler.kind)
+        .ok_or_else(|| HandlerError::Unsupported(svc.handler.kind.clone()))?;
+    let handler = build(svc, router)?;
     Ok(match svc.admission_rules.get() {
         Some(admission) => Arc::new(Admitted {
             inner: handler,

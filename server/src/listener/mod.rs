@@ -1,5 +1,6 @@
 //! Listeners turn an address into a stream of accepted byte streams. They know nothing of
-//! handlers: a new listener type is one file here and one line in [`bind`].
+//! handlers: a new listener type is one file here, with a `prepare` function that reads
+//! its options into a [`Prepared`] value, and one line in the registry (`REGISTRY`).
 
 mod gate;
 pub mod pht;
@@ -16,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ListenerConfig, MetadataError, TlsConfig};
 
 /// Any bidirectional byte stream a handler can serve.
-pub trait Stream: AsyncRead + AsyncWrite + pht_client::Reset + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + pht_client::Reset + Send + Unpin> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + pht_runtime::Reset + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + pht_runtime::Reset + Send + Unpin> Stream for T {}
 
 /// One accepted connection.
 pub struct Accepted {
@@ -74,16 +75,63 @@ impl Drain for StopAccepting {
     }
 }
 
-/// The listener types [`bind`] runs (`""` means `tcp`, as in gost).
-pub const TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3"];
+/// What a listener type is prepared from.
+pub struct Spec<'a> {
+    /// The type as configured (one of the names its registry line lists).
+    pub kind: &'a str,
+    pub cfg: &'a ListenerConfig,
+    /// The configuration's top-level `tls` section.
+    pub global_tls: Option<&'a TlsConfig>,
+    /// The service's address (gost's `:port` or `host:port`).
+    pub addr: &'a str,
+    /// The service's name, for logs and metrics.
+    pub service: &'a str,
+}
+
+/// A listener whose options have been read and whose certificates are loaded: binding is
+/// all that is left, so a configuration's mistakes all surface before anything binds.
+pub trait Prepared: Send + Sync {
+    /// Binds the address and starts serving.
+    fn bind(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>>;
+}
+
+/// Reads a listener type's options (parsed once, here).
+type Prepare = fn(&Spec<'_>) -> Result<Box<dyn Prepared>, ListenError>;
+
+/// The listener registry: each type's names (canonical first; `""` means `tcp`, as in
+/// gost) and how it is prepared. Everything that lists or checks listener types reads it.
+const REGISTRY: &[(&[&str], Prepare)] = &[
+    (&["tcp", ""], tcp::prepare),
+    (&["tls"], tls::prepare),
+    (&["pht", "phts"], pht::prepare),
+    (&["h3"], pht::http3::prepare),
+];
+
+/// True when `kind` names a listener type.
+pub fn is_supported(kind: &str) -> bool {
+    REGISTRY.iter().any(|(names, _)| names.contains(&kind))
+}
+
+/// Every listener type name, for "supported: ..." messages.
+pub fn supported() -> String {
+    let names: Vec<&str> = REGISTRY
+        .iter()
+        .flat_map(|(names, _)| names.iter().copied())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.join(", ")
+}
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("listener type {0:?} is not supported (supported: {list})", list = TYPES.join(", "))]
+    #[error("listener type {0:?} is not supported (supported: {list})", list = supported())]
     Unsupported(String),
     #[error("listener TLS: {0}")]
-    Tls(#[from] pht_client::tls::TlsError),
+    Tls(#[from] pht_runtime::pem::TlsError),
     #[error("listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
     #[error("listener option {0}")]
@@ -214,9 +262,9 @@ pub fn bind_addr(addr: &str) -> String {
 
 pub(crate) async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, ListenError> {
     let a = bind_addr(addr);
-    let res = match pht_client::listen(&a).await {
+    let res = match pht_runtime::listen(&a).await {
         // Hosts without IPv6 still get `:port` on IPv4.
-        Err(_) if addr.starts_with(':') => pht_client::listen(&format!("0.0.0.0{addr}")).await,
+        Err(_) if addr.starts_with(':') => pht_runtime::listen(&format!("0.0.0.0{addr}")).await,
         r => r,
     };
     res.map_err(|source| ListenError::Bind {
@@ -226,31 +274,33 @@ pub(crate) async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, List
 }
 
 /// Builds the TLS setup of a TLS listener and logs where its certificate came from.
-fn server_tls(
-    cfg: &ListenerConfig,
-    global: Option<&TlsConfig>,
-    addr: &str,
+pub(crate) fn server_tls(
+    spec: &Spec<'_>,
     alpn: &[&[u8]],
-    service: &str,
 ) -> Result<std::sync::Arc<rustls::ServerConfig>, ListenError> {
-    let tls = crate::tls::server_config_for(cfg.tls.as_ref(), global, addr, alpn)?;
+    let tls =
+        crate::tls::server_config_for(spec.cfg.tls.as_ref(), spec.global_tls, spec.addr, alpn)?;
     tracing::info!(
-        service, certificate = %tls.source, fingerprint = %tls.fingerprint,
+        service = spec.service, certificate = %tls.source, fingerprint = %tls.fingerprint,
         "TLS certificate (clients can pin it with pin={})", tls.fingerprint
     );
     Ok(tls.config)
 }
 
-/// `http3=true` on a plain `pht` listener.
-pub fn http3_needs_tls() -> MetadataError {
-    MetadataError {
-        key: "http3".into(),
-        value: "true".into(),
-        expected: "possible on pht: HTTP/3 runs over TLS (use phts)",
+/// Reads the listener's options and loads its certificates, binding nothing.
+pub fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError> {
+    let (_, prepare) = REGISTRY
+        .iter()
+        .find(|(names, _)| names.contains(&spec.kind))
+        .ok_or_else(|| ListenError::Unsupported(spec.kind.to_string()))?;
+    // Timeouts gost's listeners share; checked for every type, as gost parses them for all.
+    for key in ["handshakeTimeout", "headerTimeout"] {
+        spec.cfg.metadata.get_duration(key)?;
     }
+    prepare(spec)
 }
 
-/// The listener registry. `global_tls` is the configuration's top-level `tls` section.
+/// Prepares and binds in one step. `global_tls` is the configuration's top-level `tls`.
 pub async fn bind(
     cfg: &ListenerConfig,
     global_tls: Option<&TlsConfig>,
@@ -258,57 +308,12 @@ pub async fn bind(
     service: &str,
     shutdown: CancellationToken,
 ) -> Result<Box<dyn Listener>, ListenError> {
-    match cfg.kind.as_str() {
-        "tcp" | "" => {
-            let gate = Gate::from_metadata(&cfg.metadata, service)?;
-            Ok(Box::new(tcp::TcpListener::bind(addr, gate).await?))
-        }
-        "tls" => {
-            let acceptor = server_tls(cfg, global_tls, addr, &[], service)?.into();
-            let gate = Gate::from_metadata(&cfg.metadata, service)?;
-            let handshake = cfg
-                .metadata
-                .get_duration("handshakeTimeout")?
-                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
-            Ok(Box::new(
-                tls::bind(addr, acceptor, gate, handshake, shutdown).await?,
-            ))
-        }
-        kind @ ("pht" | "phts") => {
-            let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
-            let gate = Gate::from_metadata(&cfg.metadata, service)?;
-            if opts.http3 && kind == "pht" {
-                return Err(ListenError::Option(http3_needs_tls()));
-            }
-            let h3 = match opts.http3 {
-                false => None,
-                true => Some(pht::http3::H3Side {
-                    quic: pht::http3::quic_options(&cfg.metadata, &opts)?,
-                    tls: server_tls(cfg, global_tls, addr, &[b"h3"], service)?,
-                    gate: Gate::from_metadata(&cfg.metadata, service)?,
-                }),
-            };
-            let acceptor = match kind {
-                "phts" => {
-                    Some(server_tls(cfg, global_tls, addr, &[b"h2", b"http/1.1"], service)?.into())
-                }
-                _ => None,
-            };
-            Ok(Box::new(
-                pht::bind(addr, opts, acceptor, gate, h3, service, shutdown).await?,
-            ))
-        }
-        "h3" => {
-            let opts = pht::PhtOptions::from_metadata(&cfg.metadata)?;
-            let side = pht::http3::H3Side {
-                quic: pht::http3::quic_options(&cfg.metadata, &opts)?,
-                tls: server_tls(cfg, global_tls, addr, &[b"h3"], service)?,
-                gate: Gate::from_metadata(&cfg.metadata, service)?,
-            };
-            Ok(Box::new(
-                pht::http3::bind(addr, opts, side, service, shutdown).await?,
-            ))
-        }
-        other => Err(ListenError::Unsupported(other.to_string())),
-    }
+    let spec = Spec {
+        kind: &cfg.kind,
+        cfg,
+        global_tls,
+        addr,
+        service,
+    };
+    prepare(&spec)?.bind(shutdown).await
 }

@@ -5,7 +5,34 @@ use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
 
-use super::{Accepted, Gate, ListenError, Listener};
+use tokio_util::sync::CancellationToken;
+
+use super::{Accepted, Gate, ListenError, Listener, Prepared, Spec};
+
+/// A tcp listener's options: `maxConns`.
+struct Plan {
+    addr: String,
+    gate: Gate,
+}
+
+pub(super) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError> {
+    Ok(Box::new(Plan {
+        addr: spec.addr.to_string(),
+        gate: Gate::from_metadata(&spec.cfg.metadata, spec.service)?,
+    }))
+}
+
+impl Prepared for Plan {
+    fn bind(
+        self: Box<Self>,
+        _shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+        Box::pin(async move {
+            let l = TcpListener::bind(&self.addr, self.gate).await?;
+            Ok(Box::new(l) as Box<dyn Listener>)
+        })
+    }
+}
 
 pub struct TcpListener {
     /// `None` once draining: the socket is closed, so new connections go elsewhere.

@@ -7,13 +7,56 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Accepted, Gate, ListenError, QueuedListener, StopAccepting, accept_tcp};
+use futures::future::BoxFuture;
+
+use super::{
+    Accepted, DEFAULT_HANDSHAKE_TIMEOUT, Gate, ListenError, Listener, Prepared, QueuedListener,
+    Spec, StopAccepting, accept_tcp,
+};
+
+/// A tls listener's options: certificate, `maxConns`, `handshakeTimeout`.
+struct Plan {
+    addr: String,
+    acceptor: TlsAcceptor,
+    gate: Gate,
+    handshake: Duration,
+}
+
+pub(super) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError> {
+    let md = &spec.cfg.metadata;
+    Ok(Box::new(Plan {
+        addr: spec.addr.to_string(),
+        acceptor: super::server_tls(spec, &[])?.into(),
+        gate: Gate::from_metadata(md, spec.service)?,
+        handshake: md
+            .get_duration("handshakeTimeout")?
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+    }))
+}
+
+impl Prepared for Plan {
+    fn bind(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+        Box::pin(async move {
+            let Plan {
+                addr,
+                acceptor,
+                gate,
+                handshake,
+            } = *self;
+            let l = bind(&addr, acceptor, gate, handshake, shutdown).await?;
+            Ok(Box::new(l) as Box<dyn Listener>)
+        })
+    }
+}
 
 /// Connections handshaken but not yet taken by the handler.
 const QUEUE: usize = 128;
 
 /// Binds `addr`; handshakes run in their own tasks, so one slow client delays nobody.
-pub async fn bind(
+async fn bind(
     addr: &str,
     acceptor: TlsAcceptor,
     gate: Gate,

@@ -21,7 +21,8 @@ use super::registry::Registry;
 use super::routes::{self, ReqBody};
 use super::{DRAIN_LIMIT, PhtOptions, reap_loop};
 use crate::config::{Metadata, MetadataError};
-use crate::listener::{Gate, ListenError, QueuedListener};
+use crate::listener::{Gate, ListenError, Listener, Prepared, QueuedListener, Spec};
+use futures::future::BoxFuture;
 
 /// Reads gost's QUIC keys from listener metadata. `maxStreams` defaults to the PHT
 /// listener's (20 000) rather than quic-go's 100: every open tunnel holds a stream.
@@ -60,6 +61,19 @@ pub struct H3Side {
 }
 
 impl H3Side {
+    /// Reads the QUIC keys and `maxConns`, and loads the certificate (ALPN h3).
+    pub(in crate::listener) fn prepare(
+        spec: &Spec<'_>,
+        opts: &PhtOptions,
+    ) -> Result<Self, ListenError> {
+        let md = &spec.cfg.metadata;
+        Ok(H3Side {
+            quic: quic_options(md, opts)?,
+            tls: crate::listener::server_tls(spec, &[b"h3"])?,
+            gate: Gate::from_metadata(md, spec.service)?,
+        })
+    }
+
     /// Binds UDP `addr` (gost's `:port` form, or a host and port) with these settings.
     pub async fn endpoint(&self, addr: &str) -> Result<quinn::Endpoint, ListenError> {
         let bind_err = |source: io::Error| ListenError::Bind {
@@ -81,7 +95,38 @@ impl H3Side {
 }
 
 /// Binds UDP `addr` and serves PHT over HTTP/3 on it until `shutdown` (the `h3` listener).
-pub async fn bind(
+/// An h3 listener's options: the PHT keys and its QUIC side.
+struct Plan {
+    addr: String,
+    service: String,
+    opts: PhtOptions,
+    side: H3Side,
+}
+
+pub(in crate::listener) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError> {
+    let opts = PhtOptions::from_metadata(&spec.cfg.metadata)?;
+    Ok(Box::new(Plan {
+        addr: spec.addr.to_string(),
+        service: spec.service.to_string(),
+        side: H3Side::prepare(spec, &opts)?,
+        opts,
+    }))
+}
+
+impl Prepared for Plan {
+    fn bind(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+        Box::pin(async move {
+            let p = *self;
+            let l = bind(&p.addr, p.opts, p.side, &p.service, shutdown).await?;
+            Ok(Box::new(l) as Box<dyn Listener>)
+        })
+    }
+}
+
+async fn bind(
     addr: &str,
     opts: PhtOptions,
     side: H3Side,

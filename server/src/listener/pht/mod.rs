@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::{Gate, ListenError, QueuedListener, accept_tcp};
+use futures::future::BoxFuture;
+
+use super::{Gate, ListenError, Listener, Prepared, QueuedListener, Spec, accept_tcp};
 use crate::config::{Metadata, MetadataError};
 use registry::Registry;
 
@@ -135,7 +137,7 @@ impl PhtOptions {
 }
 
 fn default_max_tunnels() -> usize {
-    match pht_client::fd_limit() {
+    match pht_runtime::fd_limit() {
         Some(n) => (n.saturating_sub(FD_HEADROOM) / 3).max(64) as usize,
         None => 1_000_000,
     }
@@ -316,11 +318,69 @@ fn parse_nets(v: &str) -> Option<Vec<ipnet::IpNet>> {
         .collect()
 }
 
+/// A pht or phts listener's options: the PHT keys, `maxConns`, the certificate for
+/// phts, and the HTTP/3 side of `http3=true`.
+struct Plan {
+    addr: String,
+    service: String,
+    opts: PhtOptions,
+    tls: Option<TlsAcceptor>,
+    gate: Gate,
+    h3: Option<http3::H3Side>,
+}
+
+/// `http3=true` on a plain `pht` listener.
+pub fn http3_needs_tls() -> MetadataError {
+    MetadataError {
+        key: "http3".into(),
+        value: "true".into(),
+        expected: "possible on pht: HTTP/3 runs over TLS (use phts)",
+    }
+}
+
+pub(in crate::listener) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError> {
+    let md = &spec.cfg.metadata;
+    let opts = PhtOptions::from_metadata(md)?;
+    let with_tls = spec.kind == "phts";
+    if opts.http3 && !with_tls {
+        return Err(ListenError::Option(http3_needs_tls()));
+    }
+    let h3 = match opts.http3 {
+        false => None,
+        true => Some(http3::H3Side::prepare(spec, &opts)?),
+    };
+    let tls = match with_tls {
+        true => Some(super::server_tls(spec, &[b"h2", b"http/1.1"])?.into()),
+        false => None,
+    };
+    Ok(Box::new(Plan {
+        addr: spec.addr.to_string(),
+        service: spec.service.to_string(),
+        gate: Gate::from_metadata(md, spec.service)?,
+        opts,
+        tls,
+        h3,
+    }))
+}
+
+impl Prepared for Plan {
+    fn bind(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+        Box::pin(async move {
+            let p = *self;
+            let l = bind(&p.addr, p.opts, p.tls, p.gate, p.h3, &p.service, shutdown).await?;
+            Ok(Box::new(l) as Box<dyn Listener>)
+        })
+    }
+}
+
 /// Binds `addr` and serves PHT on it (over TLS with `tls`: `phts`) until `shutdown`;
 /// tunnels come out of the returned listener. With `h3`, the same port number on UDP
 /// serves HTTP/3 into the same tunnels (`http3=true`), so a browser that moves to HTTP/3
 /// halfway through a tunnel finds it there.
-pub async fn bind(
+async fn bind(
     addr: &str,
     mut opts: PhtOptions,
     tls: Option<TlsAcceptor>,

@@ -20,8 +20,8 @@ use tokio::sync::{Mutex as AsyncMutex, watch};
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
-use pht_client::logging::token_prefix;
 use pht_core::frame::ResetCode;
+use pht_core::token_prefix;
 
 use super::PhtOptions;
 pub(super) use super::registry::Create;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use pht_client::logging::token_prefix;
 use pht_core::frame::{ResetCode, param};
+use pht_core::token_prefix;
 use tracing::debug;
 
 use super::super::registry::{Registry, ServerTunnel};

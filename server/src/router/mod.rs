@@ -9,48 +9,33 @@
 //! the first hop, connects to the target), and a node whose lists match is not eligible;
 //! a hop left with no eligible node ends the route the same way.
 
+mod dialer;
+
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pht_client::{Dial, HyperFetch, Io, TransportOptions};
-use pht_core::{Connector, Credentials, NodeUrl};
-use rustls::pki_types::ServerName;
-use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use pht_client::{Dial, Io};
+use pht_core::{Connector, Credentials};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::access::Bypass;
-use crate::config::{ChainConfig, HopConfig, Metadata, NodeConfig, TlsConfig};
+use crate::config::{ChainConfig, HopConfig, Issue, NodeConfig};
 use crate::listener::Stream;
 use crate::selector::Selector;
+use dialer::{Dialer, NodeRef};
 
-/// Time allowed for one outbound TCP connection.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one outbound TCP connection, and for a TLS handshake over it.
+pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a chain cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error("chain {0:?} is not defined")]
     UnknownChain(String),
-    #[error("chain {0}: no hops (a chain needs at least one hop with a node)")]
-    NoHops(String),
-    #[error("chain {chain}: hop {hop} has no nodes")]
-    EmptyHop { chain: String, hop: String },
-    #[error("chain {chain}: {what} {name}: bypass lists that were not resolved (Config::resolve)")]
-    Unresolved {
-        chain: String,
-        what: &'static str,
-        name: String,
-    },
-    #[error("chain {chain}: node {node}: {reason}")]
-    BadNode {
-        chain: String,
-        node: String,
-        reason: String,
-    },
+    #[error("chain {chain}: {}", issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))]
+    Invalid { chain: String, issues: Vec<Issue> },
 }
 
 /// How a handler reaches its targets.
@@ -79,46 +64,34 @@ struct ChainNode {
     addr: String,
     connector: Connector,
     auth: Option<Credentials>,
-    dialer: Dialer,
+    dialer: Arc<dyn Dialer>,
     bypass: Option<Arc<Bypass>>,
+}
+
+impl ChainNode {
+    fn as_ref(&self) -> NodeRef<'_> {
+        NodeRef {
+            name: &self.name,
+            addr: &self.addr,
+        }
+    }
 }
 
 /// The hop's or node's bypass lists; names without compiled lists are an error, so that a
 /// configuration that skipped `Config::resolve` cannot run without its lists.
 fn bypass_of(
-    chain: &str,
-    what: &'static str,
-    name: &str,
     names: (&Option<String>, &[String]),
     rules: &crate::access::Rules<Bypass>,
-) -> Result<Option<Arc<Bypass>>, RouteError> {
+) -> Result<Option<Arc<Bypass>>, String> {
     let named = names.0.as_deref().is_some_and(|n| !n.is_empty()) || !names.1.is_empty();
     if named && !rules.is_some() {
-        return Err(RouteError::Unresolved {
-            chain: chain.to_string(),
-            what,
-            name: name.to_string(),
-        });
+        return Err("bypass lists that were not resolved (Config::resolve)".into());
     }
     Ok(rules.get().cloned())
 }
 
-fn hop_bypass(chain: &str, hop: &HopConfig) -> Result<Option<Arc<Bypass>>, RouteError> {
-    bypass_of(
-        chain,
-        "hop",
-        &hop.name,
-        (&hop.bypass, &hop.bypasses),
-        &hop.bypass_rules,
-    )
-}
-
-enum Dialer {
-    Tcp,
-    /// TLS over the stream that reaches the node.
-    Tls(TlsConnector, ServerName<'static>),
-    /// A PHT tunnel per connection, over a shared pooled HTTP client.
-    Pht(HyperFetch, Box<NodeUrl>),
+fn hop_bypass(hop: &HopConfig) -> Result<Option<Arc<Bypass>>, String> {
+    bypass_of((&hop.bypass, &hop.bypasses), &hop.bypass_rules)
 }
 
 fn io_err(msg: String) -> io::Error {
@@ -145,13 +118,27 @@ impl Router {
             .iter()
             .find(|c| c.name == name)
             .ok_or_else(|| RouteError::UnknownChain(name.to_string()))?;
+        Self::build(cfg).map_err(|issues| RouteError::Invalid {
+            chain: name.to_string(),
+            issues,
+        })
+    }
+
+    /// Builds a chain once: its hops and nodes, each node's dialer (TLS settings, HTTP
+    /// client) and connector. Every problem comes back, each with its key path below the
+    /// chain (`hops[0].nodes[1].dialer`).
+    pub fn build(cfg: &ChainConfig) -> Result<Self, Vec<Issue>> {
+        let mut issues = Vec::new();
+        let mut add = |path: String, message: String| issues.push(Issue { path, message });
         let mut hops: Vec<Arc<Hop>> = Vec::new();
-        for hop in &cfg.hops {
+        for (hi, hop) in cfg.hops.iter().enumerate() {
+            let at = format!("hops[{hi}]");
             if hop.nodes.is_empty() {
-                return Err(RouteError::EmptyHop {
-                    chain: cfg.name.clone(),
-                    hop: hop.name.clone(),
-                });
+                add(
+                    format!("{at}.nodes"),
+                    format!("hop {:?} has no nodes", hop.name),
+                );
+                continue;
             }
             // A PHT node behind earlier hops: each of its HTTP connections is dialled
             // through them, as gost does (one PHT node = many HTTP connections).
@@ -162,40 +149,62 @@ impl Router {
                     apply_bypass: false,
                 })
             });
-            let nodes = hop
-                .nodes
-                .iter()
-                .map(|n| build_node(&cfg.name, n, prefix.clone()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let backup = hop
-                .nodes
-                .iter()
-                .map(|n| {
-                    n.metadata
-                        .get_bool("backup")
-                        .ok()
-                        .flatten()
-                        .unwrap_or(false)
-                })
-                .collect();
-            let pht = |n: &ChainNode| matches!(n.dialer, Dialer::Pht(..));
-            if nodes.iter().any(pht) && !nodes.iter().all(pht) {
-                return Err(RouteError::BadNode {
-                    chain: cfg.name.clone(),
-                    node: hop.name.clone(),
-                    reason: "a hop's nodes must all use a pht/phts/h3 dialer or none of them"
-                        .into(),
-                });
+            let mut nodes = Vec::new();
+            let mut backup = Vec::new();
+            for (ni, n) in hop.nodes.iter().enumerate() {
+                let at = format!("{at}.nodes[{ni}]");
+                match n.metadata.get_bool("backup") {
+                    Ok(b) => backup.push(b.unwrap_or(false)),
+                    Err(e) => add(
+                        format!("{at}.metadata.{}", e.key),
+                        format!("{} is not {}", e.value, e.expected),
+                    ),
+                }
+                match build_node(n, prefix.clone()) {
+                    Ok(node) => nodes.push(node),
+                    Err(list) => {
+                        for (field, message) in list {
+                            add(format!("{at}{field}"), message);
+                        }
+                    }
+                }
             }
+            if nodes.len() < hop.nodes.len() {
+                continue;
+            }
+            let carries = |n: &ChainNode| n.dialer.carries_earlier_hops();
+            if nodes.iter().any(carries) && !nodes.iter().all(carries) {
+                add(
+                    format!("{at}.nodes"),
+                    "a hop's nodes must all use a pht/phts/h3 dialer or none of them".into(),
+                );
+                continue;
+            }
+            let bypass = match hop_bypass(hop) {
+                Ok(b) => b,
+                Err(e) => {
+                    add(format!("{at}.bypass"), e);
+                    continue;
+                }
+            };
             hops.push(Arc::new(Hop {
                 name: hop.name.clone(),
                 nodes,
                 selector: Selector::new(hop.selector.as_ref(), backup),
-                bypass: hop_bypass(&cfg.name, hop)?,
+                bypass,
             }));
         }
-        if hops.is_empty() {
-            return Err(RouteError::NoHops(cfg.name.clone()));
+        if cfg.hops.is_empty() {
+            add(
+                "hops".into(),
+                format!(
+                    "chain {:?} has no hops (a chain needs at least one hop with a node)",
+                    cfg.name
+                ),
+            );
+        }
+        if !issues.is_empty() {
+            return Err(issues);
         }
         Ok(Router {
             chain: Some(Arc::new(Chain {
@@ -210,153 +219,102 @@ impl Router {
     /// through the chain if there is one.
     pub async fn dial(&self, addr: &str) -> io::Result<Box<dyn Stream>> {
         match &self.chain {
-            None => dial_tcp(addr).await,
+            None => dialer::dial_tcp(addr).await,
             Some(chain) => chain.dial(addr).await,
         }
     }
 }
 
 /// Connector types of chain nodes (`""` means `http`, as in gost).
-pub const CONNECTOR_TYPES: &[&str] = &["http", "socks5", "socks", "relay", "forward"];
-/// Dialer types of chain nodes (`""` means `tcp`, as in gost).
-pub const DIALER_TYPES: &[&str] = &["tcp", "tls", "pht", "phts", "h3", "http3"];
+pub fn connector_types() -> String {
+    Connector::supported()
+}
 
+/// Dialer types of chain nodes (`""` means `tcp`, as in gost).
+pub fn dialer_types() -> String {
+    dialer::supported()
+}
+
+/// Builds one node; its problems come back as the key below the node (`.dialer`,
+/// `.connector.type`...) and the message.
 fn build_node(
-    chain: &str,
     n: &NodeConfig,
     behind: Option<Arc<Chain>>,
-) -> Result<ChainNode, RouteError> {
-    let bad = |reason: String| RouteError::BadNode {
-        chain: chain.to_string(),
-        node: n.name.clone(),
-        reason,
-    };
+) -> Result<ChainNode, Vec<(String, String)>> {
+    let mut issues = Vec::new();
     let connector_kind = if n.connector.kind.is_empty() {
         "http"
     } else {
         &n.connector.kind
     };
-    let connector: Connector = connector_kind.parse().map_err(|_| {
-        bad(format!(
-            "connector {connector_kind:?} is not supported (supported: {})",
-            CONNECTOR_TYPES.join(", ")
+    let connector = connector_kind.parse::<Connector>().map_err(|_| {
+        issues.push((
+            ".connector.type".to_string(),
+            format!(
+                "connector type {:?} is not supported (supported: {})",
+                n.connector.kind,
+                connector_types()
+            ),
         ))
-    })?;
-    let auth = n
-        .connector
-        .auth
-        .as_ref()
-        .map(|a| Credentials::new(a.username.clone(), a.password.clone()));
-    let params = dialer_params(&n.dialer.metadata, n.dialer.tls.as_ref());
-    let dialer = match n.dialer.kind.as_str() {
-        "" | "tcp" => Dialer::Tcp,
-        kind @ ("pht" | "phts" | "h3" | "http3") => {
-            let node = NodeUrl::from_parts(connector_kind, kind, &n.addr, params)
-                .map_err(|e| bad(e.to_string()))?;
-            let dial = behind.map(|prefix| {
-                let addr: Arc<str> = Arc::from(n.addr.as_str());
-                let dial: Dial = Arc::new(move || {
-                    let (prefix, addr) = (prefix.clone(), addr.clone());
-                    Box::pin(async move {
-                        let s = prefix.dial(&addr).await?;
-                        Ok(Box::new(s) as Box<dyn Io>)
-                    })
-                });
-                dial
-            });
-            let fetch = HyperFetch::for_node_via(&node, dial).map_err(|e| bad(e.to_string()))?;
-            Dialer::Pht(fetch, Box::new(node))
+    });
+    if n.addr.trim().is_empty() {
+        issues.push((".addr".into(), "a node needs an address (host:port)".into()));
+    }
+    let via = behind.map(|prefix| {
+        let addr: Arc<str> = Arc::from(n.addr.as_str());
+        let dial: Dial = Arc::new(move || {
+            let (prefix, addr) = (prefix.clone(), addr.clone());
+            Box::pin(async move {
+                let s = prefix.dial(&addr).await?;
+                Ok(Box::new(s) as Box<dyn Io>)
+            })
+        });
+        dial
+    });
+    let spec = dialer::Spec {
+        kind: &n.dialer.kind,
+        connector: connector_kind,
+        node: n,
+        via,
+    };
+    let dialer = match dialer::build(&spec) {
+        Ok(d) => Some(d),
+        Err(dialer::BuildError::Unsupported) => {
+            issues.push((
+                ".dialer.type".to_string(),
+                format!(
+                    "dialer type {:?} is not supported (supported: {})",
+                    n.dialer.kind,
+                    dialer_types()
+                ),
+            ));
+            None
         }
-        "tls" => {
-            // The node URL parser reads the same TLS keys for every dialer.
-            let node = NodeUrl::from_parts(connector_kind, "phts", &n.addr, params)
-                .map_err(|e| bad(e.to_string()))?;
-            let opts = TransportOptions::from_node(&node).map_err(|e| bad(e.to_string()))?;
-            let tls = opts.tls.unwrap_or_default();
-            if !tls.verifies() {
-                warn!(node = %n.addr, "TLS certificate verification is off (gost's default); set secure=true and caFile, or pin=sha256:<hex>");
+        // The dialer's own options only count once the node's address and connector do.
+        Err(dialer::BuildError::Invalid(reason)) => {
+            if issues.is_empty() {
+                issues.push((".dialer".to_string(), reason));
             }
-            let host = n.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&n.addr);
-            let cfg = tls.client_config(&[]).map_err(|e| bad(e.to_string()))?;
-            Dialer::Tls(
-                TlsConnector::from(Arc::new(cfg)),
-                tls.sni(host).map_err(|e| bad(e.to_string()))?,
-            )
-        }
-        other => {
-            return Err(bad(format!(
-                "dialer {other:?} is not supported (supported: {})",
-                DIALER_TYPES.join(", ")
-            )));
+            None
         }
     };
-    Ok(ChainNode {
-        name: n.name.clone(),
-        addr: n.addr.clone(),
-        connector,
-        auth,
-        dialer,
-        bypass: bypass_of(
-            chain,
-            "node",
-            &n.name,
-            (&n.bypass, &n.bypasses),
-            &n.bypass_rules,
-        )?,
-    })
-}
-
-/// Dialer metadata and TLS block as node URL parameters; gost's `header` map becomes
-/// `header.NAME`.
-pub(crate) fn dialer_params(md: &Metadata, tls: Option<&TlsConfig>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Some(t) = tls {
-        for (k, v) in [
-            ("caFile", &t.ca_file),
-            ("certFile", &t.cert_file),
-            ("keyFile", &t.key_file),
-            ("serverName", &t.server_name),
-        ] {
-            if !v.is_empty() {
-                out.push((k.to_string(), v.clone()));
-            }
-        }
-        if t.secure {
-            out.push(("secure".into(), "true".into()));
-        }
+    let bypass = bypass_of((&n.bypass, &n.bypasses), &n.bypass_rules)
+        .map_err(|e| issues.push((".bypass".to_string(), e)));
+    match (connector, dialer, bypass) {
+        (Ok(connector), Some(dialer), Ok(bypass)) if issues.is_empty() => Ok(ChainNode {
+            name: n.name.clone(),
+            addr: n.addr.clone(),
+            connector,
+            auth: n
+                .connector
+                .auth
+                .as_ref()
+                .map(|a| Credentials::new(a.username.clone(), a.password.clone())),
+            dialer,
+            bypass,
+        }),
+        _ => Err(issues),
     }
-    for (k, v) in &md.0 {
-        match v {
-            Value::Object(map) if k.eq_ignore_ascii_case("header") => {
-                for (h, hv) in map {
-                    if let Some(s) = hv.as_str() {
-                        out.push((format!("header.{h}"), s.to_string()));
-                    }
-                }
-            }
-            _ => {
-                if let Some(s) = md.get_str(k) {
-                    out.push((k.clone(), s));
-                }
-            }
-        }
-    }
-    out
-}
-
-async fn dial_tcp(addr: &str) -> io::Result<Box<dyn Stream>> {
-    let addr = if addr.starts_with(':') {
-        format!("127.0.0.1{addr}")
-    } else {
-        addr.to_string()
-    };
-    let s = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, format!("dial {addr}: timed out"))
-        })??;
-    let _ = s.set_nodelay(true);
-    Ok(Box::new(s))
 }
 
 impl Chain {
@@ -387,7 +345,7 @@ impl Chain {
     async fn dial(&self, target: &str) -> io::Result<Box<dyn Stream>> {
         let route = self.route(target);
         if route.is_empty() {
-            return dial_tcp(target).await;
+            return dialer::dial_tcp(target).await;
         }
         // The selector's order for hop `h`, eligible nodes only (never empty: the order
         // holds every node, and the route holds only hops with an eligible one).
@@ -403,7 +361,7 @@ impl Chain {
         // the stream starts there.
         let start = self.hops[..route.len()]
             .iter()
-            .rposition(|h| matches!(h.nodes[0].dialer, Dialer::Pht(..)))
+            .rposition(|h| h.nodes[0].dialer.carries_earlier_hops())
             .unwrap_or(0);
         // One node per later hop; the starting hop fails over to its other nodes.
         let picks: Vec<usize> = (start + 1..route.len()).map(|h| order(h)[0]).collect();
@@ -434,44 +392,16 @@ impl Chain {
         picks: &[usize],
         target: &str,
     ) -> io::Result<Box<dyn Stream>> {
-        let mut stream: Box<dyn Stream> = match &first.dialer {
-            Dialer::Tcp => dial_tcp(&first.addr).await?,
-            Dialer::Tls(c, name) => tls_over(dial_tcp(&first.addr).await?, c, name, first).await?,
-            Dialer::Pht(fetch, url) => Box::new(
-                pht_client::connect_with(fetch, url)
-                    .await
-                    .map_err(|e| io_err(format!("node {} ({}): {e}", first.name, first.addr)))?,
-            ),
-        };
+        let mut stream = first.dialer.dial(first.as_ref()).await?;
         let mut node = first;
         for (h, &pick) in picks.iter().enumerate() {
             let next = &self.hops[start + h + 1].nodes[pick];
             stream = connect_via(stream, node, &next.addr).await?;
-            if let Dialer::Tls(c, name) = &next.dialer {
-                stream = tls_over(stream, c, name, next).await?;
-            }
+            stream = next.dialer.over(stream, next.as_ref()).await?;
             node = next;
         }
         connect_via(stream, node, target).await
     }
-}
-
-async fn tls_over(
-    stream: Box<dyn Stream>,
-    c: &TlsConnector,
-    name: &ServerName<'static>,
-    node: &ChainNode,
-) -> io::Result<Box<dyn Stream>> {
-    let s = tokio::time::timeout(DIAL_TIMEOUT, c.connect(name.clone(), stream))
-        .await
-        .map_err(|_| {
-            io_err(format!(
-                "node {} ({}): TLS handshake timed out",
-                node.name, node.addr
-            ))
-        })?
-        .map_err(|e| io_err(format!("node {} ({}): TLS: {e}", node.name, node.addr)))?;
-    Ok(Box::new(s))
 }
 
 /// Asks `node`'s connector, over `stream`, to connect to `addr`.
