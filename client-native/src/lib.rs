@@ -14,6 +14,7 @@
 //! ```
 
 mod clock;
+pub mod h2;
 mod http3;
 pub mod quic;
 pub mod tls;

@@ -40,11 +40,6 @@ const MAX_SMALL_BODY: usize = 64 * 1024;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time allowed for the TCP connection, and again for the TLS handshake, to a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 flow-control windows: a tunnel's pushes and pulls should not stall on credit.
-const H2_STREAM_WINDOW: u32 = 1024 * 1024;
-const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
-/// HTTP/2 PING interval: a dead connection is found even while its streams are idle.
-const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Why a transport could not be built for a node.
 #[derive(Debug, thiserror::Error)]
@@ -421,9 +416,9 @@ impl HyperFetch {
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .pool_max_idle_per_host(opts.max_idle.unwrap_or(100))
-                .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-                .http2_initial_connection_window_size(H2_CONN_WINDOW)
-                .http2_keep_alive_interval(H2_KEEP_ALIVE)
+                .http2_initial_stream_window_size(crate::h2::STREAM_WINDOW)
+                .http2_initial_connection_window_size(crate::h2::CONN_WINDOW)
+                .http2_keep_alive_interval(crate::h2::KEEP_ALIVE)
                 .http2_only(h2_only);
             b.build(connector.clone())
         };

@@ -151,8 +151,8 @@ impl Default for PhtOptions {
             pull_path: pht_core::defaults::PULL_PATH.into(),
             backlog: 128,
             backlog_wait: Duration::from_secs(2),
-            heartbeat: Duration::from_secs(10),
-            max_push_body: 8 * 1024 * 1024,
+            heartbeat: pht_core::frame::defaults::HEARTBEAT,
+            max_push_body: pht_core::frame::defaults::MAX_PUSH_BODY,
             idle_timeout: Duration::from_secs(60),
             tombstone_ttl: Duration::from_secs(600),
             pull_line_payload: pht_core::defaults::PULL_LINE_PAYLOAD,
@@ -448,13 +448,6 @@ async fn until_drained<F: Future>(
     conn.await
 }
 
-/// HTTP/2 flow-control windows (see the client's): big enough that a tunnel never waits
-/// for credit on loopback-class links.
-const H2_STREAM_WINDOW: u32 = 1024 * 1024;
-const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
-/// HTTP/2 PING interval; an unanswered PING closes the connection (and resets its
-/// tunnels' pulls) after hyper's default 20 s.
-const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The HTTP/2 client preface: a plain connection that starts with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -503,9 +496,9 @@ async fn serve(
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(o.max_streams)
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONN_WINDOW)
-        .keep_alive_interval(H2_KEEP_ALIVE);
+        .initial_stream_window_size(pht_client::h2::STREAM_WINDOW)
+        .initial_connection_window_size(pht_client::h2::CONN_WINDOW)
+        .keep_alive_interval(pht_client::h2::KEEP_ALIVE);
     let (header_timeout, handshake_timeout) = (o.header_timeout, o.handshake_timeout);
     let connections = TaskTracker::new();
     loop {
