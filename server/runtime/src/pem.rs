@@ -70,7 +70,8 @@ pub fn fingerprint(der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(der)))
 }
 
-/// The ring provider, installed once as the process default.
+/// The ring crypto provider, the one every TLS configuration of the project is built on
+/// (no aws-lc, no process-wide default to race for).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
