@@ -138,21 +138,30 @@ impl Session {
 
     /// The client has `n` download bytes: frees them from the replay buffer.
     pub fn ack(&self, n: u64) -> Result<Acked, AckBeyondEnd> {
-        let acked = self.lock().replay.ack(n)?;
-        if matches!(acked, Acked::Freed(_)) {
-            // Room for more of the handler's bytes.
+        let (acked, was_full) = {
+            let mut st = self.lock();
+            let was_full = st.replay.room() == 0;
+            (st.replay.ack(n)?, was_full)
+        };
+        // Room for more of the handler's bytes: the pull waits for that only when the
+        // buffer was full (it takes handler bytes while there is room). Waking it for
+        // every ack (each push carries one) costs a wake-up and a look per request.
+        if was_full && matches!(acked, Acked::Freed(_)) {
             self.poke();
         }
         Ok(acked)
     }
 
     /// The handler's queue has taken the first `n` upload bytes.
+    ///
+    /// The attached pull is not woken for this: the push's answer carries the count
+    /// already, and the pull's next frame (DATA, PING, FIN, END) brings an ACK frame
+    /// with it. A lone ACK frame for every push cost a write here, and a read and a
+    /// wake-up in the client, on every request.
     pub fn set_uploaded(&self, n: u64) {
         let mut st = self.lock();
         if n > st.uploaded {
             st.uploaded = n;
-            drop(st);
-            self.poke();
         }
     }
 
@@ -248,7 +257,10 @@ mod tests {
         assert!(s.detach(b));
         assert!(s.detached_for(Instant::now()).is_some());
         s.set_uploaded(5);
-        assert!(rx.has_changed().unwrap(), "upload progress wakes the pull");
+        assert!(
+            !rx.has_changed().unwrap(),
+            "upload progress rides the pull's next frame"
+        );
         assert_eq!(s.uploaded(), 5);
     }
 }

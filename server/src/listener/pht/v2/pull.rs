@@ -170,15 +170,27 @@ impl PullStream {
                 _ = self.changes.changed() => {}
                 _ = self.tunnel.pipe.readable(), if pipe => {}
                 _ = sleep_until(poll_until.unwrap_or(beat)), if poll_until.is_some_and(|p| p <= beat) => {
+                    self.put_ack(&mut out);
                     wire::put_empty(&mut out, kind::END);
                     self.done = true;
                     return Some(Bytes::from(out));
                 }
                 _ = sleep_until(beat) => {
                     wire::put_empty(&mut out, kind::PING);
+                    self.put_ack(&mut out);
                     return Some(self.sent(out));
                 }
             }
+        }
+    }
+
+    /// An ACK frame, if the upload count moved since the last one. Upload progress does
+    /// not wake the pull (see `Session::set_uploaded`): it rides whatever frame goes next.
+    fn put_ack(&mut self, out: &mut Vec<u8>) {
+        let uploaded = self.session.uploaded();
+        if uploaded > self.acked {
+            self.acked = uploaded;
+            wire::put_count(out, kind::ACK, self.acked);
         }
     }
 

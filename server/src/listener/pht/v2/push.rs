@@ -2,6 +2,7 @@
 //! so a push that breaks or is refused leaves nothing behind and can simply be sent again.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode, header};
@@ -112,18 +113,24 @@ pub(in crate::listener::pht) async fn push(
     // Once the reorder buffer has taken the body, its bytes count as received and a
     // retry of them is dropped as a duplicate: their delivery to the handler must finish
     // even if this request's connection dies meanwhile (hyper then drops this future).
-    // So it runs as a task of its own; a reset tunnel ends it at once.
+    // So it runs as a task of its own once it has to wait; a reset tunnel ends it at once.
     let (tt, ss, rr) = (t.clone(), session.clone(), reg.clone());
-    let delivery = tokio::spawn(async move {
+    let mut delivery = Box::pin(async move {
         let (t, session, reg) = (&tt, &ss, &rr);
         tokio::select! {
             r = apply(t, session, reg, seq, body, fin) => r,
             _ = t.cancel.cancelled() => Err(gone(t)),
         }
     });
-    let applied = match delivery.await {
-        Ok(r) => r,
-        Err(_) => Err(gone(&t)),
+    // Usually the handler's queue has room and the delivery is done at its first poll:
+    // then no task is spawned, which saves a task switch (and often a wake-up of another
+    // worker thread) on every push. Nothing can drop it between that poll and the spawn.
+    let applied = match futures::poll!(delivery.as_mut()) {
+        Poll::Ready(r) => r,
+        Poll::Pending => match tokio::spawn(delivery).await {
+            Ok(r) => r,
+            Err(_) => Err(gone(&t)),
+        },
     };
     let m = match applied {
         Ok(m) => m,
