@@ -8,6 +8,7 @@ pub mod handler;
 pub mod listener;
 pub mod metrics;
 pub mod plan;
+mod registry;
 pub mod router;
 pub mod selector;
 pub mod service;

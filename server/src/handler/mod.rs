@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use crate::access::Admission;
 use crate::config::{MetadataError, ServiceConfig};
 use crate::listener::Accepted;
+use crate::registry::Registry;
 use crate::router::Router;
 
 /// Serves connections for one service.
@@ -45,7 +46,7 @@ type Build = fn(&ServiceConfig, Router) -> Result<Arc<dyn Handler>, HandlerError
 /// The handler registry: each type's names (canonical first, then gost's aliases) and its
 /// builder. A new handler is its file plus one line here; everything that lists or checks
 /// handler types reads this table.
-const REGISTRY: &[(&[&str], Build)] = &[
+const REGISTRY: Registry<Build> = Registry(&[
     (&["auto", ""], |s, r| {
         Ok(Arc::new(auto::AutoHandler::new(s, r)?))
     }),
@@ -69,28 +70,11 @@ const REGISTRY: &[(&[&str], Build)] = &[
         Ok(Arc::new(metrics::MetricsHandler::new(s)?))
     }),
     (&["echo"], |s, _| Ok(Arc::new(echo::EchoHandler::new(s)?))),
-];
-
-fn lookup(kind: &str) -> Option<Build> {
-    REGISTRY
-        .iter()
-        .find(|(names, _)| names.contains(&kind))
-        .map(|(_, build)| *build)
-}
-
-/// True when `kind` names a handler type (an empty type is `auto`, as in gost).
-pub fn is_supported(kind: &str) -> bool {
-    lookup(kind).is_some()
-}
+]);
 
 /// Every handler type name, for "supported: ..." messages.
 pub fn supported() -> String {
-    let names: Vec<&str> = REGISTRY
-        .iter()
-        .flat_map(|(names, _)| names.iter().copied())
-        .filter(|n| !n.is_empty())
-        .collect();
-    names.join(", ")
+    REGISTRY.supported()
 }
 
 /// Why a handler could not be built from its configuration.
@@ -122,7 +106,8 @@ pub fn build(svc: &ServiceConfig, router: Router) -> Result<Arc<dyn Handler>, Ha
     {
         return Err(unresolved("bypass"));
     }
-    let build = lookup(&svc.handler.kind)
+    let build = REGISTRY
+        .find(&svc.handler.kind)
         .ok_or_else(|| HandlerError::Unsupported(svc.handler.kind.clone()))?;
     let handler = build(svc, router)?;
     Ok(match svc.admission_rules.get() {

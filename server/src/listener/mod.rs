@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerConfig, MetadataError, TlsConfig};
+use crate::registry::Registry;
 
 /// Any bidirectional byte stream a handler can serve.
 pub trait Stream: AsyncRead + AsyncWrite + pht_runtime::Reset + Send + Unpin {}
@@ -92,37 +93,27 @@ pub struct Spec<'a> {
 /// all that is left, so a configuration's mistakes all surface before anything binds.
 pub trait Prepared: Send + Sync {
     /// Binds the address and starts serving.
-    fn bind(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>>;
+    fn bind(self: Box<Self>, shutdown: CancellationToken) -> Bound;
 }
+
+/// What [`Prepared::bind`] returns: the bound listener, boxed.
+pub type Bound = BoxFuture<'static, Result<Box<dyn Listener>, ListenError>>;
 
 /// Reads a listener type's options (parsed once, here).
 type Prepare = fn(&Spec<'_>) -> Result<Box<dyn Prepared>, ListenError>;
 
 /// The listener registry: each type's names (canonical first; `""` means `tcp`, as in
 /// gost) and how it is prepared. Everything that lists or checks listener types reads it.
-const REGISTRY: &[(&[&str], Prepare)] = &[
+const REGISTRY: Registry<Prepare> = Registry(&[
     (&["tcp", ""], tcp::prepare),
     (&["tls"], tls::prepare),
     (&["pht", "phts"], pht::prepare),
     (&["h3"], pht::http3::prepare),
-];
-
-/// True when `kind` names a listener type.
-pub fn is_supported(kind: &str) -> bool {
-    REGISTRY.iter().any(|(names, _)| names.contains(&kind))
-}
+]);
 
 /// Every listener type name, for "supported: ..." messages.
 pub fn supported() -> String {
-    let names: Vec<&str> = REGISTRY
-        .iter()
-        .flat_map(|(names, _)| names.iter().copied())
-        .filter(|n| !n.is_empty())
-        .collect();
-    names.join(", ")
+    REGISTRY.supported()
 }
 
 /// Why a listener could not start.
@@ -289,9 +280,8 @@ pub(crate) fn server_tls(
 
 /// Reads the listener's options and loads its certificates, binding nothing.
 pub fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError> {
-    let (_, prepare) = REGISTRY
-        .iter()
-        .find(|(names, _)| names.contains(&spec.kind))
+    let prepare = REGISTRY
+        .find(spec.kind)
         .ok_or_else(|| ListenError::Unsupported(spec.kind.to_string()))?;
     // Timeouts gost's listeners share; checked for every type, as gost parses them for all.
     for key in ["handshakeTimeout", "headerTimeout"] {

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Accepted, Gate, ListenError, Listener, Prepared, Spec};
+use super::{Accepted, Bound, Gate, ListenError, Listener, Prepared, Spec};
 
 /// A tcp listener's options: `maxConns`.
 struct Plan {
@@ -23,13 +23,10 @@ pub(super) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError>
 }
 
 impl Prepared for Plan {
-    fn bind(
-        self: Box<Self>,
-        _shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+    fn bind(self: Box<Self>, _shutdown: CancellationToken) -> Bound {
         Box::pin(async move {
             let l = TcpListener::bind(&self.addr, self.gate).await?;
-            Ok(Box::new(l) as Box<dyn Listener>)
+            Ok(Box::new(l) as _)
         })
     }
 }

@@ -7,11 +7,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use futures::future::BoxFuture;
-
 use super::{
-    Accepted, DEFAULT_HANDSHAKE_TIMEOUT, Gate, ListenError, Listener, Prepared, QueuedListener,
-    Spec, StopAccepting, accept_tcp,
+    Accepted, Bound, DEFAULT_HANDSHAKE_TIMEOUT, Gate, ListenError, Prepared, QueuedListener, Spec,
+    StopAccepting, accept_tcp,
 };
 
 /// A tls listener's options: certificate, `maxConns`, `handshakeTimeout`.
@@ -35,10 +33,7 @@ pub(super) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>, ListenError>
 }
 
 impl Prepared for Plan {
-    fn bind(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+    fn bind(self: Box<Self>, shutdown: CancellationToken) -> Bound {
         Box::pin(async move {
             let Plan {
                 addr,
@@ -47,7 +42,7 @@ impl Prepared for Plan {
                 handshake,
             } = *self;
             let l = bind(&addr, acceptor, gate, handshake, shutdown).await?;
-            Ok(Box::new(l) as Box<dyn Listener>)
+            Ok(Box::new(l) as _)
         })
     }
 }

@@ -21,8 +21,7 @@ use super::registry::Registry;
 use super::routes::{self, ReqBody};
 use super::{DRAIN_LIMIT, PhtOptions, reap_loop};
 use crate::config::{Metadata, MetadataError};
-use crate::listener::{Gate, ListenError, Listener, Prepared, QueuedListener, Spec};
-use futures::future::BoxFuture;
+use crate::listener::{Bound, Gate, ListenError, Prepared, QueuedListener, Spec};
 
 /// Reads gost's QUIC keys from listener metadata. `maxStreams` defaults to the PHT
 /// listener's (20 000) rather than quic-go's 100: every open tunnel holds a stream.
@@ -114,14 +113,11 @@ pub(in crate::listener) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>,
 }
 
 impl Prepared for Plan {
-    fn bind(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+    fn bind(self: Box<Self>, shutdown: CancellationToken) -> Bound {
         Box::pin(async move {
             let p = *self;
             let l = bind(&p.addr, p.opts, p.side, &p.service, shutdown).await?;
-            Ok(Box::new(l) as Box<dyn Listener>)
+            Ok(Box::new(l) as _)
         })
     }
 }

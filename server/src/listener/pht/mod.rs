@@ -29,9 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use futures::future::BoxFuture;
-
-use super::{Gate, ListenError, Listener, Prepared, QueuedListener, Spec, accept_tcp};
+use super::{Bound, Gate, ListenError, Prepared, QueuedListener, Spec, accept_tcp};
 use crate::config::{Metadata, MetadataError};
 use registry::Registry;
 
@@ -364,14 +362,11 @@ pub(in crate::listener) fn prepare(spec: &Spec<'_>) -> Result<Box<dyn Prepared>,
 }
 
 impl Prepared for Plan {
-    fn bind(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<Box<dyn Listener>, ListenError>> {
+    fn bind(self: Box<Self>, shutdown: CancellationToken) -> Bound {
         Box::pin(async move {
             let p = *self;
             let l = bind(&p.addr, p.opts, p.tls, p.gate, p.h3, &p.service, shutdown).await?;
-            Ok(Box::new(l) as Box<dyn Listener>)
+            Ok(Box::new(l) as _)
         })
     }
 }
@@ -447,7 +442,6 @@ async fn until_drained<F: Future>(
     graceful(conn.as_mut());
     conn.await
 }
-
 
 /// The HTTP/2 client preface: a plain connection that starts with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

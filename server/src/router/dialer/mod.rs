@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::config::{Metadata, NodeConfig, TlsConfig};
 use crate::listener::Stream;
+use crate::registry::Registry;
 
 pub(crate) use tcp::dial_tcp;
 
@@ -63,20 +64,15 @@ type Build = fn(&Spec<'_>) -> Result<Arc<dyn Dialer>, String>;
 
 /// The dialer registry: each type's names (canonical first; `""` means `tcp`, as in gost)
 /// and its builder.
-const REGISTRY: &[(&[&str], Build)] = &[
+const REGISTRY: Registry<Build> = Registry(&[
     (&["tcp", ""], tcp::build),
     (&["tls"], tls::build),
     (&["pht", "phts", "h3", "http3"], pht::build),
-];
+]);
 
 /// Every dialer type name, for "supported: ..." messages.
 pub(crate) fn supported() -> String {
-    let names: Vec<&str> = REGISTRY
-        .iter()
-        .flat_map(|(names, _)| names.iter().copied())
-        .filter(|n| !n.is_empty())
-        .collect();
-    names.join(", ")
+    REGISTRY.supported()
 }
 
 /// Why a dialer could not be built.
@@ -89,10 +85,7 @@ pub(crate) enum BuildError {
 
 /// Builds the dialer `spec.kind` names.
 pub(crate) fn build(spec: &Spec<'_>) -> Result<Arc<dyn Dialer>, BuildError> {
-    let (_, build) = REGISTRY
-        .iter()
-        .find(|(names, _)| names.contains(&spec.kind))
-        .ok_or(BuildError::Unsupported)?;
+    let build = REGISTRY.find(spec.kind).ok_or(BuildError::Unsupported)?;
     build(spec).map_err(BuildError::Invalid)
 }
 
