@@ -27,14 +27,15 @@ const GOST_LISTENERS: &[&str] = &[
 ];
 /// Connector names gost registers: a scheme word outside this list means `http`.
 const GOST_CONNECTORS: &[&str] = &[
-    "http", "http2", "socks4", "socks4a", "socks5", "socks", "relay", "forward", "ss", "ssu",
-    "sni", "sshd", "tunnel", "router", "serial", "unix", "direct", "virtual",
+    "http", "http2", "socks4", "socks4a", "socks5", "socks", "relay", "forward", "tcp", "ss",
+    "ssu", "sni", "sshd", "tunnel", "router", "serial", "unix", "direct", "virtual", "masque",
 ];
 /// Dialer names gost registers: a scheme word outside this list means `tcp`.
+#[rustfmt::skip]
 const GOST_DIALERS: &[&str] = &[
     "tcp", "udp", "tls", "mtls", "pht", "phts", "ws", "wss", "mws", "mwss", "http2", "h2", "h2c",
     "http3", "h3", "wt", "grpc", "quic", "kcp", "dtls", "ftcp", "icmp", "icmp6", "ohttp", "otls",
-    "mtcp", "ssh", "sshd", "serial", "unix",
+    "mtcp", "ssh", "sshd", "serial", "unix", "direct", "virtual", "h3-masque", "ohttps", "utls",
 ];
 /// Listeners whose name becomes the handler when a forward target is given.
 const FORWARD_LISTENERS: &[&str] = &[
@@ -121,7 +122,7 @@ pub fn parse_metrics(input: &str) -> Result<MetricsConfig, UrlError> {
     Ok(MetricsConfig {
         addr: u.host.clone(),
         path: u.param("path").unwrap_or_default().to_string(),
-        auth: auth_of(&u),
+        auth: auth_of(&u, input)?,
     })
 }
 
@@ -167,13 +168,14 @@ fn flag_lists(u: &GostUrl) -> FlagLists {
 }
 
 /// TLS query keys and the `tls` field they fill (gost's aliases).
+/// Matched case-insensitively, as gost looks them up.
 fn tls_key(k: &str) -> Option<&'static str> {
-    Some(match k {
-        "certFile" | "cert" | "tls.certFile" => "certFile",
-        "keyFile" | "key" | "tls.keyFile" => "keyFile",
-        "caFile" | "ca" | "tls.caFile" => "caFile",
+    Some(match k.to_ascii_lowercase().as_str() {
+        "certfile" | "cert" | "tls.certfile" => "certFile",
+        "keyfile" | "key" | "tls.keyfile" => "keyFile",
+        "cafile" | "ca" | "tls.cafile" => "caFile",
         "secure" | "tls.secure" => "secure",
-        "serverName" | "tls.serverName" => "serverName",
+        "servername" | "tls.servername" => "serverName",
         _ => return None,
     })
 }
@@ -206,29 +208,39 @@ fn tls_of(u: &GostUrl, listener: bool, input: &str) -> Result<Option<TlsConfig>,
     })
 }
 
-fn auth_of(u: &GostUrl) -> Option<AuthConfig> {
+/// `user:pass@` (which wins, as in gost), else `auth=` carrying base64 of `user[:pass]`
+/// (URL-safe unpadded or standard padded, gost's two alphabets). gost refuses to start on an
+/// `auth=` that is not base64, and so does this: ignoring it would leave the service open.
+fn auth_of(u: &GostUrl, input: &str) -> Result<Option<AuthConfig>, UrlError> {
     if let Some(user) = &u.user {
-        return Some(AuthConfig {
+        return Ok(Some(AuthConfig {
             username: user.clone(),
             password: u.password.clone().unwrap_or_default(),
-        });
+        }));
     }
-    let raw = u.param("auth")?;
-    let engines = [
-        base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        base64::engine::general_purpose::STANDARD,
-    ];
-    let decoded = engines.iter().find_map(|e| {
-        e.decode(raw.trim_end_matches('='))
-            .ok()
-            .or_else(|| e.decode(raw).ok())
-    })?;
-    let text = String::from_utf8(decoded).ok()?;
+    let Some((key, raw)) = u
+        .query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("auth"))
+        .filter(|(_, v)| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw))
+        .map_err(|_| UrlError::BadParam {
+            url: input.into(),
+            key: key.clone(),
+            value: raw.clone(),
+            reason: "expected base64 of user:password".into(),
+        })?;
+    let text = String::from_utf8_lossy(&decoded);
     let (user, pass) = text.split_once(':').unwrap_or((&text, ""));
-    Some(AuthConfig {
+    Ok(Some(AuthConfig {
         username: user.into(),
         password: pass.into(),
-    })
+    }))
 }
 
 /// Expands gost's host part: `:8000-8002` → three addresses; `a:1,b:2` → two.
@@ -290,9 +302,13 @@ fn service(input: &str) -> Result<(Vec<ServiceConfig>, FlagLists), UrlError> {
     let mut handler_md = Metadata::default();
     let mut listener_md = Metadata::default();
     let mut service_md = Metadata::default();
-    let mut selector = None::<SelectorConfig>;
+    let selector = cli_selector(&u);
     for (k, v) in &u.query {
-        if k == "auth" || tls_key(k).is_some() || list_key(k) {
+        if k.eq_ignore_ascii_case("auth")
+            || tls_key(k).is_some()
+            || list_key(k)
+            || (selector.is_some() && selector_key(k))
+        {
             continue;
         }
         if let Some(k) = k.strip_prefix("service.") {
@@ -301,14 +317,13 @@ fn service(input: &str) -> Result<(Vec<ServiceConfig>, FlagLists), UrlError> {
             handler_md.insert(k, v);
         } else if let Some(k) = k.strip_prefix("listener.") {
             listener_md.insert(k, v);
-        } else if selector_key(k, v, &mut selector) {
         } else {
             handler_md.insert(k, v);
             listener_md.insert(k, v);
             service_md.insert(k, v);
         }
     }
-    let selector = selector.map(fill_selector);
+    let auth = auth_of(&u, input)?;
 
     let addrs = expand_addrs(&u.host, input)?;
     if addrs.is_empty() {
@@ -344,7 +359,7 @@ fn service(input: &str) -> Result<(Vec<ServiceConfig>, FlagLists), UrlError> {
                 handler: HandlerConfig {
                     kind: handler.clone(),
                     chain: None,
-                    auth: auth_of(&u),
+                    auth: auth.clone(),
                     metadata: handler_md.clone(),
                     ..Default::default()
                 },
@@ -362,33 +377,59 @@ fn service(input: &str) -> Result<(Vec<ServiceConfig>, FlagLists), UrlError> {
     Ok((services, flag_lists(&u)))
 }
 
-fn selector_key(k: &str, v: &str, sel: &mut Option<SelectorConfig>) -> bool {
-    let s = sel.get_or_insert_with(SelectorConfig::default);
-    match k {
-        "strategy" => s.strategy = v.into(),
-        "maxFails" | "max_fails" => s.max_fails = v.parse().unwrap_or(1),
-        "failTimeout" | "fail_timeout" => s.fail_timeout = v.into(),
-        _ => {
-            if *s == SelectorConfig::default() {
-                *sel = None;
-            }
-            return false;
-        }
-    }
-    true
+/// The selector keys of a command-line URL (gost reads them case-insensitively).
+fn selector_key(k: &str) -> bool {
+    [
+        "strategy",
+        "maxFails",
+        "max_fails",
+        "failTimeout",
+        "fail_timeout",
+    ]
+    .iter()
+    .any(|n| k.eq_ignore_ascii_case(n))
 }
 
-fn fill_selector(mut s: SelectorConfig) -> SelectorConfig {
-    if s.strategy.is_empty() {
-        s.strategy = "round".into();
+/// gost's selector from a command-line URL: present when `strategy` is set, `maxFails` is
+/// above 0 or `failTimeout` above zero; the keys left out then default to `round`, 1 and
+/// 30s. Without any, there is no selector and the keys stay plain metadata, as in gost.
+/// (A `failTimeout` that is not a duration is kept, and refused when the configuration is
+/// checked, where gost would fall back to 30s.)
+fn cli_selector(u: &GostUrl) -> Option<SelectorConfig> {
+    let strategy = u.param("strategy").unwrap_or_default().trim();
+    let max_fails = u
+        .param("maxFails")
+        .or_else(|| u.param("max_fails"))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    let fail_timeout = u
+        .param("failTimeout")
+        .or_else(|| u.param("fail_timeout"))
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && crate::config::parse_duration(v) != Some(Default::default()))
+        .unwrap_or_default();
+    if strategy.is_empty() && max_fails <= 0 && fail_timeout.is_empty() {
+        return None;
     }
-    if s.max_fails == 0 {
-        s.max_fails = crate::selector::DEFAULT_MAX_FAILS;
-    }
-    if s.fail_timeout.is_empty() {
-        s.fail_timeout = crate::selector::CLI_FAIL_TIMEOUT.into();
-    }
-    s
+    Some(SelectorConfig {
+        strategy: if strategy.is_empty() {
+            "round"
+        } else {
+            strategy
+        }
+        .into(),
+        max_fails: if max_fails <= 0 {
+            crate::selector::DEFAULT_MAX_FAILS
+        } else {
+            u32::try_from(max_fails).unwrap_or(u32::MAX)
+        },
+        fail_timeout: if fail_timeout.is_empty() {
+            crate::selector::CLI_FAIL_TIMEOUT
+        } else {
+            fail_timeout
+        }
+        .into(),
+    })
 }
 
 /// One `-F` flag → one hop (a comma list in the host makes several nodes). Its `bypass=`
@@ -417,18 +458,24 @@ fn chain_node(input: &str) -> Result<(HopConfig, Option<String>), UrlError> {
     let mut connector_md = Metadata::default();
     let mut dialer_md = Metadata::default();
     let mut node_md = Metadata::default();
-    let mut selector = None::<SelectorConfig>;
+    let selector = cli_selector(&u);
     for (k, v) in &u.query {
-        if k == "auth" || tls_key(k).is_some() || k.eq_ignore_ascii_case("bypass") {
+        if k.eq_ignore_ascii_case("auth")
+            || tls_key(k).is_some()
+            || k.eq_ignore_ascii_case("bypass")
+            || (selector.is_some() && selector_key(k))
+            // gost's hop metadata (interface, so_mark, ...), none of it used here: it
+            // reaches neither the node, nor its connector or dialer.
+            || k.starts_with("hop.")
+        {
             continue;
         }
         if let Some(k) = k.strip_prefix("connector.") {
             connector_md.insert(k, v);
         } else if let Some(k) = k.strip_prefix("dialer.") {
             dialer_md.insert(k, v);
-        } else if let Some(k) = k.strip_prefix("node.").or_else(|| k.strip_prefix("hop.")) {
+        } else if let Some(k) = k.strip_prefix("node.") {
             node_md.insert(k, v);
-        } else if selector_key(k, v, &mut selector) {
         } else {
             connector_md.insert(k, v);
             dialer_md.insert(k, v);
@@ -440,9 +487,10 @@ fn chain_node(input: &str) -> Result<(HopConfig, Option<String>), UrlError> {
         return Err(UrlError::MissingAddress { url: input.into() });
     }
     let dialer_tls = tls_of(&u, false, input)?;
+    let auth = auth_of(&u, input)?;
     let hop = HopConfig {
         name: String::new(),
-        selector: selector.map(fill_selector),
+        selector,
         nodes: addrs
             .into_iter()
             .enumerate()
@@ -451,7 +499,7 @@ fn chain_node(input: &str) -> Result<(HopConfig, Option<String>), UrlError> {
                 addr,
                 connector: ConnectorConfig {
                     kind: connector.clone(),
-                    auth: auth_of(&u),
+                    auth: auth.clone(),
                     metadata: connector_md.clone(),
                 },
                 dialer: DialerConfig {
@@ -614,6 +662,147 @@ mod tests {
         assert!(yaml.contains("  bypass: bypass-0\n"), "{yaml}");
         let back: Config = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn auth_query_is_base64_or_refused() {
+        let user = |s: &str| {
+            let a = svc(s).handler.auth.unwrap();
+            (a.username, a.password)
+        };
+        // gost's two alphabets: URL-safe unpadded, standard padded; the password optional.
+        assert_eq!(user(":1?auth=dTpwPj4_"), ("u".into(), "p>>?".into()));
+        assert_eq!(user(":1?auth=dTpwPz8="), ("u".into(), "p??".into()));
+        // A `+` must be escaped in a URL (a bare one is a space, in gost too).
+        assert_eq!(user(":1?auth=dTpwPz9%2B"), ("u".into(), "p??~".into()));
+        assert_eq!(user(":1?AUTH=dQ"), ("u".into(), "".into()));
+        // user:pass@ wins over auth=.
+        assert_eq!(user("http://a:b@:1?auth=dTpw"), ("a".into(), "b".into()));
+        // An empty auth= is no auth, as in gost.
+        assert_eq!(svc(":1?auth=").handler.auth, None);
+        for input in [":1?auth=!!", ":1?auth=dTpwPz8==="] {
+            let e = parse_service(input).unwrap_err().to_string();
+            let value = input.split_once('=').unwrap().1;
+            assert_eq!(
+                e,
+                format!("{input:?}: parameter auth={value:?}: expected base64 of user:password")
+            );
+        }
+        let e = parse_chain_node("relay+pht://h:1?auth=*")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("expected base64 of user:password"), "{e}");
+    }
+
+    #[test]
+    fn special_keys_are_case_insensitive_as_in_gost() {
+        let hop = parse_chain_node("phts://h:443?Secure=true&SERVERNAME=x&CaFile=/ca.pem").unwrap();
+        let t = hop.nodes[0].dialer.tls.clone().unwrap();
+        assert!(t.secure);
+        assert_eq!(
+            (t.server_name.as_str(), t.ca_file.as_str()),
+            ("x", "/ca.pem")
+        );
+        let s = svc("phts://:8443?CertFile=/c.pem&KEY=/k.pem");
+        let t = s.listener.tls.unwrap();
+        assert_eq!(
+            (t.cert_file.as_str(), t.key_file.as_str()),
+            ("/c.pem", "/k.pem")
+        );
+        let f = svc("tcp://:1/a:1,b:2?Strategy=fifo&MaxFails=3")
+            .forwarder
+            .unwrap();
+        let sel = f.selector.unwrap();
+        assert_eq!(
+            (
+                sel.strategy.as_str(),
+                sel.max_fails,
+                sel.fail_timeout.as_str()
+            ),
+            ("fifo", 3, "30s")
+        );
+    }
+
+    #[test]
+    fn selector_only_when_gost_makes_one() {
+        // maxFails 0 and failTimeout 0 count as absent: no selector, plain metadata.
+        let s = svc("tcp://:1/a:1?maxFails=0&failTimeout=0");
+        assert_eq!(s.forwarder.unwrap().selector, None);
+        assert_eq!(s.handler.metadata.get_str("maxFails").as_deref(), Some("0"));
+        // One key is enough; the others take the command line's defaults.
+        let sel = svc("tcp://:1/a:1?max_fails=2")
+            .forwarder
+            .unwrap()
+            .selector
+            .unwrap();
+        assert_eq!(
+            (
+                sel.strategy.as_str(),
+                sel.max_fails,
+                sel.fail_timeout.as_str()
+            ),
+            ("round", 2, "30s")
+        );
+        let sel = svc("tcp://:1/a:1?fail_timeout=5")
+            .forwarder
+            .unwrap()
+            .selector
+            .unwrap();
+        assert_eq!(
+            (
+                sel.strategy.as_str(),
+                sel.max_fails,
+                sel.fail_timeout.as_str()
+            ),
+            ("round", 1, "5")
+        );
+        let hop = parse_chain_node("http://a:1,b:2?strategy=random").unwrap();
+        let sel = hop.selector.unwrap();
+        assert_eq!(
+            (
+                sel.strategy.as_str(),
+                sel.max_fails,
+                sel.fail_timeout.as_str()
+            ),
+            ("random", 1, "30s")
+        );
+        assert_eq!(hop.nodes[0].metadata.get_str("strategy"), None);
+        assert_eq!(parse_chain_node("http://a:1").unwrap().selector, None);
+    }
+
+    #[test]
+    fn every_gost_connector_and_dialer_name_is_kept() {
+        // Names gost registers stay as written (and are refused by name if this server
+        // lacks them), never replaced by http or tcp as an unknown word is.
+        for (input, c, d) in [
+            ("tcp://h:1", "tcp", "tcp"),
+            ("utls://h:1", "http", "utls"),
+            ("socks5+utls://h:1", "socks5", "utls"),
+            ("masque+h3-masque://h:1", "masque", "h3-masque"),
+            ("direct://h:1", "direct", "direct"),
+            ("foo://h:1", "http", "tcp"),
+            ("h:1", "http", "tcp"),
+            ("https://h:1", "http", "tls"),
+            ("tls://h:1", "http", "tls"),
+            ("pht://h:1", "http", "pht"),
+            ("phts://h:1", "http", "phts"),
+        ] {
+            let n = &parse_chain_node(input).unwrap().nodes[0];
+            assert_eq!(
+                (n.connector.kind.as_str(), n.dialer.kind.as_str()),
+                (c, d),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_keys_stay_off_nodes() {
+        let hop = parse_chain_node("http://a:1?hop.backup=true&node.backup=false&x=1").unwrap();
+        let n = &hop.nodes[0];
+        assert_eq!(n.metadata.get_str("backup").as_deref(), Some("false"));
+        assert_eq!(n.connector.metadata.get_str("hop.backup"), None);
+        assert_eq!(n.dialer.metadata.get_str("x").as_deref(), Some("1"));
     }
 
     #[test]

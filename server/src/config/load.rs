@@ -77,6 +77,7 @@ fn parse(name: &str, text: &str, is_json: bool) -> Result<Config, LoadError> {
 pub fn merge(mut base: Config, next: Config) -> Config {
     base.services.extend(next.services);
     base.chains.extend(next.chains);
+    base.hops.extend(next.hops);
     base.authers.extend(next.authers);
     base.admissions.extend(next.admissions);
     base.bypasses.extend(next.bypasses);
@@ -89,6 +90,7 @@ pub fn merge(mut base: Config, next: Config) -> Config {
     if next.metrics.is_some() {
         base.metrics = next.metrics;
     }
+    base.link_hops();
     base
 }
 

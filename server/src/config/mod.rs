@@ -27,6 +27,10 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chains: Vec<ChainConfig>,
+    /// Hops defined once and named by chains: a chain's hop that has no nodes of its own
+    /// is the hop of this list with its name (see [`Config::link_hops`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<HopConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authers: Vec<AutherConfig>,
     /// Client address lists, referenced by `services[].admission(s)`.
@@ -321,6 +325,31 @@ pub struct DialerConfig {
 pub struct LogConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub level: String,
+}
+
+impl Config {
+    /// gost's hop references: a hop in a chain with no nodes stands for the top-level
+    /// `hops[]` entry of the same name, which takes its place (nodes, selector, bypass).
+    /// A name with no such entry stays as it is (and is refused as a hop without nodes).
+    /// [`merge`] calls this, so hops and chains may come from different sources.
+    ///
+    /// ```
+    /// let mut c: pht_server::config::Config = serde_yaml::from_str(
+    ///     "chains:\n- name: c\n  hops:\n  - name: h\nhops:\n- name: h\n  nodes:\n  - {name: n, addr: 'a:1'}\n",
+    /// ).unwrap();
+    /// c.link_hops();
+    /// assert_eq!(c.chains[0].hops[0].nodes[0].addr, "a:1");
+    /// ```
+    pub fn link_hops(&mut self) {
+        for hop in self.chains.iter_mut().flat_map(|c| c.hops.iter_mut()) {
+            if !hop.nodes.is_empty() {
+                continue;
+            }
+            if let Some(def) = self.hops.iter().find(|h| h.name == hop.name) {
+                *hop = def.clone();
+            }
+        }
+    }
 }
 
 /// gost's auth file: one `user password` per line, `#` starts a comment.

@@ -29,7 +29,7 @@ impl AutoHandler {
     pub fn new(svc: &ServiceConfig, router: Router) -> Result<Self, HandlerError> {
         let common = Arc::new(Common::new(svc, router)?);
         Ok(AutoHandler {
-            http: HttpHandler::with_common(common.clone()),
+            http: HttpHandler::with_common(common.clone())?,
             socks4: Socks4Handler::with_common(common.clone()),
             socks5: Socks5Handler::with_common(common.clone())?,
             common,

@@ -17,7 +17,13 @@
 //!   headers removed. `101 Switching Protocols` answers are spliced.
 //!
 //! Options: `readTimeout` (request head, and upstream response head; default 15s),
-//! `proxyAgent` (`gost/3.0`), `authBasicRealm` (`gost`).
+//! `proxyAgent` (`gost/3.0`), `authBasicRealm` (`gost`), and gost's probe resistance:
+//! `probeResist` (`probe_resist`) `TYPE:VALUE` answers a failed authentication with a decoy
+//! instead of 407, unless the request names a host of `knock` (comma list): `code:N` → an
+//! empty `N` answer; `file:PATH` → `200` with the file as `text/html` (503 if it cannot be
+//! read); `host:ADDR` → the request goes to `ADDR` (dialled directly) and its answer back
+//! (503 if the dial fails). `web:URL` (gost fetches the page) is refused as not supported;
+//! another type answers 503, as gost does.
 
 use std::convert::Infallible;
 use std::io;
@@ -68,14 +74,89 @@ pub struct HttpHandler {
     common: Arc<Common>,
     proxy_agent: String,
     realm: String,
+    probe_resist: Option<ProbeResist>,
 }
+
+/// gost's `probeResist`: what a client that fails authentication gets instead of 407.
+#[derive(Debug, Clone, PartialEq)]
+enum Decoy {
+    /// An empty answer with this status (`None`: gost's 503 for a code that is not one).
+    Code(Option<u16>),
+    /// `200` with this file's content as `text/html`.
+    File(String),
+    /// The request is passed to this address and the answer back.
+    Host(String),
+    /// A type gost does not know: 503.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ProbeResist {
+    decoy: Decoy,
+    /// Host names (lower case) whose requests get the 407 after all.
+    knock: Vec<String>,
+}
+
+impl ProbeResist {
+    fn from_common(c: &Common) -> Result<Option<Self>, HandlerError> {
+        let Some(value) = c.text("probeResist").or_else(|| c.text("probe_resist")) else {
+            return Ok(None);
+        };
+        // Without a `:` gost has no probe resistance.
+        let Some((kind, arg)) = value.split_once(':') else {
+            return Ok(None);
+        };
+        let decoy = match kind {
+            "code" => Decoy::Code(arg.trim().parse().ok()),
+            "file" => Decoy::File(arg.into()),
+            "host" => Decoy::Host(arg.into()),
+            "web" => {
+                return Err(HandlerError::Invalid {
+                    kind: c.kind.clone(),
+                    reason: format!(
+                        "probeResist {value:?}: web decoys are not supported (code:, file: and host: are)"
+                    ),
+                });
+            }
+            _ => Decoy::Other,
+        };
+        let knock = c
+            .text("knock")
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        Ok(Some(ProbeResist { decoy, knock }))
+    }
+}
+
+/// The host name of a request's URL as Go parses it: CONNECT's authority, an absolute
+/// URI's host, nothing for an origin-form request.
+fn url_hostname(head: &Head) -> String {
+    let authority = if head.method.eq_ignore_ascii_case("CONNECT") {
+        head.target.as_str()
+    } else if let Some((_, rest)) = head.target.split_once("://") {
+        rest.split(['/', '?', '#']).next().unwrap_or("")
+    } else {
+        ""
+    };
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.to_ascii_lowercase()
+}
+
+const DECOY_UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n";
 
 impl HttpHandler {
     pub fn new(svc: &ServiceConfig, router: Router) -> Result<Self, HandlerError> {
-        Ok(Self::with_common(Arc::new(Common::new(svc, router)?)))
+        Self::with_common(Arc::new(Common::new(svc, router)?))
     }
 
-    pub(super) fn with_common(common: Arc<Common>) -> Self {
+    pub(super) fn with_common(common: Arc<Common>) -> Result<Self, HandlerError> {
         let proxy_agent = common
             .text("proxyAgent")
             .or_else(|| common.text("http.proxyAgent"))
@@ -86,11 +167,72 @@ impl HttpHandler {
             .or_else(|| common.text("http.authBasicRealm"))
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "gost".into());
-        HttpHandler {
+        let probe_resist = ProbeResist::from_common(&common)?;
+        Ok(HttpHandler {
             common,
             proxy_agent,
             realm,
-        }
+            probe_resist,
+        })
+    }
+
+    /// Answers a client that failed authentication: the decoy when `probeResist` is set
+    /// and the request knocks on none of `knock`'s hosts, else 407. `raw` is everything
+    /// read from the client so far (the request as it came).
+    async fn refuse_unauthenticated(&self, stream: &mut Box<dyn Stream>, head: &Head, raw: &[u8]) {
+        let pr = self
+            .probe_resist
+            .as_ref()
+            .filter(|pr| !pr.knock.contains(&url_hostname(head)));
+        let Some(pr) = pr else {
+            send_and_close(stream, &self.auth_required(head)).await;
+            return;
+        };
+        let answer = match &pr.decoy {
+            Decoy::Code(Some(0)) => self.auth_required(head),
+            Decoy::Code(Some(code)) => {
+                let reason = StatusCode::from_u16(*code)
+                    .ok()
+                    .and_then(|c| c.canonical_reason())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("status code {code}"));
+                format!("HTTP/1.1 {code:03} {reason}\r\nConnection: close\r\n\r\n").into_bytes()
+            }
+            Decoy::File(path) => match tokio::fs::read(path).await {
+                Ok(body) => {
+                    let mut a = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\
+                         Content-Type: text/html\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    a.extend_from_slice(&body);
+                    a
+                }
+                Err(e) => {
+                    warn!(service = %self.common.service, "http: probeResist file {path}: {e}");
+                    DECOY_UNAVAILABLE.to_vec()
+                }
+            },
+            Decoy::Host(addr) => {
+                let dial = tokio::net::TcpStream::connect(addr.as_str());
+                match within(Some(super::common::DEFAULT_READ_TIMEOUT), dial).await {
+                    Ok(mut decoy) => {
+                        if send(&mut decoy, raw).await.is_ok() {
+                            let mut decoy: Box<dyn Stream> = Box::new(decoy);
+                            let _ = splice(stream, &mut decoy).await;
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(service = %self.common.service, "http: probeResist host {addr}: {e}");
+                        DECOY_UNAVAILABLE.to_vec()
+                    }
+                }
+            }
+            Decoy::Code(None) | Decoy::Other => DECOY_UNAVAILABLE.to_vec(),
+        };
+        send_and_close(stream, &answer).await;
     }
 
     /// gost's answer to a target the service refuses.
@@ -356,7 +498,7 @@ impl Handler for HttpHandler {
             if c.auth.is_some() {
                 let (u, p) = basic_credentials(head.header("proxy-authorization"));
                 if !c.authenticate(&u, &p) {
-                    send_and_close(&mut stream, &self.auth_required(&head)).await;
+                    self.refuse_unauthenticated(&mut stream, &head, &buf).await;
                     warn!(service = %c.service, %peer, token = tag, target = %shown, "http: authentication failed for user {u:?}");
                     return;
                 }
@@ -716,6 +858,111 @@ mod tests {
         );
         c.write_all(req.as_bytes()).await.unwrap();
         assert_eq!(read_n(&mut c, OK_200.len()).await, OK_200);
+    }
+
+    /// gost's `probeResist`: a decoy for a failed authentication, 407 for a knock host.
+    #[tokio::test]
+    async fn probe_resistance_decoys_and_knock() {
+        let echo = echo_server().await;
+        let decoy_file =
+            std::env::temp_dir().join(format!("pht-decoy-{}.html", std::process::id()));
+        std::fs::write(&decoy_file, "decoy-response").unwrap();
+        let file = format!("file:{}", decoy_file.display());
+        let host = format!("host:{echo}");
+        let bad_file = "file:/nonexistent/decoy.html".to_string();
+        let closed = format!("host:{}", closed_port().await);
+        let unauthenticated = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n");
+        let cases: [(&str, &[u8]); 6] = [
+            (
+                "code:404",
+                b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "code:499",
+                b"HTTP/1.1 499 status code 499\r\nConnection: close\r\n\r\n",
+            ),
+            ("code:x", DECOY_UNAVAILABLE),
+            ("smtp:25", DECOY_UNAVAILABLE),
+            (&bad_file, DECOY_UNAVAILABLE),
+            (&closed, DECOY_UNAVAILABLE),
+        ];
+        for (pr, want) in cases {
+            let h = build("http", Some(("user", "pass")), &[("probeResist", pr)]);
+            let mut c = start(h);
+            c.write_all(unauthenticated.as_bytes()).await.unwrap();
+            assert_eq!(read_to_end(&mut c).await, want, "{pr}");
+        }
+        // file: the page, as gost writes it.
+        let h = build("http", Some(("user", "pass")), &[("probeResist", &file)]);
+        let mut c = start(h);
+        c.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            read_to_end(&mut c).await,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: keep-alive\r\n\
+              Content-Type: text/html\r\n\r\ndecoy-response"
+        );
+        // host: the request itself reaches the decoy (an echo here) and its answer comes back.
+        let h = build("http", Some(("user", "pass")), &[("probe_resist", &host)]);
+        let mut c = start(h);
+        let req = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        c.write_all(req).await.unwrap();
+        assert_eq!(read_n(&mut c, req.len()).await, req);
+        // knock: a request for a knock host gets the 407 (CONNECT authority and absolute URI
+        // alike, case-insensitively); others, and origin-form requests, the decoy.
+        let h = build(
+            "http",
+            Some(("user", "pass")),
+            &[
+                ("probeResist", "code:404"),
+                ("knock", "a.example, Secret.Example.com"),
+            ],
+        );
+        for (req, want) in [
+            ("CONNECT secret.example.com:443 HTTP/1.1\r\n\r\n", REQ_407),
+            ("GET http://SECRET.example.com/x HTTP/1.1\r\n\r\n", REQ_407),
+            (
+                "GET http://other.example.com/ HTTP/1.1\r\n\r\n",
+                &b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n"[..],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: secret.example.com\r\n\r\n",
+                b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n",
+            ),
+        ] {
+            let mut c = start(h.clone());
+            c.write_all(req.as_bytes()).await.unwrap();
+            assert_eq!(read_to_end(&mut c).await, want, "{req}");
+        }
+        // Right credentials never see the decoy; no `:` means no probe resistance.
+        let h = build(
+            "http",
+            Some(("user", "pass")),
+            &[("probeResist", "code:404")],
+        );
+        let mut c = start(h);
+        let req = format!(
+            "CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\nProxy-Authorization: Basic dXNlcjpwYXNz\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        assert_eq!(read_n(&mut c, OK_200.len()).await, OK_200);
+        let h = build("http", Some(("user", "pass")), &[("probeResist", "404")]);
+        let mut c = start(h);
+        c.write_all(unauthenticated.as_bytes()).await.unwrap();
+        assert_eq!(read_to_end(&mut c).await, REQ_407);
+        // web: is refused when the configuration is checked.
+        let e = super::super::build(
+            &service("http", None, &[("probeResist", "web:example.com")]),
+            Router::direct(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "handler http: probeResist \"web:example.com\": web decoys are not supported (code:, file: and host: are)"
+        );
+        let _ = std::fs::remove_file(decoy_file);
     }
 
     #[tokio::test]
