@@ -158,7 +158,7 @@ fn unknown_types() {
             p,
             "  handler: {type: http, chain: c}\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - {name: n, addr: '127.0.0.1:1', connector: {type: ss}, dialer: {type: kcp}}\n",
         ),
-        "chains[0].hops[0].nodes[0].connector.type: connector type \"ss\" is not supported (supported: http, socks5, socks, relay, forward)\n\
+        "chains[0].hops[0].nodes[0].connector.type: connector type \"ss\" is not supported (supported: http, socks5, socks, relay, forward, tcp)\n\
          chains[0].hops[0].nodes[0].dialer.type: dialer type \"kcp\" is not supported (supported: tcp, tls, pht, phts, h3, http3)",
     );
     // gost's command line makes `ws` a listener this server does not have.

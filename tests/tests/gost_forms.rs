@@ -317,3 +317,23 @@ chains:
     let (code, body) = fetch(&["-x", &format!("http://127.0.0.1:{lp}"), &url]).await;
     assert_eq!((code.as_str(), body.as_str()), ("200", HELLO));
 }
+
+/// gost's `tcp` connector hands the stream on untouched, like `forward`: `-F tcp://` in
+/// front of a port forwarder reaches that forwarder's target, bytes intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connector_passes_the_stream_on() {
+    let echo = echo_target().await;
+    let target = format!("tcp://127.0.0.1:PORT/{echo}");
+    let (_fwd, fp) = serve(&[&target], &[]).await;
+    let hop = format!("tcp://127.0.0.1:{}", fp[0]);
+    let (_entry, ep) = serve(&["tcp://127.0.0.1:PORT"], &["-F", &hop]).await;
+    let mut s = TcpStream::connect(("127.0.0.1", ep[0])).await.unwrap();
+    let data: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 + 3) as u8).collect();
+    s.write_all(&data).await.unwrap();
+    let mut back = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert!(back == data, "64 KiB echoed intact through the tcp connector");
+}

@@ -45,7 +45,8 @@ pub enum Connector {
 }
 
 impl Connector {
-    /// The connector registry: every name gost accepts (`socks` is `socks5`). Parsing and
+    /// The connector registry: every name gost accepts (`socks` is `socks5`, `tcp` is
+    /// `forward`). Parsing and
     /// every "supported: ..." message read it. (Connectors are a closed enum rather than
     /// trait objects because the wasm client matches on them and pays for every vtable;
     /// each handshake lives in its own file.)
@@ -55,6 +56,8 @@ impl Connector {
         ("socks", Connector::Socks5),
         ("relay", Connector::Relay),
         ("forward", Connector::Forward),
+        // gost's `tcp` connector passes the stream on untouched, as `forward` does.
+        ("tcp", Connector::Forward),
     ];
 
     /// Every connector name, for "supported: ..." messages.

@@ -437,7 +437,7 @@ mod tests {
             errors(
                 "chains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - {name: n, addr: 'a:1', connector: {type: socks4}, dialer: {type: ws}}\n"
             ),
-            "chains[0].hops[0].nodes[0].connector.type: connector type \"socks4\" is not supported (supported: http, socks5, socks, relay, forward)\n\
+            "chains[0].hops[0].nodes[0].connector.type: connector type \"socks4\" is not supported (supported: http, socks5, socks, relay, forward, tcp)\n\
              chains[0].hops[0].nodes[0].dialer.type: dialer type \"ws\" is not supported (supported: tcp, tls, pht, phts, h3, http3)"
         );
         assert_eq!(
