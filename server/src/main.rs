@@ -14,7 +14,7 @@ use pht_server::metrics::Endpoint;
 use pht_server::plan::Plan;
 use pht_server::service::{Lifecycle, Service};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// How long running connections get to finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -138,6 +138,9 @@ async fn run(mut cfg: Config) -> Result<()> {
     }
     // Every chain, handler and listener built from its text before anything binds.
     let plan = Plan::build(&mut cfg)?;
+    for w in &plan.warnings {
+        warn!("{}: {}", w.path, w.message);
+    }
     let mut metrics_task = None;
     if let Some(m) = &cfg.metrics {
         let ep = Endpoint::new(

@@ -118,6 +118,18 @@ fn files_are_read_before_anything_binds() {
     );
 }
 
+/// gost's PROXY protocol would make every connection look like a bad request here: a
+/// configuration that switches it on is refused by name.
+#[test]
+fn proxy_protocol_is_refused() {
+    let p = free_port();
+    refused(
+        &["-L", &format!("http://127.0.0.1:{p}?proxyProtocol=1")],
+        "services[0].metadata.proxyProtocol: the PROXY protocol is not supported: every \
+         connection that starts with a PROXY header would be refused as a bad request",
+    );
+}
+
 #[test]
 fn empty_chains_and_hops() {
     let p = free_port();
@@ -135,7 +147,7 @@ fn empty_chains_and_hops() {
             p,
             "  handler: {type: http, chain: c}\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes: []\n",
         ),
-        "chains[0].hops[0].nodes: hop \"h\" has no nodes",
+        "chains[0].hops[0].nodes: hop \"h\" has no nodes, and no top-level hops[] entry has its name",
     );
 }
 

@@ -59,17 +59,43 @@ fn parse(name: &str, text: &str, is_json: bool) -> Result<Config, LoadError> {
         },
         message,
     };
-    if is_json {
+    // Keys no setting reads (gost's resolvers, limiters, a typo...) are kept, with their
+    // paths, to be warned about at start: silently dropping them would hide that a
+    // setting the user relies on does nothing here.
+    let mut ignored = Vec::new();
+    let mut cfg: Config = if is_json {
         let de = &mut serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| perr(e.path().to_string(), e.inner().to_string()))
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut |path| {
+            ignored.push(format!("{name}: {}", key_path(&path)))
+        }))
+        .map_err(|e| perr(e.path().to_string(), e.inner().to_string()))?
     } else {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
         let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| perr(e.path().to_string(), e.inner().to_string()))
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut |path| {
+            ignored.push(format!("{name}: {}", key_path(&path)))
+        }))
+        .map_err(|e| perr(e.path().to_string(), e.inner().to_string()))?
+    };
+    cfg.ignored = ignored;
+    Ok(cfg)
+}
+
+/// A path as the rest of the configuration errors spell it: `services[0].resolver`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 
@@ -90,6 +116,7 @@ pub fn merge(mut base: Config, next: Config) -> Config {
     if next.metrics.is_some() {
         base.metrics = next.metrics;
     }
+    base.ignored.extend(next.ignored);
     base.link_hops();
     base
 }
@@ -97,6 +124,25 @@ pub fn merge(mut base: Config, next: Config) -> Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_no_setting_reads_are_kept_with_their_paths() {
+        let yaml = "services:\n- name: a\n  addr: :1\n  resolver: r\n  handler: {type: http, retry: 3}\nresolvers:\n- name: r\n";
+        let c = parse("x.yaml", yaml, false).unwrap();
+        assert_eq!(
+            c.ignored,
+            [
+                "x.yaml: services[0].resolver",
+                "x.yaml: services[0].handler.retry",
+                "x.yaml: resolvers",
+            ]
+        );
+        let json = r#"{"services": [{"name": "a", "addr": ":1"}], "limiters": []}"#;
+        assert_eq!(parse("j", json, true).unwrap().ignored, ["j: limiters"]);
+        // Metadata takes any key: gost's options live there, checked by Plan::build.
+        let md = "services:\n- name: a\n  addr: :1\n  metadata: {anything: 1}\n";
+        assert!(parse("m", md, false).unwrap().ignored.is_empty());
+    }
 
     #[test]
     fn wrong_type_names_the_key_path_and_line() {

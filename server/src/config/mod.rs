@@ -46,6 +46,10 @@ pub struct Config {
     /// The Prometheus endpoint (`-metrics`, gost's `metrics:` section).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// Keys of loaded files that no setting reads, as `SOURCE: PATH`
+    /// (`a.yaml: services[0].resolver`), warned about by `Plan::build`.
+    #[serde(skip)]
+    pub ignored: Vec<String>,
 }
 
 /// gost's `metrics` section: where Prometheus scrapes (see [`crate::metrics`]).

@@ -136,7 +136,10 @@ impl Router {
             if hop.nodes.is_empty() {
                 add(
                     format!("{at}.nodes"),
-                    format!("hop {:?} has no nodes", hop.name),
+                    format!(
+                        "hop {:?} has no nodes, and no top-level hops[] entry has its name",
+                        hop.name
+                    ),
                 );
                 continue;
             }
