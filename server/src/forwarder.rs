@@ -11,9 +11,10 @@ use std::io;
 use tracing::{debug, warn};
 
 use crate::config::ServiceConfig;
+use crate::handler::common::dial_retrying;
 use crate::listener::Stream;
 use crate::router::Router;
-use crate::selector::Selector;
+use crate::selector::{NodeOptions, Selector};
 
 struct Node {
     addr: String,
@@ -29,49 +30,59 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// The service's forwarder, or `None` when it has no nodes with an address.
-    pub fn for_service(svc: &ServiceConfig) -> Option<Forwarder> {
-        let f = svc.forwarder.as_ref()?;
-        let nodes: Vec<_> = f.nodes.iter().filter(|n| !n.addr.is_empty()).collect();
-        if nodes.is_empty() {
-            return None;
-        }
-        let backup = nodes
-            .iter()
-            .map(|n| {
-                n.metadata
-                    .get_bool("backup")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false)
-            })
-            .collect();
+    /// The service's forwarder, or `None` when it has no nodes with an address. Each node's
+    /// own selector keys (`backup`, `maxFails`, `failTimeout`, `weight`: see
+    /// [`crate::selector`]) are read here, once; values that are not of their kind come
+    /// back as one message naming each key (`forwarder.nodes[1].metadata.maxFails: ...`).
+    pub fn for_service(svc: &ServiceConfig) -> Result<Option<Forwarder>, String> {
+        let Some(f) = svc.forwarder.as_ref() else {
+            return Ok(None);
+        };
+        let mut issues = Vec::new();
+        let mut options = Vec::new();
+        let mut nodes = Vec::new();
         let service_bypass = svc.bypass_rules.get();
-        let nodes = nodes
-            .iter()
-            .map(|n| {
-                let skipped = n.bypass_rules.get().is_some_and(|b| b.contains(&n.addr));
-                let refused = service_bypass.is_some_and(|b| b.contains(&n.addr));
-                Node {
-                    addr: n.addr.clone(),
-                    skipped,
-                    refused,
-                }
-            })
-            .collect();
-        Some(Forwarder {
+        for (ni, n) in f.nodes.iter().enumerate() {
+            if n.addr.is_empty() {
+                continue;
+            }
+            match NodeOptions::from_metadata(&n.metadata) {
+                Ok(o) => options.push(o),
+                Err(errors) => issues.extend(errors.into_iter().map(|e| {
+                    format!(
+                        "forwarder.nodes[{ni}].metadata.{}: {} is not {}",
+                        e.key, e.value, e.expected
+                    )
+                })),
+            }
+            nodes.push(Node {
+                addr: n.addr.clone(),
+                skipped: n.bypass_rules.get().is_some_and(|b| b.contains(&n.addr)),
+                refused: service_bypass.is_some_and(|b| b.contains(&n.addr)),
+            });
+        }
+        if !issues.is_empty() {
+            return Err(issues.join("; "));
+        }
+        if nodes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Forwarder {
             nodes,
-            selector: Selector::new(f.selector.as_ref(), backup),
-        })
+            selector: Selector::new(f.selector.as_ref(), options),
+        }))
     }
 
     /// Dials the usable nodes in the selector's order until one answers; failures are
-    /// logged and counted against the node. Errors: `PermissionDenied` when the service's
-    /// bypass lists refuse every usable node, `NotFound` when no node is usable, else the
-    /// last dial error.
+    /// logged and counted against the node. Each node is dialled up to `retries` more
+    /// times before the next is tried, as gost's router retries the node it selected
+    /// (handler `retries`). Errors: `PermissionDenied` when the service's bypass lists
+    /// refuse every usable node, `NotFound` when no node is usable, else the last dial
+    /// error.
     pub async fn dial(
         &self,
         router: &Router,
+        retries: u32,
         service: &str,
         peer: &str,
         tag: &str,
@@ -88,17 +99,17 @@ impl Forwarder {
                 refused = true;
                 continue;
             }
-            match router.dial(&node.addr).await {
+            match dial_retrying(router, &node.addr, retries, service).await {
                 Ok(s) => {
                     self.selector.report(i, true);
                     return Ok((node.addr.clone(), s));
                 }
                 Err(e) => {
                     warn!(service, %peer, token = tag, target = %node.addr, "dial failed: {e}");
-                    self.selector.report(i, false);
                     last = Some(e);
                 }
             }
+            self.selector.report(i, false);
         }
         Err(last.unwrap_or_else(|| {
             if refused {

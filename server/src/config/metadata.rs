@@ -89,6 +89,18 @@ impl Metadata {
             .ok_or_else(|| Self::err(key, &v, SIZE_EXPECTED))
     }
 
+    /// A whole number, negative or not (gost's `GetInt` keys: `maxFails`, `weight`,
+    /// `retries`; each caller decides what 0 or less means).
+    pub fn get_int(&self, key: &str) -> Result<Option<i64>, MetadataError> {
+        let Some(v) = self.get_str(key) else {
+            return Ok(None);
+        };
+        v.trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| Self::err(key, &v, "an integer"))
+    }
+
     /// A duration up to [`MAX_DURATION`]: Go syntax (`10s`, `1m30s`, `250ms`) or a bare
     /// number of seconds.
     pub fn get_duration(&self, key: &str) -> Result<Option<Duration>, MetadataError> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::HandlerError;
 use super::auth::{self, Authenticator};
@@ -35,6 +35,24 @@ pub struct Common {
     pub metadata: Metadata,
     /// The service's bypass lists: destinations it refuses.
     pub bypass: Option<Arc<Bypass>>,
+    /// gost's `retries`: how many more times [`Common::dial`] tries a target after a
+    /// failed dial (each try routes afresh through the chain's selectors).
+    pub retries: u32,
+}
+
+/// The handler's `retries` (its metadata, where the command line's `?retries=N` puts it):
+/// 0 or less is no retry, as in gost.
+pub fn retries(svc: &ServiceConfig) -> Result<u32, HandlerError> {
+    let n = svc
+        .handler
+        .metadata
+        .get_int("retries")
+        .map_err(|error| HandlerError::Option {
+            kind: svc.handler.kind.clone(),
+            error,
+        })?
+        .unwrap_or(0);
+    Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
 }
 
 impl Common {
@@ -47,6 +65,7 @@ impl Common {
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
             metadata: svc.handler.metadata.clone(),
             bypass: svc.bypass_rules.get().cloned(),
+            retries: retries(svc)?,
         };
         c.read_timeout = c.timeout("readTimeout", DEFAULT_READ_TIMEOUT)?;
         Ok(c)
@@ -57,6 +76,12 @@ impl Common {
             kind: self.kind.clone(),
             error: e,
         }
+    }
+
+    /// Connects to `target` through the router, trying `retries` more times after a failed
+    /// dial (see [`dial_retrying`]).
+    pub async fn dial(&self, target: &str) -> io::Result<Box<dyn Stream>> {
+        dial_retrying(&self.router, target, self.retries, &self.service).await
     }
 
     /// Whether the service refuses `target` (its bypass lists match it). Logged by the
@@ -143,6 +168,28 @@ impl Common {
         // Either side failing resets both: no peer takes a failure for a clean end.
         let (stats, err) = pht_runtime::splice(stream, upstream).await;
         self.log_done(peer, tag, target, stats.a_to_b, stats.b_to_a, started, err);
+    }
+}
+
+/// gost's router retries: dials `target` through `router` up to `retries` more times after
+/// a failed dial, each failed attempt that is retried logged at debug level; the last
+/// error when every attempt fails. Each attempt routes afresh (the chain's selectors pick
+/// again).
+pub async fn dial_retrying(
+    router: &Router,
+    target: &str,
+    retries: u32,
+    service: &str,
+) -> io::Result<Box<dyn Stream>> {
+    let mut attempt = 0;
+    loop {
+        match router.dial(target).await {
+            Err(e) if attempt < retries => {
+                debug!(service, %target, attempt, "dial failed, retrying: {e}");
+                attempt += 1;
+            }
+            done => return done,
+        }
     }
 }
 

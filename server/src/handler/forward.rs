@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use pht_runtime::{Reset, splice};
 use tracing::{debug, info, warn};
 
+use super::common::{dial_retrying, retries};
 use super::{Handler, HandlerError};
 use crate::config::ServiceConfig;
 use crate::forwarder::Forwarder;
@@ -20,11 +21,16 @@ pub struct ForwardHandler {
     /// through the chain is empty, as in gost.
     forwarder: Option<Forwarder>,
     router: Router,
+    /// gost's `retries`: more tries of a failed dial (of each node, or through the chain).
+    retries: u32,
 }
 
 impl ForwardHandler {
     pub fn new(svc: &ServiceConfig, router: Router) -> Result<Self, HandlerError> {
-        let forwarder = Forwarder::for_service(svc);
+        let forwarder = Forwarder::for_service(svc).map_err(|reason| HandlerError::Invalid {
+            kind: svc.handler.kind.clone(),
+            reason,
+        })?;
         if forwarder.is_none() && router.is_direct() {
             return Err(HandlerError::Invalid {
                 kind: svc.handler.kind.clone(),
@@ -38,6 +44,7 @@ impl ForwardHandler {
             service: svc.name.clone(),
             forwarder,
             router,
+            retries: retries(svc)?,
         })
     }
 }
@@ -49,12 +56,11 @@ impl Handler for ForwardHandler {
             let tag = conn.tag.as_deref().unwrap_or("");
             let dialled = match &self.forwarder {
                 Some(f) => {
-                    f.dial(&self.router, &self.service, &peer.to_string(), tag)
+                    let peer = peer.to_string();
+                    f.dial(&self.router, self.retries, &self.service, &peer, tag)
                         .await
                 }
-                None => self
-                    .router
-                    .dial("")
+                None => dial_retrying(&self.router, "", self.retries, &self.service)
                     .await
                     .map(|s| ("the chain's target".to_string(), s)),
             };

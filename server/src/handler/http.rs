@@ -524,7 +524,7 @@ impl Handler for HttpHandler {
 
             if is_connect {
                 let extra = buf.split_off(head_len);
-                let mut upstream = match c.router.dial(&target).await {
+                let mut upstream = match c.dial(&target).await {
                     Ok(u) => u,
                     Err(e) => {
                         let msg = format!(
@@ -677,7 +677,7 @@ impl Plain {
             warn!(service = %c.service, %peer, token = tag, %target, "http: {what}: {e}");
             closing(StatusCode::SERVICE_UNAVAILABLE)
         };
-        let upstream = match c.router.dial(&target).await {
+        let upstream = match c.dial(&target).await {
             Ok(u) => u,
             Err(e) => {
                 crate::metrics::handler_error(&c.service);

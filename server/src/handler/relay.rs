@@ -133,7 +133,10 @@ impl RelayHandler {
         Ok(RelayHandler {
             bind: common.flag("bind")?,
             common,
-            forwarder: Forwarder::for_service(svc),
+            forwarder: Forwarder::for_service(svc).map_err(|reason| HandlerError::Invalid {
+                kind: svc.handler.kind.clone(),
+                reason,
+            })?,
         })
     }
 
@@ -142,7 +145,8 @@ impl RelayHandler {
         let Some(f) = &self.forwarder else {
             return Err(SERVICE_UNAVAILABLE);
         };
-        f.dial(&self.common.router, &self.common.service, peer, tag)
+        let c = &self.common;
+        f.dial(&c.router, c.retries, &c.service, peer, tag)
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::PermissionDenied => FORBIDDEN,
@@ -183,7 +187,7 @@ impl RelayHandler {
         if self.common.refuses(target) {
             return Err((FORBIDDEN, format!("{target} refused by bypass")));
         }
-        match self.common.router.dial(target).await {
+        match self.common.dial(target).await {
             Ok(s) => Ok((target.clone(), s)),
             Err(e) => Err((NETWORK_UNREACHABLE, format!("dial {target} failed: {e}"))),
         }

@@ -133,7 +133,7 @@ impl Handler for Socks4Handler {
                 warn!(service = %c.service, %peer, token = tag, %target, "socks4: CONNECT refused by bypass: 92");
                 return;
             }
-            let mut upstream = match c.router.dial(&target).await {
+            let mut upstream = match c.dial(&target).await {
                 Ok(u) => u,
                 Err(e) => {
                     send_and_close(&mut stream, &reply(FAILED)).await;

@@ -203,7 +203,7 @@ impl Handler for Socks5Handler {
                 return;
             }
 
-            let mut upstream = match c.router.dial(&target).await {
+            let mut upstream = match c.dial(&target).await {
                 Ok(u) => u,
                 Err(e) => {
                     send_and_close(&mut stream, &reply(REP_NET_UNREACHABLE)).await;

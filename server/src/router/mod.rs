@@ -23,7 +23,7 @@ use tracing::debug;
 use crate::access::Bypass;
 use crate::config::{ChainConfig, HopConfig, Issue, NodeConfig};
 use crate::listener::Stream;
-use crate::selector::Selector;
+use crate::selector::{NodeOptions, Selector};
 use dialer::{Dialer, NodeRef};
 
 /// Time allowed for one outbound TCP connection, and for a TLS handshake over it.
@@ -153,15 +153,20 @@ impl Router {
                 })
             });
             let mut nodes = Vec::new();
-            let mut backup = Vec::new();
+            let mut options = Vec::new();
             for (ni, n) in hop.nodes.iter().enumerate() {
                 let at = format!("{at}.nodes[{ni}]");
-                match n.metadata.get_bool("backup") {
-                    Ok(b) => backup.push(b.unwrap_or(false)),
-                    Err(e) => add(
-                        format!("{at}.metadata.{}", e.key),
-                        format!("{} is not {}", e.value, e.expected),
-                    ),
+                // The node's own selector keys (backup, maxFails, failTimeout, weight).
+                match NodeOptions::from_metadata(&n.metadata) {
+                    Ok(o) => options.push(o),
+                    Err(errors) => {
+                        for e in errors {
+                            add(
+                                format!("{at}.metadata.{}", e.key),
+                                format!("{} is not {}", e.value, e.expected),
+                            );
+                        }
+                    }
                 }
                 match build_node(n, prefix.clone()) {
                     Ok(node) => nodes.push(node),
@@ -172,7 +177,7 @@ impl Router {
                     }
                 }
             }
-            if nodes.len() < hop.nodes.len() {
+            if nodes.len() < hop.nodes.len() || options.len() < hop.nodes.len() {
                 continue;
             }
             let carries = |n: &ChainNode| n.dialer.carries_earlier_hops();
@@ -193,7 +198,7 @@ impl Router {
             hops.push(Arc::new(Hop {
                 name: hop.name.clone(),
                 nodes,
-                selector: Selector::new(hop.selector.as_ref(), backup),
+                selector: Selector::new(hop.selector.as_ref(), options),
                 bypass,
             }));
         }
@@ -375,11 +380,14 @@ impl Chain {
             match self.dial_from(start, node, &picks, target).await {
                 Ok(s) => {
                     first.selector.report(i, true);
+                    for (k, &pick) in picks.iter().enumerate() {
+                        self.hops[start + 1 + k].selector.report(pick, true);
+                    }
                     return Ok(s);
                 }
-                Err(e) => {
+                Err((failed, e)) => {
                     debug!(chain = %self.name, node = %node.name, "{e}");
-                    first.selector.report(i, false);
+                    self.mark(start, i, &picks, failed);
                     last_err = Some(e);
                 }
             }
@@ -388,23 +396,64 @@ impl Chain {
         Err(last_err.unwrap_or_else(|| io_err(format!("chain {}: no node", self.name))))
     }
 
+    /// Records a failed attempt as gost's node markers do: the nodes reached before the
+    /// failure worked, the node the failure happened at (its dial or handshake, or the
+    /// previous node's connect to it) failed. The starting node also counts a failure
+    /// to connect to the target, as it always has here (gost marks no node for that).
+    fn mark(&self, start: usize, first: usize, picks: &[usize], failed: Failed) {
+        let hop = |k: usize| &self.hops[start + 1 + k].selector;
+        match failed {
+            Failed::Start => self.hops[start].selector.report(first, false),
+            Failed::Target => {
+                self.hops[start].selector.report(first, false);
+                for (k, &pick) in picks.iter().enumerate() {
+                    hop(k).report(pick, true);
+                }
+            }
+            Failed::Hop(at) => {
+                self.hops[start].selector.report(first, true);
+                for (k, &pick) in picks.iter().enumerate().take(at + 1) {
+                    hop(k).report(pick, k < at);
+                }
+            }
+        }
+    }
+
     async fn dial_from(
         &self,
         start: usize,
         first: &ChainNode,
         picks: &[usize],
         target: &str,
-    ) -> io::Result<Box<dyn Stream>> {
-        let mut stream = first.dialer.dial(first.as_ref()).await?;
+    ) -> Result<Box<dyn Stream>, (Failed, io::Error)> {
+        let mut stream = first
+            .dialer
+            .dial(first.as_ref())
+            .await
+            .map_err(|e| (Failed::Start, e))?;
         let mut node = first;
         for (h, &pick) in picks.iter().enumerate() {
             let next = &self.hops[start + h + 1].nodes[pick];
-            stream = connect_via(stream, node, &next.addr).await?;
-            stream = next.dialer.over(stream, next.as_ref()).await?;
+            let at = |e| (Failed::Hop(h), e);
+            stream = connect_via(stream, node, &next.addr).await.map_err(at)?;
+            stream = next.dialer.over(stream, next.as_ref()).await.map_err(at)?;
             node = next;
         }
-        connect_via(stream, node, target).await
+        connect_via(stream, node, target)
+            .await
+            .map_err(|e| (Failed::Target, e))
     }
+}
+
+/// Where a chain dial failed.
+#[derive(Debug, Clone, Copy)]
+enum Failed {
+    /// Dialling the starting hop's node.
+    Start,
+    /// Reaching the node picked for the `k`th hop after the starting one.
+    Hop(usize),
+    /// The last node's connect to the target.
+    Target,
 }
 
 /// Asks `node`'s connector, over `stream`, to connect to `addr`.
