@@ -77,6 +77,21 @@ async fn per_node_max_fails_and_handler_retries() {
     // retries=1: a request whose route meets the dead node is routed again, and the round
     // robin then picks the live one.
     assert_eq!(run("{maxFails: 100}", "{retries: 1}").await, 0, "retries 1");
+    // gost's YAML form, handler.retries (beside the metadata, not in it).
+    let port = free_port();
+    let cfg = temp_file(
+        &format!("node-selection-{port}.yaml"),
+        &yaml(port, p1, dead, p2, "{maxFails: 100}", "{}")
+            .replace("type: http, chain: c,", "type: http, chain: c, retries: 1,"),
+    );
+    let s = server(&["-C", &cfg], port).await;
+    assert_eq!(failures(port, url, 6).await, 0, "handler.retries 1");
+    assert!(
+        !s.log_text().contains("retries"),
+        "not warned about: {}",
+        s.log_text()
+    );
+    drop(s);
     // The command-line form, -L ...?retries=N (the hop's selector keys keep the dead
     // node in the rotation).
     let port = free_port();

@@ -191,6 +191,10 @@ pub struct HandlerConfig {
     /// Users of the named authers, filled in by [`Config::resolve`].
     #[serde(skip)]
     pub users: Vec<AuthConfig>,
+    /// gost's `handler.retries`: how many more times a failed dial is tried (0 or less:
+    /// none). The command line's `?retries=N` lands in `metadata`, read when this is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i64>,
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }

@@ -40,18 +40,21 @@ pub struct Common {
     pub retries: u32,
 }
 
-/// The handler's `retries` (its metadata, where the command line's `?retries=N` puts it):
-/// 0 or less is no retry, as in gost.
+/// The handler's `retries`: gost's `handler.retries`, else `retries` in its metadata (where
+/// the command line's `?retries=N` puts it); 0 or less is no retry, as in gost.
 pub fn retries(svc: &ServiceConfig) -> Result<u32, HandlerError> {
-    let n = svc
-        .handler
-        .metadata
-        .get_int("retries")
-        .map_err(|error| HandlerError::Option {
-            kind: svc.handler.kind.clone(),
-            error,
-        })?
-        .unwrap_or(0);
+    let n = match svc.handler.retries {
+        Some(n) => n,
+        None => svc
+            .handler
+            .metadata
+            .get_int("retries")
+            .map_err(|error| HandlerError::Option {
+                kind: svc.handler.kind.clone(),
+                error,
+            })?
+            .unwrap_or(0),
+    };
     Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
 }
 
