@@ -335,5 +335,8 @@ async fn tcp_connector_passes_the_stream_on() {
         .await
         .expect("echo in time")
         .unwrap();
-    assert!(back == data, "64 KiB echoed intact through the tcp connector");
+    assert!(
+        back == data,
+        "64 KiB echoed intact through the tcp connector"
+    );
 }
