@@ -10,7 +10,7 @@ use std::io;
 
 use tracing::{debug, warn};
 
-use crate::config::ServiceConfig;
+use crate::config::{Issue, ServiceConfig};
 use crate::handler::common::dial_retrying;
 use crate::listener::Stream;
 use crate::router::Router;
@@ -33,8 +33,8 @@ impl Forwarder {
     /// The service's forwarder, or `None` when it has no nodes with an address. Each node's
     /// own selector keys (`backup`, `maxFails`, `failTimeout`, `weight`: see
     /// [`crate::selector`]) are read here, once; values that are not of their kind come
-    /// back as one message naming each key (`forwarder.nodes[1].metadata.maxFails: ...`).
-    pub fn for_service(svc: &ServiceConfig) -> Result<Option<Forwarder>, String> {
+    /// back each with its key path below the service (`forwarder.nodes[1].metadata.maxFails`).
+    pub fn for_service(svc: &ServiceConfig) -> Result<Option<Forwarder>, Vec<Issue>> {
         let Some(f) = svc.forwarder.as_ref() else {
             return Ok(None);
         };
@@ -48,11 +48,9 @@ impl Forwarder {
             }
             match NodeOptions::from_metadata(&n.metadata) {
                 Ok(o) => options.push(o),
-                Err(errors) => issues.extend(errors.into_iter().map(|e| {
-                    format!(
-                        "forwarder.nodes[{ni}].metadata.{}: {} is not {}",
-                        e.key, e.value, e.expected
-                    )
+                Err(errors) => issues.extend(errors.into_iter().map(|e| Issue {
+                    path: format!("forwarder.nodes[{ni}].metadata.{}", e.key),
+                    message: format!("{} is not {}", e.value, e.expected),
                 })),
             }
             nodes.push(Node {
@@ -62,7 +60,7 @@ impl Forwarder {
             });
         }
         if !issues.is_empty() {
-            return Err(issues.join("; "));
+            return Err(issues);
         }
         if nodes.is_empty() {
             return Ok(None);

@@ -149,19 +149,23 @@ impl Plan {
             let handler = router.and_then(|router| match handler::build(svc, router) {
                 Ok(h) => Some(h),
                 Err(e) => {
-                    issues.push(match e {
+                    match e {
                         HandlerError::Option { error, .. } => {
-                            metadata_issue(&format!("{at}.handler"), error)
+                            issues.push(metadata_issue(&format!("{at}.handler"), error))
                         }
-                        e @ HandlerError::Unsupported(_) => Issue {
+                        HandlerError::At(list) => issues.extend(list.into_iter().map(|i| Issue {
+                            path: format!("{at}.{}", i.path),
+                            message: i.message,
+                        })),
+                        e @ HandlerError::Unsupported(_) => issues.push(Issue {
                             path: format!("{at}.handler.type"),
                             message: e.to_string(),
-                        },
-                        e => Issue {
+                        }),
+                        e => issues.push(Issue {
                             path: format!("{at}.handler"),
                             message: e.to_string(),
-                        },
-                    });
+                        }),
+                    }
                     None
                 }
             });

@@ -130,6 +130,21 @@ fn proxy_protocol_is_refused() {
     );
 }
 
+/// A forwarder node's own selector keys are read at start, like a chain node's.
+#[test]
+fn forwarder_node_keys_name_their_path() {
+    let p = free_port();
+    refused_yaml(
+        "forwarder-node",
+        &svc(
+            p,
+            "  handler: {type: forward}\n  forwarder:\n    nodes:\n    - {name: t, addr: '127.0.0.1:1', metadata: {maxFails: lots, weight: heavy}}\n",
+        ),
+        "services[0].forwarder.nodes[0].metadata.maxFails: \"lots\" is not an integer\n\
+         services[0].forwarder.nodes[0].metadata.weight: \"heavy\" is not an integer",
+    );
+}
+
 #[test]
 fn empty_chains_and_hops() {
     let p = free_port();

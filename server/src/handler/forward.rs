@@ -27,10 +27,7 @@ pub struct ForwardHandler {
 
 impl ForwardHandler {
     pub fn new(svc: &ServiceConfig, router: Router) -> Result<Self, HandlerError> {
-        let forwarder = Forwarder::for_service(svc).map_err(|reason| HandlerError::Invalid {
-            kind: svc.handler.kind.clone(),
-            reason,
-        })?;
+        let forwarder = Forwarder::for_service(svc).map_err(HandlerError::At)?;
         if forwarder.is_none() && router.is_direct() {
             return Err(HandlerError::Invalid {
                 kind: svc.handler.kind.clone(),

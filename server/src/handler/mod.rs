@@ -28,7 +28,7 @@ use pht_runtime::Reset;
 use tracing::{debug, warn};
 
 use crate::access::Admission;
-use crate::config::{MetadataError, ServiceConfig};
+use crate::config::{Issue, MetadataError, ServiceConfig};
 use crate::listener::Accepted;
 use crate::registry::Registry;
 use crate::router::Router;
@@ -87,6 +87,10 @@ pub enum HandlerError {
     /// A metadata option that cannot be used.
     #[error("handler {kind}: {error}")]
     Option { kind: String, error: MetadataError },
+    /// Settings of the service beside the handler's own (its forwarder's nodes), each
+    /// with its key path below the service.
+    #[error("{}", .0.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))]
+    At(Vec<Issue>),
 }
 
 /// The handler registry. Services that name admission lists get them checked before the

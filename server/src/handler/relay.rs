@@ -133,10 +133,7 @@ impl RelayHandler {
         Ok(RelayHandler {
             bind: common.flag("bind")?,
             common,
-            forwarder: Forwarder::for_service(svc).map_err(|reason| HandlerError::Invalid {
-                kind: svc.handler.kind.clone(),
-                reason,
-            })?,
+            forwarder: Forwarder::for_service(svc).map_err(HandlerError::At)?,
         })
     }
 
