@@ -11,7 +11,6 @@ use std::io;
 use tracing::{debug, warn};
 
 use crate::config::{Issue, ServiceConfig};
-use crate::handler::common::dial_retrying;
 use crate::listener::Stream;
 use crate::router::Router;
 use crate::selector::{NodeOptions, Selector};
@@ -97,7 +96,7 @@ impl Forwarder {
                 refused = true;
                 continue;
             }
-            match dial_retrying(router, &node.addr, retries, service).await {
+            match router.dial_retrying(&node.addr, retries, service).await {
                 Ok(s) => {
                     self.selector.report(i, true);
                     return Ok((node.addr.clone(), s));

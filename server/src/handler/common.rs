@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tracing::{debug, info};
+use tracing::info;
 
 use super::HandlerError;
 use super::auth::{self, Authenticator};
@@ -82,9 +82,11 @@ impl Common {
     }
 
     /// Connects to `target` through the router, trying `retries` more times after a failed
-    /// dial (see [`dial_retrying`]).
+    /// dial (see [`Router::dial_retrying`]).
     pub async fn dial(&self, target: &str) -> io::Result<Box<dyn Stream>> {
-        dial_retrying(&self.router, target, self.retries, &self.service).await
+        self.router
+            .dial_retrying(target, self.retries, &self.service)
+            .await
     }
 
     /// Whether the service refuses `target` (its bypass lists match it). Logged by the
@@ -171,28 +173,6 @@ impl Common {
         // Either side failing resets both: no peer takes a failure for a clean end.
         let (stats, err) = pht_runtime::splice(stream, upstream).await;
         self.log_done(peer, tag, target, stats.a_to_b, stats.b_to_a, started, err);
-    }
-}
-
-/// gost's router retries: dials `target` through `router` up to `retries` more times after
-/// a failed dial, each failed attempt that is retried logged at debug level; the last
-/// error when every attempt fails. Each attempt routes afresh (the chain's selectors pick
-/// again).
-pub async fn dial_retrying(
-    router: &Router,
-    target: &str,
-    retries: u32,
-    service: &str,
-) -> io::Result<Box<dyn Stream>> {
-    let mut attempt = 0;
-    loop {
-        match router.dial(target).await {
-            Err(e) if attempt < retries => {
-                debug!(service, %target, attempt, "dial failed, retrying: {e}");
-                attempt += 1;
-            }
-            done => return done,
-        }
     }
 }
 

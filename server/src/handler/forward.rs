@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use pht_runtime::{Reset, splice};
 use tracing::{debug, info, warn};
 
-use super::common::{dial_retrying, retries};
+use super::common::retries;
 use super::{Handler, HandlerError};
 use crate::config::ServiceConfig;
 use crate::forwarder::Forwarder;
@@ -57,7 +57,9 @@ impl Handler for ForwardHandler {
                     f.dial(&self.router, self.retries, &self.service, &peer, tag)
                         .await
                 }
-                None => dial_retrying(&self.router, "", self.retries, &self.service)
+                None => self
+                    .router
+                    .dial_retrying("", self.retries, &self.service)
                     .await
                     .map(|s| ("the chain's target".to_string(), s)),
             };

@@ -223,6 +223,27 @@ impl Router {
         })
     }
 
+    /// gost's router retries: [`Router::dial`] up to `retries` more times after a failed
+    /// dial, each retried failure logged at debug level; the last error when every attempt
+    /// fails. Each attempt routes afresh (the chain's selectors pick again).
+    pub async fn dial_retrying(
+        &self,
+        target: &str,
+        retries: u32,
+        service: &str,
+    ) -> io::Result<Box<dyn Stream>> {
+        let mut attempt = 0;
+        loop {
+            match self.dial(target).await {
+                Err(e) if attempt < retries => {
+                    debug!(service, %target, attempt, "dial failed, retrying: {e}");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Connects to `addr` (`host:port`; an empty host means this machine, as in gost),
     /// through the chain if there is one.
     pub async fn dial(&self, addr: &str) -> io::Result<Box<dyn Stream>> {
