@@ -173,6 +173,9 @@ struct State {
     rx_off: u64,
     /// PHT/2: the server's FIN arrived (the download is complete).
     fin_seen: bool,
+    /// PHT/2: the download count at which the push side owes the server a pure
+    /// acknowledgement (`u64::MAX` while one is on its way).
+    ack_due: u64,
     /// PHT/2: what the push side is doing, for [`Tunnel::progress`].
     push_inflight: usize,
     push_window: usize,
@@ -199,6 +202,9 @@ struct State {
     /// The application dropped the tunnel: nobody reads any more.
     dropped: bool,
     close_done: bool,
+    /// PHT/2: the server answered the push with `close=1`: the tunnel is gone there, and
+    /// the pull response ends next.
+    close_answered: bool,
     reset_requested: bool,
     writer: Option<Waker>,
     pusher: Option<Waker>,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures::future::{Either, poll_fn, select};
-use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 
 use super::{Ctx, Shared, send_reset, wake};
@@ -22,6 +21,11 @@ use crate::{BoxFuture, DecodeError, Error, Fetch, FetchResponse, PollMode, Versi
 /// First pause before a failed request is sent again; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Longest wait, after the server answered the close, for the pull response to end. Read
+/// to its end, the pull's connection goes back to the pool and the next tunnel need not
+/// open one; our server ends it at once.
+pub(super) const CLOSE_DRAIN: Duration = Duration::from_millis(500);
 
 /// POSTs in flight when a tunnel starts; the window grows from there.
 const START_WINDOW: usize = 2;
@@ -109,19 +113,25 @@ pub(super) async fn drive<F: Fetch, C: Clock>(
         Failed(Error),
         Reset,
     }
-    let end = futures::select_biased! {
-        r = reset => { let () = r; End::Reset },
-        r = push => match r { Ok(()) => End::Done, Err(e) => End::Failed(e) },
-        r = pull => match r { Ok(()) => End::Done, Err(e) => End::Failed(e) },
+    let (end, pull_running) = futures::select_biased! {
+        r = reset => { let () = r; (End::Reset, true) },
+        r = push => match r { Ok(()) => (End::Done, true), Err(e) => (End::Failed(e), true) },
+        r = pull => match r { Ok(()) => (End::Done, false), Err(e) => (End::Failed(e), false) },
     };
     match end {
         End::Done => {
-            let mut st = shared.lock();
-            if st.rx_end.is_none() {
-                st.rx_end = Some(Ok(()));
+            {
+                let mut st = shared.lock();
+                if st.rx_end.is_none() {
+                    st.rx_end = Some(Ok(()));
+                }
+                st.close_done = true;
+                st.wake_all();
             }
-            st.close_done = true;
-            st.wake_all();
+            if pull_running {
+                // Errors here are no one's: the tunnel ended in order.
+                let _ = timeout(ctx.clock, CLOSE_DRAIN, &mut pull).await;
+            }
         }
         End::Failed(e) => {
             // Refused as unknown or malformed: the server at that address may not be the
@@ -299,7 +309,10 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
         window: START_WINDOW.min(max_window),
         max_window,
     };
-    let mut inflight = FuturesUnordered::new();
+    // A plain list, polled whole on every wake-up (it holds at most `pushWindow`):
+    // FuturesUnordered wakes its own task each time it has polled all of its futures
+    // once, and with one POST in flight that is every time.
+    let mut inflight = Vec::new();
     let mut hold: Option<Pin<Box<C::Sleep>>> = None;
     let mut failing_since: Option<Duration> = None;
     let mut backoff = MIN_BACKOFF;
@@ -310,7 +323,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                     return Poll::Ready(PushEvent::Timer);
                 }
             }
-            if let Poll::Ready(Some(done)) = inflight.poll_next_unpin(cx) {
+            if let Poll::Ready(done) = poll_any(&mut inflight, cx) {
                 return Poll::Ready(PushEvent::Done(done));
             }
             let mut st = shared.lock();
@@ -342,6 +355,11 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
             st.push_inflight = inflight.len();
             st.push_window = p.window;
             st.push_retries = p.retry.len();
+            st.ack_due = if p.ack_inflight {
+                u64::MAX
+            } else {
+                p.ack_reported + p.ack_every
+            };
             st.pusher = Some(cx.waker().clone());
             Poll::Pending
         })
@@ -350,10 +368,10 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
             PushEvent::Timer => hold = None,
             PushEvent::Failed(e) => return Err(e),
             PushEvent::Job(job, url, body) => {
-                inflight.push(async move {
+                inflight.push(Box::pin(async move {
                     let r = ctx.post(&url, body).await;
                     (job, r)
-                });
+                }));
             }
             PushEvent::Done((job, res)) => {
                 let pure_ack = job.len == 0 && !job.fin && !job.close;
@@ -371,8 +389,12 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                                 "push answer without ack=".into(),
                             )));
                         };
-                        if job.fin {
-                            shared.lock().fin_delivered = true;
+                        {
+                            let mut st = shared.lock();
+                            st.fin_delivered |= job.fin;
+                            // This loop looks at everything again next: no wake-up of
+                            // its own task (a requeue and another worker woken).
+                            st.pusher = None;
                         }
                         on_ack(shared, acked);
                         shared.lock().established = true;
@@ -380,6 +402,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                         backoff = MIN_BACKOFF;
                         p.window = (p.window + 1).min(p.max_window);
                         if job.close {
+                            shared.lock().close_answered = true;
                             return Ok(());
                         }
                         continue;
@@ -436,6 +459,20 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
     }
 }
 
+/// The first of `futs` to finish, taken out of the list.
+fn poll_any<T, F: Future<Output = T> + ?Sized>(
+    futs: &mut Vec<Pin<Box<F>>>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<T> {
+    for i in 0..futs.len() {
+        if let Poll::Ready(out) = futs[i].as_mut().poll(cx) {
+            drop(futs.swap_remove(i));
+            return Poll::Ready(out);
+        }
+    }
+    Poll::Pending
+}
+
 /// The server has the first `acked` upload bytes: free them.
 fn on_ack(shared: &Shared, acked: u64) {
     let mut st = shared.lock();
@@ -448,7 +485,12 @@ fn on_ack(shared: &Shared, acked: u64) {
         st.close_done = true;
     }
     wake(&mut st.writer);
-    wake(&mut st.pusher);
+    // Before the writer's close the push side has nothing to do on an ack (new bytes
+    // wake it themselves); after it, the ack may make the close due. It runs in the
+    // driver's task, so a needless wake-up costs a requeue and another worker woken.
+    if st.fin_at.is_some() {
+        wake(&mut st.pusher);
+    }
 }
 
 // ------------------------------------------------------------------------ pull side
@@ -461,6 +503,8 @@ enum Next {
     ToPoll,
     /// A poll response was delivered while still open: streaming works.
     ToStream,
+    /// The response ended after the server answered the close: the tunnel is over.
+    Closed,
 }
 
 /// Why a pull response failed.
@@ -540,6 +584,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
                 failing_since = None;
                 backoff = MIN_BACKOFF;
                 match n {
+                    Next::Closed => return Ok(()),
                     Next::Again => {}
                     Next::ToPoll => {
                         tracing::info!(
@@ -677,6 +722,7 @@ async fn read_response<'a, F: Fetch, C: Clock>(
             }
         };
         let chunk = match chunk {
+            None if shared.lock().close_answered => return Ok(Next::Closed),
             None => {
                 return Err(retry_after(
                     first_at.is_some(),
@@ -741,13 +787,19 @@ async fn read_response<'a, F: Fetch, C: Clock>(
                     Frame::End => ended = Some(false),
                 }
             });
-            for b in batch.drain(..) {
-                st.rx_len += b.len();
-                st.rx.push_back(b);
+            if !batch.is_empty() {
+                for b in batch.drain(..) {
+                    st.rx_len += b.len();
+                    st.rx.push_back(b);
+                }
+                wake(&mut st.reader);
             }
             st.rx_off = rx_off;
-            wake(&mut st.reader);
-            wake(&mut st.pusher);
+            // The push side runs in this task: waking it for nothing requeues the task
+            // and wakes another worker, on every chunk.
+            if rx_off >= st.ack_due {
+                wake(&mut st.pusher);
+            }
             if ended == Some(true) {
                 ended = None;
                 if !st.fin_seen {

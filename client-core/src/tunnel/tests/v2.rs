@@ -180,6 +180,50 @@ fn closing_the_writer_is_a_half_close_and_the_answer_still_arrives() {
     );
 }
 
+/// After the server has answered the close, the pull response is read to its end, so
+/// that its connection can serve the next tunnel; then nothing more is asked for. A pull
+/// that does not end is let go after `CLOSE_DRAIN`.
+#[test]
+fn after_the_close_the_pull_is_read_to_its_end_and_not_resumed() {
+    for pull_ends in [true, false] {
+        let mut rig = Rig::new();
+        let p1 = pull_v2(&rig);
+        let (t, mut tw) = rig.open(v2_config()).split();
+        p1.unbounded_send(frames(|v| {
+            put_empty(v, kind::PING);
+            put_count(v, kind::FIN, 0);
+        }))
+        .unwrap();
+        rig.script.post(Answer::PostBody(200, "ack=2"));
+        rig.script.post(Answer::PostBody(200, "ack=2"));
+        let closed = rig.try_run(async move {
+            tw.write_all(b"hi").await.unwrap();
+            tw.close().await
+        });
+        assert!(closed.borrow_mut().take().unwrap().is_ok());
+        let out = rig.try_run(read_all(t));
+        assert_eq!(out.borrow_mut().take().expect("read finished").0, b"");
+        let posted = rig.script.posted();
+        assert!(
+            posted.last().unwrap().0.ends_with("&close=1"),
+            "the close was sent: {posted:?}"
+        );
+        assert!(
+            !p1.is_closed(),
+            "the pull response was dropped before its end"
+        );
+        if pull_ends {
+            p1.close_channel();
+            rig.pool.run_until_stalled();
+        } else {
+            rig.advance(super::super::v2::CLOSE_DRAIN);
+            assert!(p1.is_closed(), "a pull that never ends is let go");
+        }
+        rig.advance(Duration::from_secs(5));
+        assert_eq!(got_urls(&rig).len(), 1, "no pull after the close");
+    }
+}
+
 /// The push with the fin is lost while the data push before it is answered: that answer
 /// acknowledges every byte, but not the end. The fin must be sent again, and the
 /// writer's close must wait for it (else the target never reads its end of stream).
