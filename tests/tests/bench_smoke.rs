@@ -1,7 +1,8 @@
 //! The benchmark binary runs end to end in `--quick` mode against the debug builds: it
-//! exits 0, and its JSON has every scenario, for PHT/2 and for PHT/1, with every request
-//! answered and every hash right. No timing is asserted: this checks the benchmark, not
-//! the machine.
+//! exits 0, and its JSON has every scenario, for PHT/2, for PHT/1 and for the TCP relay
+//! (two plain forwarders in series, the floor of the shape), with every request answered
+//! and every hash right. No timing is asserted: this checks the benchmark, not the
+//! machine.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,9 +13,15 @@ const SCENARIOS: [&str; 5] = ["download", "upload", "pingpong", "setup", "tunnel
 /// What `--quick` requests per scenario: one 4 MiB transfer each way, 200 round trips,
 /// 20 setups, 50 tunnels.
 const REQUESTED: [u64; 5] = [1, 1, 200, 20, 50];
-/// The versions measured by default, and the JSON name of a scenario for each.
-const VERSIONS: [(u64, &str); 2] = [(2, ""), (1, "_pht1")];
+/// The paths measured by default: their `path` id, PHT version (none for the relay), and
+/// the suffix of a scenario's JSON name for each.
+const PATHS: [(&str, Option<u64>, &str); 3] = [
+    ("pht2", Some(2), ""),
+    ("pht1", Some(1), "_pht1"),
+    ("relay", None, "_relay"),
+];
 
+/// Runs `pht-bench --quick` with `extra` options, checks its table, returns its JSON.
 fn run_quick(name: &str, extra: &[&str]) -> Value {
     let json = std::env::temp_dir().join(format!(
         "pht-bench-smoke-{name}-{}.json",
@@ -49,14 +56,22 @@ fn run_quick(name: &str, extra: &[&str]) -> Value {
     println!("{stdout}");
     let text = std::fs::read_to_string(&json).expect("JSON written");
     let _ = std::fs::remove_file(&json);
+    check_table(name, &stdout);
     serde_json::from_str(&text).expect("valid JSON")
 }
 
 fn check(name: &str, doc: &Value) {
     let scenarios = doc["scenarios"].as_array().expect("scenarios");
+    assert_eq!(doc["schema"], 3, "{name}");
     assert_eq!(
         doc["config"]["versions"],
         serde_json::json!([2, 1]),
+        "{name}"
+    );
+    assert_eq!(doc["config"]["relay"], true, "{name}");
+    assert_eq!(
+        doc["config"]["paths"],
+        serde_json::json!(["pht2", "pht1", "relay"]),
         "{name}"
     );
     let server = doc["config"]["server_params"]
@@ -66,7 +81,7 @@ fn check(name: &str, doc: &Value) {
         server.contains("maxTunnelsPerClient=0") && server.contains("tunnelRate=0"),
         "{name}: server params {server}"
     );
-    for (version, suffix) in VERSIONS {
+    for (path, version, suffix) in PATHS {
         for (base, requested) in SCENARIOS.into_iter().zip(REQUESTED) {
             let want = format!("{base}{suffix}");
             let s = scenarios
@@ -74,7 +89,11 @@ fn check(name: &str, doc: &Value) {
                 .find(|s| s["name"] == want.as_str())
                 .unwrap_or_else(|| panic!("{name}: scenario {want} missing: {doc:#}"));
             assert_eq!(s["scenario"], base, "{name} {want}");
-            assert_eq!(s["version"].as_u64(), Some(version), "{name} {want}");
+            assert_eq!(s["path"], path, "{name} {want}");
+            assert_eq!(s["version"].as_u64(), version, "{name} {want}");
+            if version.is_none() {
+                assert!(s["version"].is_null(), "{name} {want}: version");
+            }
             for side in ["direct", "tunnel"] {
                 let r = &s[side];
                 assert_eq!(
@@ -100,9 +119,25 @@ fn check(name: &str, doc: &Value) {
             );
         }
     }
-    assert_eq!(scenarios.len(), SCENARIOS.len() * VERSIONS.len(), "{name}");
+    assert_eq!(scenarios.len(), SCENARIOS.len() * PATHS.len(), "{name}");
     assert_eq!(doc["all_ok"], true, "{name}");
-    for p in ["server", "client_pht2", "client_pht1"] {
+    // The relay's tunnels ran through its two forwarders, one TCP connection each: no HTTP.
+    let relay = &scenario(doc, "tunnels_50_relay")["tunnel"];
+    assert!(
+        relay["metrics"].get("http_connections").is_none(),
+        "{name}: relay {relay:#}"
+    );
+    assert!(
+        relay["cpu_s"]["server"].as_f64().is_some() && relay["cpu_s"]["client"].as_f64().is_some(),
+        "{name}: relay CPU {relay:#}"
+    );
+    for p in [
+        "server",
+        "client_pht2",
+        "client_pht1",
+        "relay_server",
+        "relay_client",
+    ] {
         assert!(
             doc["processes"][p]["peak_rss_kib"]
                 .as_u64()
@@ -110,14 +145,47 @@ fn check(name: &str, doc: &Value) {
             "{name}: {p} RSS"
         );
     }
+    // The goals are judged for each PHT version, not for the relay.
     let targets = doc["targets"].as_array().expect("targets");
-    for (version, _) in VERSIONS {
+    assert_eq!(targets.len(), 10, "{name}: targets {targets:#?}");
+    for version in [2, 1] {
         assert_eq!(
             targets.iter().filter(|t| t["version"] == version).count(),
             5,
             "{name}: targets for PHT/{version}"
         );
     }
+    // The relay's figure for each ratio goal's metric, as the floor of the shape.
+    let floor = doc["floor"].as_array().expect("floor");
+    let metrics: Vec<&str> = floor
+        .iter()
+        .filter_map(|f| f["scenario"].as_str())
+        .collect();
+    assert_eq!(
+        metrics,
+        ["download", "upload", "pingpong", "setup"],
+        "{name}: floor {floor:#?}"
+    );
+    for f in floor {
+        assert_eq!(f["path"], "relay", "{name}: {f:#}");
+        assert!(
+            f["ratio"].as_f64().is_some_and(|r| r > 0.0),
+            "{name}: floor {f:#}"
+        );
+    }
+}
+
+/// The printed table has the relay's column and its floor lines after the verdicts.
+fn check_table(name: &str, table: &str) {
+    assert!(
+        table.contains("PHT/2") && table.contains("PHT/1") && table.contains("TCP relay"),
+        "{name}: columns\n{table}"
+    );
+    let floor = table
+        .lines()
+        .filter(|l| l.contains(", TCP relay ") && l.contains("the floor of this 4-process shape"))
+        .count();
+    assert_eq!(floor, 4, "{name}: floor lines\n{table}");
 }
 
 /// The scenario named `name` (versioned: `tunnels_50_pht1`).

@@ -2,7 +2,9 @@
 //! CPU they cost, through the real `pht-server` and `pht-client` on 127.0.0.1, each figure
 //! next to the same scenario without a tunnel ("direct") and as a ratio to it. PHT/2 and
 //! PHT/1 are measured in the same run (`--versions`), each through its own `pht-client`
-//! (`v=2`, `v=1`) and the same server.
+//! (`v=2`, `v=1`) and the same server, and so is the "TCP relay": two plain TCP port
+//! forwarders in series (both `pht-server -L tcp://...`), the same four processes as a
+//! tunnel without HTTP or PHT, i.e. the floor any tunnel of that shape can reach here.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
@@ -10,6 +12,7 @@
 //! target/release/pht-bench --proto phts --http 2 --json bench.json
 //! target/release/pht-bench --proto h3              # PHT over HTTP/3 (QUIC)
 //! target/release/pht-bench --versions 1             # PHT/1 only
+//! target/release/pht-bench --versions 2,relay       # PHT/2 and the TCP relay
 //! target/release/pht-bench --quick                  # small sizes (what the test suite runs)
 //! ```
 //!
@@ -68,9 +71,15 @@ struct Cli {
     /// Scenarios to run, of: download,upload,pingpong,setup,tunnels [default: all].
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
-    /// PHT versions to measure, each through its own pht-client (node URL `v=2`, `v=1`),
-    /// in this order after the direct run of each scenario.
-    #[arg(long, value_delimiter = ',', default_value = "2,1", value_parser = ["2", "1"])]
+    /// Paths to measure, in this order after the direct run of each scenario: PHT versions,
+    /// each through its own pht-client (node URL `v=2`, `v=1`), and `relay`, two plain TCP
+    /// forwarders in series (the floor of that four-process shape).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,1,relay",
+        value_parser = ["2", "1", "relay"]
+    )]
     versions: Vec<String>,
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -110,8 +119,8 @@ pub struct Plan {
     pub setups: usize,
     pub tunnels: Vec<usize>,
     pub scenarios: Vec<String>,
-    /// PHT versions, in the order measured (each 1 or 2, no repeats).
-    pub versions: Vec<u8>,
+    /// The paths besides direct, in the order measured (no repeats).
+    pub paths: Vec<Via>,
     /// The query of the server's -L URL (defaults merged with `--server-params`).
     pub server_query: String,
     /// `--client-params` as given (each client adds its `v`).
@@ -156,6 +165,54 @@ fn server_query(user: Option<&str>) -> String {
 /// "PHT/2" or "PHT/1".
 pub fn version_name(v: u8) -> String {
     format!("PHT/{v}")
+}
+
+/// A measured path besides direct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Through the pht-client of this PHT version and the pht-server.
+    Pht(u8),
+    /// Through two plain TCP forwarders in series (`pht-server -L tcp://...`): the same
+    /// four processes as a tunnel, no HTTP, no PHT.
+    Relay,
+}
+
+impl Via {
+    /// Its name in the table: "PHT/2", "PHT/1", "TCP relay".
+    pub fn name(self) -> String {
+        match self {
+            Via::Pht(v) => version_name(v),
+            Via::Relay => "TCP relay".into(),
+        }
+    }
+
+    /// Its id in the JSON (`path`, `config.paths`): "pht2", "pht1", "relay".
+    pub fn id(self) -> String {
+        match self {
+            Via::Pht(v) => format!("pht{v}"),
+            Via::Relay => "relay".into(),
+        }
+    }
+
+    /// The PHT version, `None` for the relay.
+    pub fn version(self) -> Option<u8> {
+        match self {
+            Via::Pht(v) => Some(v),
+            Via::Relay => None,
+        }
+    }
+}
+
+impl Plan {
+    /// The PHT versions measured, in order.
+    pub fn versions(&self) -> Vec<u8> {
+        self.paths.iter().filter_map(|p| p.version()).collect()
+    }
+
+    /// Whether the TCP relay is measured.
+    pub fn relay(&self) -> bool {
+        self.paths.contains(&Via::Relay)
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -214,15 +271,18 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
     if tunnels.iter().any(|&n| n == 0 || n > 100_000) {
         return Err("--tunnels: each number must be 1..=100000".into());
     }
-    let mut versions = Vec::new();
+    let mut paths = Vec::new();
     for v in &cli.versions {
-        let v: u8 = v.parse().map_err(|_| format!("--versions: {v:?}"))?;
-        if !versions.contains(&v) {
-            versions.push(v);
+        let via = match v.trim() {
+            "relay" => Via::Relay,
+            n => Via::Pht(n.parse().map_err(|_| format!("--versions: {v:?}"))?),
+        };
+        if !paths.contains(&via) {
+            paths.push(via);
         }
     }
-    if versions.is_empty() {
-        return Err("--versions: name at least one of 2,1".into());
+    if paths.is_empty() {
+        return Err("--versions: name at least one of 2,1,relay".into());
     }
     let client_params = query_parts(cli.client_params.as_deref().unwrap_or("")).join("&");
     if query_has(&query_parts(&client_params), "v") {
@@ -246,7 +306,7 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             .clamp(1, 100_000),
         tunnels,
         scenarios,
-        versions,
+        paths,
         server_query: server_query(cli.server_params.as_deref()),
         client_params,
         quick: q,
@@ -324,13 +384,25 @@ struct Client {
     port: u16,
 }
 
-/// The processes of the benchmark: the target, the server, and one client per version.
+/// The relay path: two plain TCP forwarders in series, both `pht-server -L tcp://...`.
+/// The bench connects to `client_port`; the client-side forwarder dials the server-side
+/// one at `server_port`, which dials the target.
+struct Relay {
+    server: Child,
+    server_port: u16,
+    client: Child,
+    client_port: u16,
+}
+
+/// The processes of the benchmark: the target, the server, one client per version, and
+/// the relay's two forwarders when it is measured.
 struct TunnelPath {
     target: Child,
     target_port: u16,
     server: Child,
     server_port: u16,
     clients: Vec<Client>,
+    relay: Option<Relay>,
 }
 
 impl TunnelPath {
@@ -338,9 +410,13 @@ impl TunnelPath {
         self.server.alive()
             && self.target.alive()
             && self.clients.iter_mut().all(|c| c.child.alive())
+            && self
+                .relay
+                .as_mut()
+                .is_none_or(|r| r.server.alive() && r.client.alive())
     }
 
-    /// The last lines of the server's and every client's log.
+    /// The last lines of the server's, every client's and the relay's logs.
     fn log_tails(&self) -> String {
         let mut out = format!("--- server log tail:\n{}", tail(&self.server.log_text()));
         for c in &self.clients {
@@ -350,7 +426,27 @@ impl TunnelPath {
                 tail(&c.child.log_text())
             );
         }
+        if let Some(r) = &self.relay {
+            out += &format!(
+                "\n--- relay server-side log tail:\n{}\n--- relay client-side log tail:\n{}",
+                tail(&r.server.log_text()),
+                tail(&r.client.log_text())
+            );
+        }
         out
+    }
+
+    /// Stops every child but the target, clients first.
+    fn terminate(&mut self) {
+        for c in &mut self.clients {
+            c.child.terminate();
+        }
+        if let Some(r) = &mut self.relay {
+            r.client.terminate();
+            r.server.terminate();
+        }
+        self.server.terminate();
+        self.target.terminate();
     }
 }
 
@@ -423,7 +519,7 @@ async fn start_all(
     )
     .await?;
     let mut clients = Vec::new();
-    for &version in &plan.versions {
+    for version in plan.versions() {
         let lp = free_port();
         let child = Child::start(
             &dir.join("pht-client"),
@@ -448,21 +544,47 @@ async fn start_all(
             port: lp,
         });
     }
+    let relay = if plan.relay() {
+        // A plain TCP port forwarder of pht-server: `tcp://LISTEN/TARGET`.
+        let forwarder = async |port: u16, to: String, log: &str| {
+            let args = [
+                debug,
+                &["-L".into(), format!("tcp://127.0.0.1:{port}/{to}")],
+            ]
+            .concat();
+            let bin = dir.join("pht-server");
+            Child::start(&bin, &args, &[("HOME", &home)], port, work.join(log)).await
+        };
+        let rsp = free_port();
+        let server = forwarder(rsp, target.clone(), "relay-server.log").await?;
+        let rcp = free_port();
+        let client = forwarder(rcp, format!("127.0.0.1:{rsp}"), "relay-client.log").await?;
+        Some(Relay {
+            server,
+            server_port: rsp,
+            client,
+            client_port: rcp,
+        })
+    } else {
+        None
+    };
     Ok(TunnelPath {
         target: target_child,
         target_port,
         server,
         server_port: sp,
         clients,
+        relay,
     })
 }
 
-/// CPU seconds of server, one client (none for a direct run) and this process at one
-/// moment.
-fn cpu_now(p: &TunnelPath, client: Option<usize>) -> Cpu {
+/// CPU seconds of the way's server-side and client-side processes (none for direct), the
+/// target and this process at one moment.
+fn cpu_now(p: &TunnelPath, way: &Way) -> Cpu {
     let t = |pid| procs::cpu_seconds(pid).unwrap_or((0.0, 0.0));
-    let server = t(Some(p.server.pid));
-    let client = client.map_or((0.0, 0.0), |i| t(Some(p.clients[i].child.pid)));
+    let (server, client) = way
+        .procs
+        .map_or(((0.0, 0.0), (0.0, 0.0)), |(s, c)| (t(Some(s)), t(Some(c))));
     Cpu {
         server: server.0,
         client: client.0,
@@ -473,40 +595,58 @@ fn cpu_now(p: &TunnelPath, client: Option<usize>) -> Cpu {
     }
 }
 
-/// Runs `f`, with the CPU each process spent meanwhile (`client`: the index of the client
-/// it goes through, `None` for direct).
+/// Runs `f`, with the CPU each process of `way` spent meanwhile.
 async fn measured<T, F: std::future::Future<Output = T>>(
     p: &TunnelPath,
-    client: Option<usize>,
+    way: &Way,
     f: F,
 ) -> (T, Cpu) {
-    let before = cpu_now(p, client);
+    let before = cpu_now(p, way);
     let out = f.await;
-    let after = cpu_now(p, client);
+    let after = cpu_now(p, way);
     (out, after.minus(&before))
 }
 
-/// One way to the target: its name, the port to connect to, and the client's index
-/// (`None`: direct).
+/// One way to the target: its name, the port to connect to, and what it goes through.
 struct Way {
     name: String,
+    /// `None`: direct.
+    via: Option<Via>,
     port: u16,
-    client: Option<usize>,
+    /// The pids of its server-side and client-side processes (pht-server and this
+    /// version's pht-client, or the relay's two forwarders); `None` for direct.
+    procs: Option<(u32, u32)>,
+    /// The port its client-side process connects to.
+    upstream: u16,
 }
 
-/// Direct first, then every client, in `--versions` order.
-fn ways(p: &TunnelPath) -> Vec<Way> {
+/// Direct first, then every path in `--versions` order.
+fn ways(p: &TunnelPath, plan: &Plan) -> Vec<Way> {
     let mut out = vec![Way {
         name: "direct".into(),
+        via: None,
         port: p.target_port,
-        client: None,
+        procs: None,
+        upstream: p.target_port,
     }];
-    for (i, c) in p.clients.iter().enumerate() {
-        out.push(Way {
-            name: version_name(c.version),
-            port: c.port,
-            client: Some(i),
-        });
+    for &via in &plan.paths {
+        let way = match via {
+            Via::Pht(v) => p.clients.iter().find(|c| c.version == v).map(|c| Way {
+                name: via.name(),
+                via: Some(via),
+                port: c.port,
+                procs: Some((p.server.pid, c.child.pid)),
+                upstream: p.server_port,
+            }),
+            Via::Relay => p.relay.as_ref().map(|r| Way {
+                name: via.name(),
+                via: Some(via),
+                port: r.client_port,
+                procs: Some((r.server.pid, r.client.pid)),
+                upstream: r.server_port,
+            }),
+        };
+        out.extend(way);
     }
     out
 }
@@ -554,11 +694,17 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             return 1;
         }
     };
-    let clients: Vec<String> = tunnel
+    let mut clients: Vec<String> = tunnel
         .clients
         .iter()
         .map(|c| format!("client v={} pid {} port {}", c.version, c.child.pid, c.port))
         .collect();
+    if let Some(r) = &tunnel.relay {
+        clients.push(format!(
+            "relay server-side pid {} port {}, client-side pid {} port {}",
+            r.server.pid, r.server_port, r.client.pid, r.client_port
+        ));
+    }
     eprintln!(
         "pht-bench: {} {} | binaries {} | server pid {} port {} ?{} | {} | target pid {} port {} | open files {}",
         plan.proto,
@@ -572,14 +718,14 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
         tunnel.target_port,
         nofile
     );
-    let ways = ways(&tunnel);
+    let ways = ways(&tunnel, &plan);
 
     // One tunnel end to end before anything is timed: each path works, pools are warm.
     for way in &ways {
         let w = sc::setups(way.port, 1).await;
         if w.samples.len() != 1 {
-            let hint = match way.client.map(|i| tunnel.clients[i].version) {
-                Some(2) => {
+            let hint = match way.via {
+                Some(Via::Pht(2)) => {
                     "\n(v=2 requires PHT/2 of the server; --versions 1 measures PHT/1 alone)"
                 }
                 _ => "",
@@ -611,7 +757,7 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                         report::bytes(plan.size),
                         way.name
                     );
-                    let (b, cpu) = measured(&tunnel, way.client, async {
+                    let (b, cpu) = measured(&tunnel, way, async {
                         if name == "download" {
                             sc::download(way.port, &mut recv, &want).await
                         } else {
@@ -631,19 +777,15 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                     &name,
                     &format!("{name} {}", report::bytes(plan.size)),
                     sides,
-                    &plan.versions,
+                    &plan.paths,
                 ));
             }
             "pingpong" => {
                 let mut sides = Vec::new();
                 for way in &ways {
                     eprintln!("pht-bench: ping-pong x{} via {}", plan.pingpongs, way.name);
-                    let (l, cpu) = measured(
-                        &tunnel,
-                        way.client,
-                        sc::ping_pong(way.port, plan.pingpongs, 20),
-                    )
-                    .await;
+                    let (l, cpu) =
+                        measured(&tunnel, way, sc::ping_pong(way.port, plan.pingpongs, 20)).await;
                     sides.push(latency_side(l, cpu));
                     settle().await;
                 }
@@ -651,15 +793,14 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                     "pingpong",
                     &format!("ping-pong 64 B x{}", plan.pingpongs),
                     sides,
-                    &plan.versions,
+                    &plan.paths,
                 ));
             }
             "setup" => {
                 let mut sides = Vec::new();
                 for way in &ways {
                     eprintln!("pht-bench: setup x{} via {}", plan.setups, way.name);
-                    let (l, cpu) =
-                        measured(&tunnel, way.client, sc::setups(way.port, plan.setups)).await;
+                    let (l, cpu) = measured(&tunnel, way, sc::setups(way.port, plan.setups)).await;
                     sides.push(latency_side(l, cpu));
                     settle().await;
                 }
@@ -667,7 +808,7 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                     "setup",
                     &format!("setup x{}", plan.setups),
                     sides,
-                    &plan.versions,
+                    &plan.paths,
                 ));
             }
             "tunnels" => {
@@ -682,7 +823,7 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                         &format!("tunnels_{n}"),
                         &format!("{n} tunnels at once"),
                         sides,
-                        &plan.versions,
+                        &plan.paths,
                     ));
                 }
             }
@@ -709,6 +850,19 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             cpu_s: whole(c.child.pid),
         });
     }
+    if let Some(r) = &tunnel.relay {
+        for (key, label, child) in [
+            ("relay_server", "relay server-side", &r.server),
+            ("relay_client", "relay client-side", &r.client),
+        ] {
+            procs_end.push(ProcStat {
+                key: key.into(),
+                label: label.into(),
+                peak_rss_kib: procs::status_kib(Some(child.pid), "VmHWM"),
+                cpu_s: whole(child.pid),
+            });
+        }
+    }
     procs_end.push(ProcStat {
         key: "bench".into(),
         label: "bench".into(),
@@ -723,11 +877,7 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
     });
     report.finish(procs_end);
     let alive = tunnel.all_alive();
-    for c in &mut tunnel.clients {
-        c.child.terminate();
-    }
-    tunnel.server.terminate();
-    tunnel.target.terminate();
+    tunnel.terminate();
 
     print!("{}", report.table());
     let mut code = 0;
@@ -756,14 +906,14 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
     code
 }
 
-/// A scenario from its sides: direct first, then one per version in `versions` order.
-fn scenario(name: &str, title: &str, mut sides: Vec<Side>, versions: &[u8]) -> Scenario {
+/// A scenario from its sides: direct first, then one per path in `paths` order.
+fn scenario(name: &str, title: &str, mut sides: Vec<Side>, paths: &[Via]) -> Scenario {
     let direct = sides.remove(0);
     Scenario::new(
         name,
         title,
         direct,
-        versions.iter().copied().zip(sides).collect(),
+        paths.iter().copied().zip(sides).collect(),
     )
 }
 
@@ -789,17 +939,17 @@ fn latency_side(l: sc::Latencies, cpu: Cpu) -> Side {
 /// One run of `n` tunnels at once, with memory sampled while all are open.
 async fn concurrent_side(p: &mut TunnelPath, way: &Way, n: usize) -> Side {
     let rss = |pid: Option<u32>| procs::status_kib(pid, "VmRSS").unwrap_or(0);
-    let spid = p.server.pid;
-    // Direct: no client; its figures are left out below.
-    let cpid = way.client.map(|i| p.clients[i].child.pid);
-    let client_rss = |pid: Option<u32>| pid.map_or(0, |pid| rss(Some(pid)));
-    let before = (rss(Some(spid)), client_rss(cpid), rss(None));
+    // Direct: no server or client; their figures are left out below.
+    let spid = way.procs.map(|(s, _)| s);
+    let cpid = way.procs.map(|(_, c)| c);
+    let some_rss = |pid: Option<u32>| pid.map_or(0, |pid| rss(Some(pid)));
+    let before = (some_rss(spid), some_rss(cpid), rss(None));
     let baseline = targets::active(p.target_port).await.unwrap_or(0);
     let mut peak = (0u64, 0u64, 0u64);
     let mut conns = 0usize;
     let mut fds = (0usize, 0usize);
-    let sp = p.server_port;
-    let cpu0 = cpu_now(p, way.client);
+    let up = way.upstream;
+    let cpu0 = cpu_now(p, way);
     let tcp0 = procs::tcp_counters();
     let c = sc::concurrent(
         way.port,
@@ -807,17 +957,17 @@ async fn concurrent_side(p: &mut TunnelPath, way: &Way, n: usize) -> Side {
         Box::new(|| {
             // All tunnels are open: sample a few times, keep the highest.
             for i in 0..3 {
-                peak.0 = peak.0.max(rss(Some(spid)));
-                peak.1 = peak.1.max(client_rss(cpid));
+                peak.0 = peak.0.max(some_rss(spid));
+                peak.1 = peak.1.max(some_rss(cpid));
                 peak.2 = peak.2.max(rss(None));
                 if i < 2 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
             // This client's connections only: the other clients may hold idle ones.
-            conns = cpid.map_or(0, |pid| procs::established_to(pid, sp));
+            conns = cpid.map_or(0, |pid| procs::established_to(pid, up));
             fds = (
-                procs::open_fds(Some(spid)).unwrap_or(0),
+                spid.and_then(|pid| procs::open_fds(Some(pid))).unwrap_or(0),
                 cpid.and_then(|pid| procs::open_fds(Some(pid))).unwrap_or(0),
             );
         }),
@@ -825,7 +975,7 @@ async fn concurrent_side(p: &mut TunnelPath, way: &Way, n: usize) -> Side {
         baseline,
     )
     .await;
-    let cpu = cpu_now(p, way.client).minus(&cpu0);
+    let cpu = cpu_now(p, way).minus(&cpu0);
     let tcp1 = procs::tcp_counters();
     let mut s = Side::new(c.requested, c.succeeded, cpu);
     s.error = c.first_error;
@@ -859,7 +1009,7 @@ async fn concurrent_side(p: &mut TunnelPath, way: &Way, n: usize) -> Side {
             sc::CLOSE_WAIT.as_secs()
         ));
     }
-    if way.client.is_some() {
+    if way.procs.is_some() {
         let per = |peak: u64, before: u64| {
             if c.succeeded == 0 {
                 0.0
@@ -887,11 +1037,14 @@ async fn concurrent_side(p: &mut TunnelPath, way: &Way, n: usize) -> Side {
             "client_rss_peak_mib",
             peak.1 as f64 / 1024.0,
         ));
-        s.metric(Metric::info(
-            "HTTP connections at peak",
-            "http_connections",
-            conns as f64,
-        ));
+        // The relay has no HTTP: one TCP connection per tunnel, by construction.
+        if way.via != Some(Via::Relay) {
+            s.metric(Metric::info(
+                "HTTP connections at peak",
+                "http_connections",
+                conns as f64,
+            ));
+        }
         s.extra("server_rss_kib_before", before.0.into());
         s.extra("client_rss_kib_before", before.1.into());
         s.extra("server_rss_kib_peak", peak.0.into());

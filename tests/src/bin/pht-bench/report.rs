@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{Plan, version_name};
+use crate::{Plan, Via, version_name};
 
 /// CPU seconds (user + system) per process over one measurement.
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,7 +83,7 @@ impl Metric {
     }
 }
 
-/// One measurement: direct or through the tunnel.
+/// One measurement: direct, through a tunnel, or through the TCP relay.
 #[derive(Debug, Clone)]
 pub struct Side {
     pub requested: usize,
@@ -150,6 +150,8 @@ impl Side {
         }
         o.insert("metrics".into(), Value::Object(m));
         // Direct runs have no server or client: only this process and the target count.
+        // (Through the relay, server and client are its server-side and client-side
+        // forwarders.)
         let cpu = if tunnel {
             self.cpu
         } else {
@@ -169,27 +171,27 @@ impl Side {
     }
 }
 
-/// One scenario: its direct run, and one tunnel run per PHT version (`--versions` order).
+/// One scenario: its direct run, and one run per path (PHT version or TCP relay) in
+/// `--versions` order.
 pub struct Scenario {
     /// `download`, `upload`, `pingpong`, `setup`, `tunnels_N`.
     name: String,
     title: String,
     direct: Side,
-    tunnels: Vec<(u8, Side)>,
+    tunnels: Vec<(Via, Side)>,
 }
 
-/// The scenario's name in the JSON for one version: the bare name for PHT/2, `_pht1`
-/// appended for PHT/1.
-pub fn versioned_name(name: &str, version: u8) -> String {
-    if version == 2 {
-        name.to_string()
-    } else {
-        format!("{name}_pht{version}")
+/// The scenario's name in the JSON for one path: the bare name for PHT/2, `_pht1`
+/// appended for PHT/1, `_relay` for the TCP relay.
+pub fn versioned_name(name: &str, via: Via) -> String {
+    match via {
+        Via::Pht(2) => name.to_string(),
+        other => format!("{name}_{}", other.id()),
     }
 }
 
 impl Scenario {
-    pub fn new(name: &str, title: &str, direct: Side, tunnels: Vec<(u8, Side)>) -> Scenario {
+    pub fn new(name: &str, title: &str, direct: Side, tunnels: Vec<(Via, Side)>) -> Scenario {
         Scenario {
             name: name.into(),
             title: title.into(),
@@ -198,11 +200,8 @@ impl Scenario {
         }
     }
 
-    fn tunnel(&self, version: u8) -> Option<&Side> {
-        self.tunnels
-            .iter()
-            .find(|(v, _)| *v == version)
-            .map(|(_, s)| s)
+    fn tunnel(&self, via: Via) -> Option<&Side> {
+        self.tunnels.iter().find(|(v, _)| *v == via).map(|(_, s)| s)
     }
 
     /// tunnel ÷ direct for a metric both sides have.
@@ -239,8 +238,8 @@ impl Scenario {
 
 /// One process at the end of the run: its peak RSS and the CPU it used.
 pub struct ProcStat {
-    /// The key in the JSON's `processes`: `server`, `client_pht2`, `client_pht1`, `bench`,
-    /// `target`.
+    /// The key in the JSON's `processes`: `server`, `client_pht2`, `client_pht1`,
+    /// `relay_server`, `relay_client`, `bench`, `target`.
     pub key: String,
     /// Its name in the table.
     pub label: String,
@@ -257,6 +256,64 @@ struct Target {
     value: String,
     goal: String,
     met: Option<bool>,
+}
+
+/// The TCP relay's figure for one of the goals' metrics: not judged, the floor of the
+/// four-process shape on this machine.
+struct Floor {
+    what: &'static str,
+    /// The base scenario name (`download`, ...).
+    scenario: &'static str,
+    /// relay ÷ direct.
+    ratio: Option<f64>,
+    value: String,
+}
+
+/// (what, scenario, metric key, goal text, judge, shown as a percentage): the ratio goals
+/// of issue 10, each a ratio of a path's figure to direct.
+type Judge = fn(f64) -> bool;
+const RATIO_GOALS: [(&str, &str, &str, &str, Judge, bool); 4] = [
+    (
+        "download MB/s",
+        "download",
+        "mb_s",
+        "≥ 60 % of direct",
+        |r| r >= 0.60,
+        true,
+    ),
+    (
+        "upload MB/s",
+        "upload",
+        "mb_s",
+        "≥ 60 % of direct",
+        |r| r >= 0.60,
+        true,
+    ),
+    (
+        "ping-pong median",
+        "pingpong",
+        "median_us",
+        "≤ 3× direct",
+        |r| r <= 3.0,
+        false,
+    ),
+    (
+        "setup median",
+        "setup",
+        "median_us",
+        "≤ 2× direct",
+        |r| r <= 2.0,
+        false,
+    ),
+];
+
+/// A ratio as the goals state it: "45.1 % of direct" or "3.40× direct".
+fn ratio_text(r: Option<f64>, percent: bool) -> String {
+    match r {
+        Some(r) if percent => format!("{:.1} % of direct", r * 100.0),
+        Some(r) => format!("{r:.2}× direct"),
+        None => "not run".into(),
+    }
 }
 
 pub struct Report {
@@ -295,58 +352,18 @@ impl Report {
         self.scenarios.iter().find(|s| s.name == name)
     }
 
-    /// The project's goals (issue 6), judged on this run for each PHT version.
+    /// The project's goals (issue 10), judged on this run for each PHT version.
     fn targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
-        let pct = |r: f64| format!("{:.1} % of direct", r * 100.0);
-        let times = |r: f64| format!("{r:.2}× direct");
-        for &v in &self.plan.versions {
-            // (what, scenario, metric, goal, met, as text)
-            type Judge = fn(f64) -> bool;
-            let ratio_goals: [(&str, &str, &str, &str, Judge, bool); 4] = [
-                (
-                    "download MB/s",
-                    "download",
-                    "mb_s",
-                    "≥ 35 % of direct",
-                    |r| r >= 0.35,
-                    true,
-                ),
-                (
-                    "upload MB/s",
-                    "upload",
-                    "mb_s",
-                    "≥ 25 % of direct",
-                    |r| r >= 0.25,
-                    true,
-                ),
-                (
-                    "ping-pong median",
-                    "pingpong",
-                    "median_us",
-                    "≤ 5× direct",
-                    |r| r <= 5.0,
-                    false,
-                ),
-                (
-                    "setup median",
-                    "setup",
-                    "median_us",
-                    "≤ 2× direct",
-                    |r| r <= 2.0,
-                    false,
-                ),
-            ];
-            for (what, name, key, goal, judge, percent) in ratio_goals {
-                let r = self.find(name).and_then(|s| s.ratio(s.tunnel(v)?, key));
+        for v in self.plan.versions() {
+            for (what, name, key, goal, judge, percent) in RATIO_GOALS {
+                let r = self
+                    .find(name)
+                    .and_then(|s| s.ratio(s.tunnel(Via::Pht(v))?, key));
                 out.push(Target {
                     what,
                     version: v,
-                    value: match r {
-                        Some(r) if percent => pct(r),
-                        Some(r) => times(r),
-                        None => "not run".into(),
-                    },
+                    value: ratio_text(r, percent),
                     goal: goal.into(),
                     met: r.map(judge),
                 });
@@ -354,7 +371,10 @@ impl Report {
             let goal =
                 "all succeed, server ≤ 64 KiB RSS per open tunnel (HTTP/2, HTTP/3)".to_string();
             let what = "10000 tunnels at once";
-            match self.find("tunnels_10000").and_then(|s| s.tunnel(v)) {
+            match self
+                .find("tunnels_10000")
+                .and_then(|s| s.tunnel(Via::Pht(v)))
+            {
                 Some(t) => {
                     let per = t.get("server_rss_kib_per_tunnel").unwrap_or(f64::INFINITY);
                     let value =
@@ -387,11 +407,33 @@ impl Report {
         out
     }
 
+    /// The TCP relay's figures for the ratio goals' metrics (empty when the relay was not
+    /// measured): what the four-process shape reaches here without HTTP or PHT.
+    fn floor(&self) -> Vec<Floor> {
+        if !self.plan.relay() {
+            return Vec::new();
+        }
+        RATIO_GOALS
+            .iter()
+            .map(|&(what, name, key, _, _, percent)| {
+                let ratio = self
+                    .find(name)
+                    .and_then(|s| s.ratio(s.tunnel(Via::Relay)?, key));
+                Floor {
+                    what,
+                    scenario: name,
+                    ratio,
+                    value: ratio_text(ratio, percent),
+                }
+            })
+            .collect()
+    }
+
     pub fn json(&self) -> Value {
         let p = &self.plan;
         let mut scenarios: Vec<Value> = Vec::new();
         for s in &self.scenarios {
-            for (v, t) in &s.tunnels {
+            for (via, t) in &s.tunnels {
                 let mut ratio = Map::new();
                 for m in &t.metrics {
                     if let Some(r) = s.ratio(t, m.key) {
@@ -403,9 +445,10 @@ impl Report {
                     ratio.insert("cpu_s".into(), round(ct / cd, 4).into());
                 }
                 scenarios.push(json!({
-                    "name": versioned_name(&s.name, *v),
+                    "name": versioned_name(&s.name, *via),
                     "scenario": s.name,
-                    "version": v,
+                    "path": via.id(),
+                    "version": via.version(),
                     "title": s.title,
                     "direct": s.direct.json(false),
                     "tunnel": t.json(true),
@@ -430,13 +473,28 @@ impl Report {
                 json!({"target": t.what, "version": t.version, "value": t.value, "goal": t.goal, "met": t.met})
             })
             .collect();
+        let floor: Vec<Value> = self
+            .floor()
+            .into_iter()
+            .map(|f| {
+                json!({
+                    "metric": f.what,
+                    "scenario": f.scenario,
+                    "path": Via::Relay.id(),
+                    "value": f.value,
+                    "ratio": f.ratio.map(|r| round(r, 4)),
+                })
+            })
+            .collect();
         json!({
             "tool": "pht-bench",
-            "schema": 2,
+            "schema": 3,
             "config": {
                 "proto": p.proto,
                 "http": p.http,
-                "versions": p.versions,
+                "versions": p.versions(),
+                "relay": p.relay(),
+                "paths": p.paths.iter().map(|v| v.id()).collect::<Vec<_>>(),
                 "server_params": p.server_query,
                 "client_params": p.client_params,
                 "size_bytes": p.size,
@@ -454,6 +512,7 @@ impl Report {
             "scenarios": scenarios,
             "processes": procs,
             "targets": targets,
+            "floor": floor,
             "all_ok": self.all_ok(),
         })
     }
@@ -464,7 +523,7 @@ impl Report {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
-        let names: Vec<String> = p.versions.iter().map(|&v| version_name(v)).collect();
+        let names: Vec<String> = p.paths.iter().map(|v| v.name()).collect();
         out += &format!(
             "\npht-bench: {} over {}{}, {}, {cores} cores, 127.0.0.1 (load average at start {}, end {})\n",
             p.proto,
@@ -478,20 +537,28 @@ impl Report {
             self.load_start,
             loadavg()
         );
-        out += &format!(
-            "server -L ?{}; clients -F ?{}\n\n",
-            p.server_query,
-            p.versions
-                .iter()
-                .map(|v| format!("v={v}"))
-                .collect::<Vec<_>>()
-                .join(" / ")
-                + &if p.client_params.is_empty() {
-                    String::new()
-                } else {
-                    format!("&{}", p.client_params)
-                }
-        );
+        let versions = p.versions();
+        if !versions.is_empty() {
+            out += &format!(
+                "server -L ?{}; clients -F ?{}\n",
+                p.server_query,
+                versions
+                    .iter()
+                    .map(|v| format!("v={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+                    + &if p.client_params.is_empty() {
+                        String::new()
+                    } else {
+                        format!("&{}", p.client_params)
+                    }
+            );
+        }
+        if p.relay() {
+            out += "TCP relay: bench → pht-server -L tcp:// → pht-server -L tcp:// → target \
+                    (no HTTP, no PHT: the floor of this 4-process shape)\n";
+        }
+        out += "\n";
         // scenario, metric, direct, then (value, ratio) per version, then ok.
         const W: [usize; 5] = [22, 24, 10, 12, 9];
         let row = |a: &str, b: &str, c: &str, per: &[(String, String)], f: &str| {
@@ -603,7 +670,7 @@ impl Report {
                 .collect();
             out += &line("  of which kernel", dash(), per);
             let labelled = std::iter::once(("direct".to_string(), &s.direct))
-                .chain(s.tunnels.iter().map(|(v, t)| (version_name(*v), t)));
+                .chain(s.tunnels.iter().map(|(v, t)| (v.name(), t)));
             for (label, side) in labelled {
                 if let Some(e) = &side.error {
                     out += &format!("{:<22} ! {label}: {e}\n", "");
@@ -614,18 +681,24 @@ impl Report {
             }
         }
         if !self.procs.is_empty() {
-            out += "\nprocess          peak RSS (VmHWM)   CPU s (whole run)\n";
+            out += "\nprocess            peak RSS (VmHWM)   CPU s (whole run)\n";
             for pr in &self.procs {
                 let rss = pr
                     .peak_rss_kib
                     .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                     .unwrap_or("?".into());
-                out += &format!("{:<16} {rss:>16}   {:>17}\n", pr.label, cpu(pr.cpu_s));
+                out += &format!("{:<18} {rss:>16}   {:>17}\n", pr.label, cpu(pr.cpu_s));
             }
             out += "(one server serves every version; bench and bench target hold the test data, and one end each of every connection)\n";
+            if p.relay() {
+                out += "(relay server-side / client-side: the TCP relay's two forwarders; its \"server\" and \"client\" in the CPU rows)\n";
+            }
         }
-        out += &format!("\n{:<31} {:<45} goal\n", "target", "this run");
-        for t in self.targets() {
+        let targets = self.targets();
+        if !targets.is_empty() {
+            out += &format!("\n{:<31} {:<45} goal\n", "target", "this run");
+        }
+        for t in targets {
             let verdict = match t.met {
                 Some(true) => "met",
                 Some(false) => "MISSED",
@@ -633,6 +706,20 @@ impl Report {
             };
             let what = format!("{}, {}", t.what, version_name(t.version));
             out += &format!("{what:<31} {:<45} {}  [{verdict}]\n", t.value, t.goal);
+        }
+        // The relay's figures for the same metrics: what any tunnel of this shape can reach.
+        let floor = self.floor();
+        if floor.is_empty() {
+            out += "\nfloor (TCP relay): not measured (add relay to --versions)\n";
+        } else {
+            out += "\n";
+        }
+        for f in floor {
+            let what = format!("{}, {}", f.what, Via::Relay.name());
+            out += &format!(
+                "{what:<31} {:<45} the floor of this 4-process shape (not judged)\n",
+                f.value
+            );
         }
         out += &format!(
             "\nall measurements succeeded: {}\n",
