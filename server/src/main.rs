@@ -100,6 +100,7 @@ fn build_config(cli: &Cli) -> Result<Config> {
 }
 
 fn main() -> Result<()> {
+    pht_runtime::tune_allocator();
     // gost accepts `-DD`; clap reads it as two `-D`, which is what we want.
     let cli = Cli::parse_from(gost_args());
     let cfg = build_config(&cli)?;

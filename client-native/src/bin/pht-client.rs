@@ -92,6 +92,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Reset + Unpin + Send> Str
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    pht_runtime::tune_allocator();
     let cli = Cli::parse();
     logging::init(cli.debug, &["pht_core", "pht_client"]);
     pht_runtime::raise_fd_limit();

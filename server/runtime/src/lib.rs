@@ -4,6 +4,7 @@
 //! - [`shutdown_signal`]: SIGINT or SIGTERM;
 //! - [`listen`]: TCP listening sockets with a deep backlog ([`LISTEN_BACKLOG`]);
 //! - [`raise_fd_limit`], [`fd_limit`]: the open-file limit, raised as gost does;
+//! - [`tune_allocator`]: glibc's malloc thresholds, set for bulk data;
 //! - [`logging::init`]: stderr logging at gost's `-D` levels;
 //! - [`splice`]: the byte pump between two streams, which turns a failure on one side
 //!   into a [`Reset`] on the other (and [`pipe`], the pump alone);
@@ -29,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alloc;
 mod limits;
 mod listen;
 pub mod logging;
@@ -37,6 +39,7 @@ mod pipe;
 mod reset;
 mod signal;
 
+pub use alloc::{MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator};
 pub use limits::{fd_limit, raise_fd_limit};
 pub use listen::{LISTEN_BACKLOG, listen};
 pub use pipe::{PipeStats, pipe, splice};
