@@ -202,9 +202,9 @@ struct State {
     /// The application dropped the tunnel: nobody reads any more.
     dropped: bool,
     close_done: bool,
-    /// PHT/2: the server answered the push with `close=1`: the tunnel is gone there, and
-    /// the pull response ends next.
-    close_answered: bool,
+    /// PHT/2: the push with `close=1` is sent: the server ends the pull response when it
+    /// arrives, and that end is the tunnel's, not a cut to resume from.
+    close_sent: bool,
     reset_requested: bool,
     writer: Option<Waker>,
     pusher: Option<Waker>,

@@ -22,9 +22,9 @@ use crate::{BoxFuture, DecodeError, Error, Fetch, FetchResponse, PollMode, Versi
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Longest wait, after the server answered the close, for the pull response to end. Read
-/// to its end, the pull's connection goes back to the pool and the next tunnel need not
-/// open one; our server ends it at once.
+/// Longest wait, once the tunnel has ended in order, for the second of the pull's end and
+/// the close's answer. Read to its end, the pull's connection goes back to the pool and
+/// the next tunnel need not open one; our server ends it as the close arrives.
 pub(super) const CLOSE_DRAIN: Duration = Duration::from_millis(500);
 
 /// POSTs in flight when a tunnel starts; the window grows from there.
@@ -128,9 +128,13 @@ pub(super) async fn drive<F: Fetch, C: Clock>(
                 st.close_done = true;
                 st.wake_all();
             }
+            // Errors here are no one's: the tunnel ended in order. Whichever of the two
+            // ends second, the pull's end (its connection goes back to the pool) or the
+            // answer to the close (the server forgets the token), is waited for.
             if pull_running {
-                // Errors here are no one's: the tunnel ended in order.
                 let _ = timeout(ctx.clock, CLOSE_DRAIN, &mut pull).await;
+            } else {
+                let _ = timeout(ctx.clock, CLOSE_DRAIN, &mut push).await;
             }
         }
         End::Failed(e) => {
@@ -256,6 +260,7 @@ impl Pusher {
         let finished = st.dropped || (fin_acked && st.fin_seen);
         if !self.close_sent && finished && st.tx.is_empty() && inflight == 0 {
             self.close_sent = true;
+            st.close_sent = true;
             return Some(Job {
                 seq: tx_end,
                 len: 0,
@@ -402,7 +407,6 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                         backoff = MIN_BACKOFF;
                         p.window = (p.window + 1).min(p.max_window);
                         if job.close {
-                            shared.lock().close_answered = true;
                             return Ok(());
                         }
                         continue;
@@ -503,7 +507,7 @@ enum Next {
     ToPoll,
     /// A poll response was delivered while still open: streaming works.
     ToStream,
-    /// The response ended after the server answered the close: the tunnel is over.
+    /// The response ended after the close was sent: the tunnel is over.
     Closed,
 }
 
@@ -722,7 +726,7 @@ async fn read_response<'a, F: Fetch, C: Clock>(
             }
         };
         let chunk = match chunk {
-            None if shared.lock().close_answered => return Ok(Next::Closed),
+            None if shared.lock().close_sent => return Ok(Next::Closed),
             None => {
                 return Err(retry_after(
                     first_at.is_some(),

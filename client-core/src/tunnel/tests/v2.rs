@@ -180,12 +180,23 @@ fn closing_the_writer_is_a_half_close_and_the_answer_still_arrives() {
     );
 }
 
-/// After the server has answered the close, the pull response is read to its end, so
-/// that its connection can serve the next tunnel; then nothing more is asked for. A pull
-/// that does not end is let go after `CLOSE_DRAIN`.
+/// Once the close is sent, the end of the pull response is the tunnel's end, whether it
+/// comes before or after the close's answer: the response is read to its end, so that
+/// its connection can serve the next tunnel, and no pull is sent again (it would find the
+/// token gone). A pull that does not end is let go after `CLOSE_DRAIN`.
 #[test]
 fn after_the_close_the_pull_is_read_to_its_end_and_not_resumed() {
-    for pull_ends in [true, false] {
+    #[derive(Debug, Clone, Copy)]
+    enum PullEnds {
+        AfterTheAnswer,
+        BeforeTheAnswer,
+        Never,
+    }
+    for case in [
+        PullEnds::AfterTheAnswer,
+        PullEnds::BeforeTheAnswer,
+        PullEnds::Never,
+    ] {
         let mut rig = Rig::new();
         let p1 = pull_v2(&rig);
         let (t, mut tw) = rig.open(v2_config()).split();
@@ -195,32 +206,49 @@ fn after_the_close_the_pull_is_read_to_its_end_and_not_resumed() {
         }))
         .unwrap();
         rig.script.post(Answer::PostBody(200, "ack=2"));
-        rig.script.post(Answer::PostBody(200, "ack=2"));
+        let (answer_close, held) = futures::channel::oneshot::channel();
+        rig.script.post(Answer::PostLater(held));
         let closed = rig.try_run(async move {
             tw.write_all(b"hi").await.unwrap();
             tw.close().await
         });
-        assert!(closed.borrow_mut().take().unwrap().is_ok());
+        assert!(closed.borrow_mut().take().unwrap().is_ok(), "{case:?}");
         let out = rig.try_run(read_all(t));
         assert_eq!(out.borrow_mut().take().expect("read finished").0, b"");
         let posted = rig.script.posted();
         assert!(
             posted.last().unwrap().0.ends_with("&close=1"),
-            "the close was sent: {posted:?}"
+            "{case:?}: the close was sent: {posted:?}"
         );
-        assert!(
-            !p1.is_closed(),
-            "the pull response was dropped before its end"
-        );
-        if pull_ends {
-            p1.close_channel();
-            rig.pool.run_until_stalled();
-        } else {
-            rig.advance(super::super::v2::CLOSE_DRAIN);
-            assert!(p1.is_closed(), "a pull that never ends is let go");
+        match case {
+            PullEnds::AfterTheAnswer => {
+                answer_close.send((200, "ack=2")).unwrap();
+                rig.pool.run_until_stalled();
+                assert!(
+                    !p1.is_closed(),
+                    "the pull response was dropped before its end"
+                );
+                p1.close_channel();
+            }
+            PullEnds::BeforeTheAnswer => {
+                p1.close_channel();
+                rig.advance(Duration::from_millis(100));
+                answer_close.send((200, "ack=2")).unwrap();
+            }
+            PullEnds::Never => {
+                answer_close.send((200, "ack=2")).unwrap();
+                rig.pool.run_until_stalled();
+                rig.advance(super::super::v2::CLOSE_DRAIN);
+                assert!(p1.is_closed(), "a pull that never ends is let go");
+            }
         }
         rig.advance(Duration::from_secs(5));
-        assert_eq!(got_urls(&rig).len(), 1, "no pull after the close");
+        assert_eq!(got_urls(&rig).len(), 1, "{case:?}: a pull after the close");
+        assert_eq!(
+            rig.script.posted().len(),
+            2,
+            "{case:?}: a push after the close"
+        );
     }
 }
 
