@@ -167,7 +167,7 @@ fn status_hint(status: u16) -> &'static str {
         404 => " (wrong path: check authorizePath/pushPath/pullPath)",
         410 => " (tunnel is gone on the server)",
         413 => " (push body too large for the server)",
-        429 => " (server tunnel queue full, try later)",
+        429 => " (the server is at one of its tunnel limits: try later)",
         _ => "",
     }
 }
@@ -197,7 +197,21 @@ impl From<Error> for io::Error {
 mod tests {
     use std::time::Duration;
 
-    use super::duration_text;
+    use super::{Error, duration_text};
+
+    /// A `429` names no particular limit: our server has five behind it (`backlog`,
+    /// `maxTunnels`, `maxTunnelsPerClient`, `tunnelRate`, `reorderBuffer`).
+    #[test]
+    fn a_429_says_a_limit_was_reached_not_which() {
+        let e = Error::Status {
+            what: "push",
+            status: 429,
+        };
+        assert_eq!(
+            e.to_string(),
+            "push refused by server: HTTP 429 (the server is at one of its tunnel limits: try later)"
+        );
+    }
 
     #[test]
     fn duration_text_is_debug() {
