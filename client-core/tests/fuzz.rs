@@ -1,5 +1,5 @@
 //! Property-based fuzzing of every pht-core parser that reads bytes from the network, or
-//! strings from a user: the PHT pull and push decoders, the HTTP head scan, the client's
+//! strings from a user: the PHT pull and push decoders, PHT/2 frames, the HTTP head scan, the client's
 //! HTTP CONNECT / SOCKS5 / relay reply parsing, gost URLs and node URLs.
 //!
 //! Runs on stable Rust with `proptest`. Each property runs `PROPTEST_CASES` cases (512
@@ -987,5 +987,66 @@ fn regression_control_characters_in_target_host() {
             );
             assert!(written.is_empty());
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PHT/2 frames: however the body is cut, the same frames (or the same failure)
+// ---------------------------------------------------------------------------------------
+
+/// A PHT/2 pull body: well-formed frames, or arbitrary bytes.
+fn frame_wire() -> impl Strategy<Value = Vec<u8>> {
+    use pht_core::frame::{ResetCode, kind, put_count, put_data, put_empty, put_reset};
+    let frame = prop_oneof![
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(off, d)| (0u8, off, d)),
+        Just((1u8, 0, Vec::new())),
+        any::<u64>().prop_map(|n| (2u8, n, Vec::new())),
+        any::<u64>().prop_map(|n| (3u8, n, Vec::new())),
+        Just((4u8, 0, b"gone".to_vec())),
+        Just((5u8, 0, Vec::new())),
+    ];
+    prop_oneof![
+        4 => prop::collection::vec(frame, 0..12).prop_map(|frames| {
+            let mut w = Vec::new();
+            for (k, n, d) in frames {
+                match k {
+                    0 => put_data(&mut w, n, &d),
+                    1 => put_empty(&mut w, kind::PING),
+                    2 => put_count(&mut w, kind::ACK, n),
+                    3 => put_count(&mut w, kind::FIN, n),
+                    4 => put_reset(&mut w, ResetCode::TargetFailed, "gone"),
+                    _ => put_empty(&mut w, kind::END),
+                }
+            }
+            w
+        }),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ]
+}
+
+/// Frames out of `chunks` fed one by one, and whether decoding failed.
+fn frames_chunked(chunks: &[&[u8]]) -> (Vec<pht_core::frame::Frame>, bool, bool) {
+    let mut d = pht_core::frame::FrameDecoder::default();
+    let mut got = Vec::new();
+    for c in chunks {
+        if d.feed(c, &mut |f| got.push(f)).is_err() {
+            return (got, true, false);
+        }
+    }
+    (got, false, d.is_clean())
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn frames_do_not_depend_on_where_the_body_is_cut(wire in frame_wire(), cuts in cuts()) {
+        let (whole, whole_err, whole_clean) = frames_chunked(&[&wire]);
+        let (parts, parts_err, parts_clean) = frames_chunked(&split(&wire, &cuts));
+        // The same frames before a failure too: a frame is judged once it is whole.
+        prop_assert_eq!(whole_err, parts_err);
+        prop_assert_eq!(whole, parts);
+        prop_assert_eq!(whole_clean, parts_clean);
     }
 }
