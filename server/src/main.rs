@@ -140,7 +140,7 @@ async fn run(mut cfg: Config) -> Result<()> {
     // Every chain, handler and listener built from its text before anything binds.
     let plan = Plan::build(&mut cfg)?;
     for w in &plan.warnings {
-        warn!("{}: {}", w.path, w.message);
+        warn!("{w}");
     }
     let mut metrics_task = None;
     if let Some(m) = &cfg.metrics {

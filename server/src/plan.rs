@@ -276,11 +276,7 @@ mod tests {
             "services:\n- name: s\n  addr: 127.0.0.1:0\n  metadata: {interface: eth1}\n  handler: {type: http, metadata: {Interface: eth1, sniffing: true}}\n",
         )
         .unwrap();
-        let got: Vec<String> = p
-            .warnings
-            .iter()
-            .map(|w| format!("{}: {}", w.path, w.message))
-            .collect();
+        let got: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
         assert_eq!(
             got,
             [

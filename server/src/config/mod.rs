@@ -10,7 +10,7 @@ mod validate;
 pub use cli::{from_cli, parse_chain_node, parse_metrics, parse_service};
 pub use load::{LoadError, load_source, merge};
 pub use metadata::{MAX_DURATION, MAX_SIZE, Metadata, MetadataError, parse_duration};
-pub use validate::{ConfigError, Issue};
+pub use validate::{ConfigError, Issue, join_issues};
 
 /// The error [`Config::resolve`] returns (the name it had before validation was added).
 pub type ResolveError = ConfigError;

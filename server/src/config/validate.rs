@@ -41,13 +41,29 @@ pub struct ConfigError {
     pub issues: Vec<Issue>,
 }
 
+/// `path: message`, as every report of an issue reads.
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Issues on one line, `; ` between them (inside a larger error message).
+pub fn join_issues(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(Issue::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, issue) in self.issues.iter().enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(f, "{}: {}", issue.path, issue.message)?;
+            write!(f, "{issue}")?;
         }
         Ok(())
     }

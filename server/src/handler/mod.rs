@@ -89,7 +89,7 @@ pub enum HandlerError {
     Option { kind: String, error: MetadataError },
     /// Settings of the service beside the handler's own (its forwarder's nodes), each
     /// with its key path below the service.
-    #[error("{}", .0.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))]
+    #[error("{}", crate::config::join_issues(.0))]
     At(Vec<Issue>),
 }
 

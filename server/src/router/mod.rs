@@ -34,7 +34,7 @@ pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RouteError {
     #[error("chain {0:?} is not defined")]
     UnknownChain(String),
-    #[error("chain {chain}: {}", issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))]
+    #[error("chain {chain}: {}", crate::config::join_issues(issues))]
     Invalid { chain: String, issues: Vec<Issue> },
 }
 
