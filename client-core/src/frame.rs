@@ -93,9 +93,24 @@ fn varint_len(v: u64) -> usize {
 /// assert_eq!(out, [0x01, 4, 0xac, 0x02, b'h', b'i']);
 /// ```
 pub fn put_data(out: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    put_head(out, kind::DATA, varint_len(offset) + data.len());
-    put_varint(out, offset);
+    put_data_head(out, offset, data.len());
     out.extend_from_slice(data);
+}
+
+/// Appends the head of a DATA frame whose `len` payload bytes the caller sends right
+/// after it, from a buffer of their own: a sender that has the payload in hand need not
+/// copy it next to the head.
+///
+/// ```
+/// let mut head = Vec::new();
+/// pht_core::frame::put_data_head(&mut head, 300, 2);
+/// let mut whole = Vec::new();
+/// pht_core::frame::put_data(&mut whole, 300, b"hi");
+/// assert_eq!([&head[..], b"hi"].concat(), whole);
+/// ```
+pub fn put_data_head(out: &mut Vec<u8>, offset: u64, len: usize) {
+    put_head(out, kind::DATA, varint_len(offset) + len);
+    put_varint(out, offset);
 }
 
 /// Appends a frame with no payload: PING or END.

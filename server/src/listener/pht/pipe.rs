@@ -16,11 +16,16 @@ use futures::future::poll_fn;
 use pht_core::frame::ResetCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// A handler's write at least this long becomes a chunk of its own.
+const OWN_CHUNK: usize = 4 * 1024;
+/// Small writes gathered up to this many bytes become a chunk.
+const TAIL_MAX: usize = 64 * 1024;
+
 #[derive(Default)]
 struct Queue {
     chunks: VecDeque<Bytes>,
     /// Bytes written in small pieces (by the handler), gathered without an allocation per
-    /// write; the allocation is reused once the pull has sent what it took.
+    /// write, and always newer than every chunk.
     tail: BytesMut,
     len: usize,
     /// The writing side is done: the reader gets EOF once the queue is empty.
@@ -42,6 +47,25 @@ impl Queue {
             self.chunks.push_back(b);
             wake(&mut self.reader);
         }
+    }
+
+    /// Copies bytes a writer lent. Chunks are taken by the pull without a copy, and the
+    /// tail stays short: taking part of a long tail would make the next small write
+    /// move the rest of it to a new allocation.
+    fn append(&mut self, b: &[u8]) {
+        if b.len() >= OWN_CHUNK {
+            if !self.tail.is_empty() {
+                self.chunks.push_back(self.tail.split().freeze());
+            }
+            self.chunks.push_back(Bytes::copy_from_slice(b));
+        } else {
+            self.tail.extend_from_slice(b);
+            if self.tail.len() >= TAIL_MAX {
+                self.chunks.push_back(self.tail.split().freeze());
+            }
+        }
+        self.len += b.len();
+        wake(&mut self.reader);
     }
 
     /// Up to `max` bytes from the front, as one chunk.
@@ -327,9 +351,7 @@ impl AsyncWrite for HandlerEnd {
             return Poll::Pending;
         }
         let n = room.min(buf.len());
-        st.up.tail.extend_from_slice(&buf[..n]);
-        st.up.len += n;
-        wake(&mut st.up.reader);
+        st.up.append(&buf[..n]);
         Poll::Ready(Ok(n))
     }
 
@@ -385,6 +407,33 @@ mod tests {
             rest.extend_from_slice(&c);
         }
         assert_eq!(rest, b"4567");
+    }
+
+    #[tokio::test]
+    async fn small_and_large_writes_come_out_in_order_however_they_are_taken() {
+        let (pipe, mut h) = Pipe::new(1 << 20);
+        let sizes = [10, 5000, 3, 70_000, 1, 1, 4096, 65_530, 9, 64 * 1024, 2];
+        let takes = [1, 7000, 3, 65_536, 100_000];
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        for (i, &len) in sizes.iter().enumerate() {
+            let piece: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            h.write_all(&piece).await.unwrap();
+            want.extend_from_slice(&piece);
+            if let Up::Data(b) = pipe.take_up(takes[i % takes.len()]) {
+                assert!(b.len() <= takes[i % takes.len()]);
+                got.extend_from_slice(&b);
+            }
+        }
+        h.shutdown().await.unwrap();
+        loop {
+            match pipe.take_up(4000) {
+                Up::Data(b) => got.extend_from_slice(&b),
+                Up::Eof => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the bytes came out of order");
     }
 
     #[tokio::test]

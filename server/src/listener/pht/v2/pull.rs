@@ -24,6 +24,48 @@ use super::{Session, count_param, flag};
 /// Payload bytes of one DATA frame at most: a client's read buffer holds a frame whole.
 const DATA_FRAME: usize = 64 * 1024;
 
+/// Payloads at least this long go out as the replay buffer's own bytes, after their head;
+/// shorter ones are copied next to it, so a small answer is one piece of the response.
+const SHARE_FROM: usize = 4 * 1024;
+
+/// A response chunk being put together, as pieces that the HTTP connection writes with
+/// one vectored write: the download bytes themselves are never copied on their way from
+/// the handler to the socket.
+#[derive(Default)]
+struct Out {
+    pieces: Vec<Bytes>,
+    /// Frame heads and small frames since the last shared payload.
+    buf: Vec<u8>,
+}
+
+impl Out {
+    /// Where frames other than large DATA payloads are written.
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    fn put_data(&mut self, offset: u64, data: Bytes) {
+        if data.len() < SHARE_FROM {
+            wire::put_data(&mut self.buf, offset, &data);
+            return;
+        }
+        wire::put_data_head(&mut self.buf, offset, data.len());
+        self.pieces.push(Bytes::from(std::mem::take(&mut self.buf)));
+        self.pieces.push(data);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty() && self.buf.is_empty()
+    }
+
+    fn into_pieces(mut self) -> Vec<Bytes> {
+        if !self.buf.is_empty() {
+            self.pieces.push(Bytes::from(self.buf));
+        }
+        self.pieces
+    }
+}
+
 /// `GET pull?token=T&v=2&ack=N[&poll=1]`.
 pub(in crate::listener::pht) async fn pull(
     reg: &Arc<Registry>,
@@ -77,9 +119,13 @@ pub(in crate::listener::pht) async fn pull(
         heartbeat: o.heartbeat,
     };
     let chunks = futures::stream::unfold(stream, |mut st| async move {
-        let chunk = st.next_chunk().await?;
-        Some((Ok::<_, io::Error>(Frame::data(chunk)), st))
-    });
+        let pieces = st.next_chunk().await?;
+        let frames = pieces
+            .into_iter()
+            .map(|b| Ok::<_, io::Error>(Frame::data(b)));
+        Some((futures::stream::iter(frames), st))
+    })
+    .flatten();
     let mut r = Response::new(StreamBody::new(chunks.boxed()).boxed_unsync());
     let h = r.headers_mut();
     h.insert(
@@ -135,18 +181,18 @@ enum Stop {
 }
 
 impl PullStream {
-    /// The next response chunk; `None` ends the response cleanly.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next response chunk, in pieces; `None` ends the response cleanly.
+    async fn next_chunk(&mut self) -> Option<Vec<Bytes>> {
         if self.done {
             return None;
         }
-        let mut out = Vec::new();
+        let mut out = Out::default();
         if !self.started {
             // PING first, on its own: the byte that tells the client this is PHT/2.
             self.started = true;
             self.acked = self.session.uploaded();
-            wire::put_empty(&mut out, kind::PING);
-            wire::put_count(&mut out, kind::ACK, self.acked);
+            wire::put_empty(out.buf(), kind::PING);
+            wire::put_count(out.buf(), kind::ACK, self.acked);
             self.poll_until = self.poll_wait.map(|w| Instant::now() + w);
             return Some(self.sent(out));
         }
@@ -157,7 +203,7 @@ impl PullStream {
                 Step::Send => return Some(self.sent(out)),
                 Step::End => {
                     self.done = true;
-                    return (!out.is_empty()).then(|| Bytes::from(out));
+                    return (!out.is_empty()).then(|| out.into_pieces());
                 }
                 Step::Wait { pipe } => pipe,
             };
@@ -170,14 +216,14 @@ impl PullStream {
                 _ = self.changes.changed() => {}
                 _ = self.tunnel.pipe.readable(), if pipe => {}
                 _ = sleep_until(poll_until.unwrap_or(beat)), if poll_until.is_some_and(|p| p <= beat) => {
-                    self.put_ack(&mut out);
-                    wire::put_empty(&mut out, kind::END);
+                    self.put_ack(out.buf());
+                    wire::put_empty(out.buf(), kind::END);
                     self.done = true;
-                    return Some(Bytes::from(out));
+                    return Some(out.into_pieces());
                 }
                 _ = sleep_until(beat) => {
-                    wire::put_empty(&mut out, kind::PING);
-                    self.put_ack(&mut out);
+                    wire::put_empty(out.buf(), kind::PING);
+                    self.put_ack(out.buf());
                     return Some(self.sent(out));
                 }
             }
@@ -194,9 +240,9 @@ impl PullStream {
         }
     }
 
-    fn sent(&mut self, out: Vec<u8>) -> Bytes {
+    fn sent(&mut self, out: Out) -> Vec<Bytes> {
         self.last_frame = Instant::now();
-        Bytes::from(out)
+        out.into_pieces()
     }
 
     fn log_end(&self, what: &str) {
@@ -204,11 +250,11 @@ impl PullStream {
     }
 
     /// Looks at the tunnel once and puts out the frames it calls for.
-    fn step(&mut self, out: &mut Vec<u8>) -> Step {
+    fn step(&mut self, out: &mut Out) -> Step {
         if self.tunnel.cancel.is_cancelled() {
             match self.tunnel.pipe.cause() {
                 Some(c) => {
-                    wire::put_reset(out, c.code, c.reason);
+                    wire::put_reset(out.buf(), c.code, c.reason);
                     self.log_end(c.reason);
                 }
                 None => self.log_end("tunnel closed"),
@@ -216,7 +262,7 @@ impl PullStream {
             return Step::End;
         }
         if !self.session.is_attached(self.id) {
-            wire::put_empty(out, kind::END);
+            wire::put_empty(out.buf(), kind::END);
             self.log_end("replaced by a newer pull");
             return Step::End;
         }
@@ -230,7 +276,7 @@ impl PullStream {
             let mut st = self.session.lock();
             if st.uploaded > self.acked {
                 self.acked = st.uploaded;
-                wire::put_count(out, kind::ACK, self.acked);
+                wire::put_count(out.buf(), kind::ACK, self.acked);
             }
             // Acknowledged through another request: the client has those bytes.
             self.next = self.next.max(st.replay.base());
@@ -240,9 +286,10 @@ impl PullStream {
                     break Stop::Budget;
                 }
                 if let Some(b) = st.replay.get(self.next, DATA_FRAME.min(budget - sent)) {
-                    wire::put_data(out, self.next, &b);
-                    self.next += b.len() as u64;
-                    sent += b.len();
+                    let n = b.len();
+                    out.put_data(self.next, b);
+                    self.next += n as u64;
+                    sent += n;
                     continue;
                 }
                 let room = st.replay.room();
@@ -262,7 +309,7 @@ impl PullStream {
                 // The handler's side failed, and every byte it wrote before is out.
                 self.registry.abort(&self.tunnel.token, c.code, c.reason);
                 let c = self.tunnel.pipe.cause().unwrap_or(c);
-                wire::put_reset(out, c.code, c.reason);
+                wire::put_reset(out.buf(), c.code, c.reason);
                 self.log_end(c.reason);
                 return Step::End;
             }
@@ -272,7 +319,7 @@ impl PullStream {
                 return Step::End;
             }
             Stop::Pipe(Up::Eof) if !self.fin_sent => {
-                wire::put_count(out, kind::FIN, end);
+                wire::put_count(out.buf(), kind::FIN, end);
                 self.fin_sent = true;
                 fin = true;
                 debug!(service = %self.registry.service, token = token_prefix(&self.tunnel.token), pull = self.id, total = end, "download finished: FIN");
@@ -280,7 +327,7 @@ impl PullStream {
             _ => {}
         }
         if poll && (sent > 0 || fin) {
-            wire::put_empty(out, kind::END);
+            wire::put_empty(out.buf(), kind::END);
             return Step::End;
         }
         if !out.is_empty() {
