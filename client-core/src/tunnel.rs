@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::future::poll_fn;
 use futures::{AsyncRead, AsyncWrite, StreamExt};
+use txq::TxQueue;
 
 use crate::clock::{Clock, timeout};
 use crate::codec::{PullDecoder, PullEvent, encode_push_body};
@@ -185,7 +186,7 @@ struct State {
     established: bool,
     // client → server
     /// PHT/1: bytes not sent yet. PHT/2: bytes not acknowledged yet, from `tx_acked` on.
-    tx: BytesMut,
+    tx: TxQueue,
     /// Bytes the writer may queue in `tx`.
     tx_cap: usize,
     /// PHT/2: upload bytes the server has acknowledged.
@@ -401,7 +402,7 @@ impl AsyncWrite for Tunnel {
             return Poll::Pending;
         }
         let n = space.min(buf.len());
-        st.tx.extend_from_slice(&buf[..n]);
+        st.tx.write(&buf[..n]);
         wake(&mut st.pusher);
         Poll::Ready(Ok(n))
     }
@@ -666,7 +667,7 @@ enum PushEnd {
 }
 
 enum PushJob {
-    Data(BytesMut),
+    Data(Bytes),
     Close,
 }
 
@@ -684,7 +685,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
             }
             if !st.tx.is_empty() {
                 let n = st.tx.len().min(limit);
-                let data = st.tx.split_to(n);
+                let data = st.tx.take_front(n);
                 st.tx_inflight = true;
                 wake(&mut st.writer);
                 return Poll::Ready(Ok(PushJob::Data(data)));
@@ -722,9 +723,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
                 warn_shrink(data.len(), smaller);
                 limit = smaller;
                 // Nothing of the refused body was taken: send the same bytes again first.
-                let mut again = data;
-                again.extend_from_slice(&st.tx);
-                st.tx = again;
+                st.tx.put_back(data);
                 st.tx_inflight = true;
                 None
             }
@@ -826,6 +825,7 @@ async fn pull_loop<F: Fetch, C: Clock>(
 }
 
 mod known;
+mod txq;
 mod v2;
 
 #[cfg(test)]

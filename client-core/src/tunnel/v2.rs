@@ -230,7 +230,9 @@ impl Pusher {
         }
         let tx_end = st.tx_acked + st.tx.len() as u64;
         if self.next_seq < tx_end {
-            let len = (tx_end - self.next_seq).min(self.limit);
+            // Cut at a block's end, so the body is a view of the queue and not a copy.
+            let run = st.tx.contiguous((self.next_seq - st.tx_acked) as usize) as u64;
+            let len = (tx_end - self.next_seq).min(self.limit).min(run.max(1));
             let fin = st.close_requested && self.next_seq + len == tx_end;
             let job = Job {
                 seq: self.next_seq,
@@ -351,9 +353,8 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                         url.push_str("&close=1");
                     }
                     let from = (job.seq.saturating_sub(st.tx_acked)) as usize;
-                    let to =
-                        ((job.seq + job.len).saturating_sub(st.tx_acked) as usize).min(st.tx.len());
-                    let body = Bytes::copy_from_slice(&st.tx[from.min(to)..to]);
+                    let to = (job.seq + job.len).saturating_sub(st.tx_acked) as usize;
+                    let body = st.tx.slice(from, to);
                     return Poll::Ready(PushEvent::Job(job, url, body));
                 }
             }
