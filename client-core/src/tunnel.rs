@@ -718,8 +718,8 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
                 st.tx_acked += data.len() as u64;
                 None
             }
-            Ok((413, _)) if limit > floor => {
-                let smaller = (limit / 2).max(floor);
+            Ok((413, _)) if data.len() > floor => {
+                let smaller = (data.len() / 2).max(floor);
                 warn_shrink(data.len(), smaller);
                 limit = smaller;
                 // Nothing of the refused body was taken: send the same bytes again first.

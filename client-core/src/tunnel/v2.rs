@@ -412,10 +412,15 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                         }
                         continue;
                     }
-                    Ok((413, _)) if p.limit > p.floor => {
-                        let smaller = (p.limit / 2).max(p.floor);
-                        super::warn_shrink(job.len as usize, smaller as usize);
-                        p.limit = smaller;
+                    // A proxy refused the body's size: halve the limit below it. A body
+                    // sent before an earlier refusal may be over the limit already: it is
+                    // only sent again, in pieces of the limit.
+                    Ok((413, _)) if job.len > p.floor => {
+                        if job.len <= p.limit {
+                            let smaller = (job.len / 2).max(p.floor);
+                            super::warn_shrink(job.len as usize, smaller as usize);
+                            p.limit = smaller;
+                        }
                         p.requeue(job);
                         continue;
                     }

@@ -423,3 +423,81 @@ fn a_server_known_to_speak_pht2_is_not_asked_to_authorize_again() {
     assert!(posted[0].0.contains("&v=2&seq=0"), "{}", posted[0].0);
     assert_eq!(posted[0].1, b"hi");
 }
+
+#[test]
+fn refusals_of_pushes_in_flight_together_halve_the_limit_once() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let mut cfg = v2_config();
+    cfg.max_push_payload = 64 * 1024;
+    cfg.min_push_payload = 8 * 1024;
+    let t = rig.open(cfg);
+    p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+        .unwrap();
+    // Every POST is answered by the test, in the order they were sent.
+    let mut answers = VecDeque::new();
+    for _ in 0..64 {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        rig.script.post(Answer::PostLater(rx));
+        answers.push_back(tx);
+    }
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (_tr, mut tw) = t.split();
+    let d = data.clone();
+    let flushed = rig.try_run(async move {
+        tw.write_all(&d).await?;
+        tw.flush().await.map(|()| tw)
+    });
+    // The first two pushes go out together, and a proxy refuses both.
+    assert_eq!(rig.script.posted().len(), 2);
+    for _ in 0..2 {
+        let _ = answers.pop_front().unwrap().send((413, ""));
+    }
+    rig.advance(Duration::ZERO);
+    // From here on the server takes each push and acknowledges what it holds in order.
+    let mut have = vec![false; data.len()];
+    let mut answered = 2;
+    while flushed.borrow().is_none() {
+        let posted = rig.script.posted();
+        assert!(posted.len() > answered, "stalled after {posted:?}");
+        for (url, body) in &posted[answered..] {
+            let seq: usize = url
+                .split("&seq=")
+                .nth(1)
+                .unwrap()
+                .split('&')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            have[seq..seq + body.len()]
+                .iter_mut()
+                .for_each(|h| *h = true);
+            let acked = have.iter().position(|h| !h).unwrap_or(have.len());
+            let ack: &'static str = Box::leak(format!("ack={acked}").into_boxed_str());
+            let _ = answers.pop_front().unwrap().send((200, ack));
+        }
+        answered = posted.len();
+        rig.advance(Duration::ZERO);
+    }
+    assert!(flushed.borrow().as_ref().unwrap().is_ok());
+    let posted = rig.script.posted();
+    let sizes: Vec<usize> = posted.iter().map(|(_, b)| b.len()).collect();
+    assert_eq!(&sizes[..2], &[64 * 1024, 64 * 1024], "{sizes:?}");
+    // The second refusal was of a body sent before the first: the limit is 32 KiB, not 16.
+    assert_eq!(sizes[2..].iter().max(), Some(&(32 * 1024)), "{sizes:?}");
+    let mut taken = vec![0u8; data.len()];
+    for (url, body) in &posted[2..] {
+        let seq: usize = url
+            .split("&seq=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        taken[seq..seq + body.len()].copy_from_slice(body);
+    }
+    assert!(taken == data, "the bytes the server took differ");
+}
