@@ -418,6 +418,7 @@ impl HyperFetch {
                 .pool_max_idle_per_host(opts.max_idle.unwrap_or(100))
                 .http2_initial_stream_window_size(crate::h2::STREAM_WINDOW)
                 .http2_initial_connection_window_size(crate::h2::CONN_WINDOW)
+                .http2_max_frame_size(crate::h2::MAX_FRAME)
                 .http2_keep_alive_interval(crate::h2::KEEP_ALIVE)
                 .http2_only(h2_only);
             b.build(connector.clone())

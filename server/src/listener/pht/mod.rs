@@ -492,6 +492,7 @@ async fn serve(
         .max_concurrent_streams(o.max_streams)
         .initial_stream_window_size(pht_client::h2::STREAM_WINDOW)
         .initial_connection_window_size(pht_client::h2::CONN_WINDOW)
+        .max_frame_size(pht_client::h2::MAX_FRAME)
         .keep_alive_interval(pht_client::h2::KEEP_ALIVE);
     let (header_timeout, handshake_timeout) = (o.header_timeout, o.handshake_timeout);
     let connections = TaskTracker::new();
