@@ -11,9 +11,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::future::poll_fn;
 use futures::{AsyncRead, AsyncWrite, StreamExt};
 use txq::TxQueue;
@@ -341,35 +341,65 @@ impl Tunnel {
     }
 }
 
-impl AsyncRead for Tunnel {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl Tunnel {
+    /// The next received bytes, at most `max` (which must not be 0), as they arrived:
+    /// the same as reading, without copying them into a buffer of the caller's. `None` is
+    /// the clean end, after every byte.
+    ///
+    /// ```no_run
+    /// # async fn f(t: pht_core::Tunnel) -> std::io::Result<()> {
+    /// while let Some(bytes) = futures::future::poll_fn(|cx| t.poll_read_bytes(cx, 1 << 20)).await? {
+    ///     println!("{} bytes", bytes.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn poll_read_bytes(
+        &self,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+        max: usize,
+    ) -> Poll<io::Result<Option<Bytes>>> {
         let shared = &self.shared;
         let mut st = shared.lock();
         if let Some(front) = st.rx.front_mut() {
-            let n = buf.len().min(front.len());
-            buf[..n].copy_from_slice(&front[..n]);
-            front.advance(n);
-            if front.is_empty() {
-                st.rx.pop_front();
-            }
-            st.rx_len -= n;
+            let b = if front.len() <= max.max(1) {
+                st.rx.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(max.max(1))
+            };
+            st.rx_len -= b.len();
             if st.rx_len < shared.recv_cap {
                 wake(&mut st.puller);
             }
-            return Poll::Ready(Ok(n));
+            return Poll::Ready(Ok(Some(b)));
         }
         match &st.rx_end {
-            Some(Ok(())) => Poll::Ready(Ok(0)),
+            Some(Ok(())) => Poll::Ready(Ok(None)),
             Some(Err(e)) => Poll::Ready(Err(e.clone().into())),
             None => {
                 st.reader = Some(cx.waker().clone());
                 Poll::Pending
             }
         }
+    }
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        Poll::Ready(match ready!(self.poll_read_bytes(cx, buf.len())) {
+            Ok(Some(b)) => {
+                buf[..b.len()].copy_from_slice(&b);
+                Ok(b.len())
+            }
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        })
     }
 }
 

@@ -42,6 +42,6 @@ mod signal;
 pub use alloc::{MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator};
 pub use limits::{fd_limit, raise_fd_limit};
 pub use listen::{LISTEN_BACKLOG, listen};
-pub use pipe::{PipeStats, pipe, splice};
+pub use pipe::{Chunked, PipeStats, pipe, splice};
 pub use reset::Reset;
 pub use signal::shutdown_signal;

@@ -12,12 +12,32 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// First buffer per direction.
 const MIN_BUFFER: usize = 4 * 1024;
 /// Largest buffer per direction.
 const MAX_BUFFER: usize = 256 * 1024;
+
+/// A stream that hands out and takes whole buffers: an in-memory pipe, a tunnel. Found
+/// through [`Reset::as_chunked`](crate::Reset::as_chunked); [`splice`] moves bytes
+/// through it without a copy into a buffer of its own.
+pub trait Chunked {
+    /// The next bytes, at most `max`; `None` at the clean end.
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Option<Bytes>>>;
+
+    /// Takes bytes from the front of `data` (all of them while there is room); pending
+    /// only when it can take none.
+    fn poll_write_chunk(&mut self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>>;
+}
+
+/// How the pump finds a stream's [`Chunked`] side, if it looks for one.
+type AsChunked<S> = fn(&mut S) -> Option<&mut dyn Chunked>;
 
 /// What [`pipe`] moved.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,9 +51,13 @@ pub struct PipeStats {
 
 /// One direction of the copy.
 struct Dir {
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
+    /// Where reads land; what was read is split off into `pending`, and the allocation is
+    /// used again once the writer let go of it.
+    fill: BytesMut,
+    /// How much the next read asks for: grows while reads fill it.
+    size: usize,
+    /// Read and not written yet.
+    pending: Bytes,
     read_eof: bool,
     done: bool,
     /// The reader went idle since the last write: kick the writer's flush.
@@ -44,9 +68,9 @@ struct Dir {
 impl Dir {
     fn new() -> Self {
         Dir {
-            buf: Vec::new(),
-            pos: 0,
-            end: 0,
+            fill: BytesMut::new(),
+            size: MIN_BUFFER,
+            pending: Bytes::new(),
             read_eof: false,
             done: false,
             need_flush: false,
@@ -54,39 +78,62 @@ impl Dir {
         }
     }
 
+    /// The reader's next bytes (empty at EOF).
+    fn poll_fill<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        chunked: AsChunked<R>,
+    ) -> Poll<io::Result<Bytes>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        if let Some(c) = chunked(r) {
+            return Poll::Ready(
+                ready!(c.poll_read_chunk(cx, MAX_BUFFER)).map(Option::unwrap_or_default),
+            );
+        }
+        if self.fill.capacity() < self.size {
+            // Reuses the allocation when nothing read from it is still held.
+            self.fill.reserve(self.size);
+        }
+        let room = self.fill.capacity();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(r),
+            cx,
+            &mut self.fill
+        ))?;
+        if n == room && self.size < MAX_BUFFER {
+            // The read filled the buffer: this direction is busy, read more at once.
+            self.size *= 2;
+        }
+        Poll::Ready(Ok(self.fill.split().freeze()))
+    }
+
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
-        mut r: Pin<&mut R>,
-        mut w: Pin<&mut W>,
+        r: &mut R,
+        w: &mut W,
+        (rc, wc): (AsChunked<R>, AsChunked<W>),
     ) -> Poll<io::Result<()>>
     where
-        R: AsyncRead + ?Sized,
-        W: AsyncWrite + ?Sized,
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
     {
         loop {
-            if self.pos == self.end && !self.read_eof {
-                if self.buf.is_empty() {
-                    self.buf = vec![0; MIN_BUFFER];
-                } else if self.end == self.buf.len() && self.buf.len() < MAX_BUFFER {
-                    // The last read filled the buffer: this direction is busy, read more at once.
-                    self.buf = vec![0; self.buf.len() * 2];
-                }
-                let mut rb = ReadBuf::new(&mut self.buf);
-                match r.as_mut().poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => {
-                        self.pos = 0;
-                        self.end = rb.filled().len();
-                        if self.end == 0 {
-                            self.read_eof = true;
-                        }
+            if self.pending.is_empty() && !self.read_eof {
+                match self.poll_fill(cx, r, rc) {
+                    Poll::Ready(Ok(b)) => {
+                        self.read_eof = b.is_empty();
+                        self.pending = b;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         if self.need_flush {
                             // Drive buffered writers (stdout, TLS) until their flush is
                             // done, without ever making the read side wait for it.
-                            match w.as_mut().poll_flush(cx) {
+                            match Pin::new(&mut *w).poll_flush(cx) {
                                 Poll::Ready(Ok(())) => self.need_flush = false,
                                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                                 Poll::Pending => {}
@@ -96,19 +143,25 @@ impl Dir {
                     }
                 }
             }
-            while self.pos < self.end {
-                let n = ready!(w.as_mut().poll_write(cx, &self.buf[self.pos..self.end]))?;
+            while !self.pending.is_empty() {
+                let before = self.pending.len();
+                if let Some(c) = wc(w) {
+                    ready!(c.poll_write_chunk(cx, &mut self.pending))?;
+                } else {
+                    let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.pending))?;
+                    self.pending.advance(n);
+                }
+                let n = before - self.pending.len();
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.pos += n;
                 self.moved += n as u64;
                 self.need_flush = true;
             }
             if self.read_eof {
-                ready!(w.as_mut().poll_shutdown(cx))?;
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
                 self.done = true;
-                self.buf = Vec::new();
+                self.fill = BytesMut::new();
                 return Poll::Ready(Ok(()));
             }
         }
@@ -122,16 +175,29 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    pump(a, b, |_| None, |_| None).await
+}
+
+async fn pump<A, B>(
+    a: &mut A,
+    b: &mut B,
+    ac: AsChunked<A>,
+    bc: AsChunked<B>,
+) -> (PipeStats, Option<io::Error>)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let start = Instant::now();
     let (mut ab, mut ba) = (Dir::new(), Dir::new());
     let res = poll_fn(|cx| {
         if !ab.done {
-            if let Poll::Ready(Err(e)) = ab.poll(cx, Pin::new(&mut *a), Pin::new(&mut *b)) {
+            if let Poll::Ready(Err(e)) = ab.poll(cx, &mut *a, &mut *b, (ac, bc)) {
                 return Poll::Ready(Err(e));
             }
         }
         if !ba.done {
-            if let Poll::Ready(Err(e)) = ba.poll(cx, Pin::new(&mut *b), Pin::new(&mut *a)) {
+            if let Poll::Ready(Err(e)) = ba.poll(cx, &mut *b, &mut *a, (bc, ac)) {
                 return Poll::Ready(Err(e));
             }
         }
@@ -152,13 +218,13 @@ where
 
 /// [`pipe`], and when it fails, [`Reset`](crate::Reset) both streams: a tunnel that breaks
 /// must look broken to the applications at both ends, never like a clean end after a
-/// prefix.
+/// prefix. Streams that are [`Chunked`] get and give whole buffers, uncopied.
 pub async fn splice<A, B>(a: &mut A, b: &mut B) -> (PipeStats, Option<io::Error>)
 where
     A: AsyncRead + AsyncWrite + crate::Reset + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + crate::Reset + Unpin + ?Sized,
 {
-    let (stats, err) = pipe(a, b).await;
+    let (stats, err) = pump(a, b, |s| s.as_chunked(), |s| s.as_chunked()).await;
     if err.is_some() {
         a.reset();
         b.reset();
@@ -188,6 +254,121 @@ mod tests {
         .expect("buffered bytes were never flushed")
         .unwrap();
         assert_eq!(&got, b"tail");
+    }
+
+    /// A stream that counts how often it was asked for and given whole buffers.
+    struct Counting {
+        io: tokio::io::DuplexStream,
+        chunk_reads: usize,
+        chunk_writes: usize,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    impl Chunked for Counting {
+        fn poll_read_chunk(
+            &mut self,
+            cx: &mut Context<'_>,
+            max: usize,
+        ) -> Poll<io::Result<Option<Bytes>>> {
+            let mut b = BytesMut::with_capacity(max.min(4096));
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut b
+            ))?;
+            self.chunk_reads += 1;
+            Poll::Ready(Ok((n > 0).then(|| b.freeze())))
+        }
+        fn poll_write_chunk(
+            &mut self,
+            cx: &mut Context<'_>,
+            data: &mut Bytes,
+        ) -> Poll<io::Result<()>> {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, data))?;
+            data.advance(n);
+            self.chunk_writes += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl crate::Reset for Counting {
+        fn reset(&mut self) {}
+        fn as_chunked(&mut self) -> Option<&mut dyn Chunked> {
+            Some(self)
+        }
+    }
+
+    #[tokio::test]
+    async fn splice_moves_whole_buffers_through_chunked_streams_and_pipe_does_not() {
+        for use_splice in [true, false] {
+            let (mut a_user, a) = tokio::io::duplex(1 << 16);
+            let (b, mut b_user) = tokio::io::duplex(1 << 16);
+            let task = tokio::spawn(async move {
+                let mut a = Counting {
+                    io: a,
+                    chunk_reads: 0,
+                    chunk_writes: 0,
+                };
+                let mut b = b;
+                let (stats, err) = if use_splice {
+                    splice(&mut a, &mut b).await
+                } else {
+                    pipe(&mut a, &mut b).await
+                };
+                (stats, err, a.chunk_reads, a.chunk_writes)
+            });
+            let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+            let big2 = big.clone();
+            let writer = tokio::spawn(async move {
+                a_user.write_all(&big2).await.unwrap();
+                a_user.shutdown().await.unwrap();
+                let mut back = Vec::new();
+                a_user.read_to_end(&mut back).await.unwrap();
+                back
+            });
+            let mut got = Vec::new();
+            b_user.read_to_end(&mut got).await.unwrap();
+            assert!(got == big, "a → b intact, then EOF");
+            b_user.write_all(b"reply").await.unwrap();
+            b_user.shutdown().await.unwrap();
+            assert_eq!(writer.await.unwrap(), b"reply");
+            let (stats, err, reads, writes) = task.await.unwrap();
+            assert!(err.is_none());
+            assert_eq!((stats.a_to_b, stats.b_to_a), (1_000_000, 5));
+            if use_splice {
+                assert!(
+                    reads > 1 && writes >= 1,
+                    "splice: {reads} chunk reads, {writes} writes"
+                );
+            } else {
+                assert_eq!((reads, writes), (0, 0), "pipe looks for no chunks");
+            }
+        }
     }
 
     #[tokio::test]

@@ -19,6 +19,14 @@ pub trait Reset {
     /// Makes the peer see an error instead of a clean end: a TCP reset (RST) once the
     /// socket is dropped, or a PHT reset request. Call it, then drop the stream.
     fn reset(&mut self);
+
+    /// The stream as one that hands out and takes whole buffers, if it is one (an
+    /// in-memory pipe, a tunnel): [`splice`](crate::splice) then moves its bytes without
+    /// copying them through a buffer of its own. A wrapper that changes the bytes on
+    /// their way (counts them, puts some back in front) keeps the default.
+    fn as_chunked(&mut self) -> Option<&mut dyn crate::Chunked> {
+        None
+    }
 }
 
 impl Reset for TcpStream {
@@ -32,6 +40,37 @@ impl Reset for pht_core::Tunnel {
     fn reset(&mut self) {
         pht_core::Tunnel::reset(self);
     }
+
+    fn as_chunked(&mut self) -> Option<&mut dyn crate::Chunked> {
+        Some(self)
+    }
+}
+
+impl crate::Chunked for pht_core::Tunnel {
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        max: usize,
+    ) -> std::task::Poll<std::io::Result<Option<bytes::Bytes>>> {
+        self.poll_read_bytes(cx, max)
+    }
+
+    /// The upload queue copies what it is given into blocks of its own, so that a push
+    /// body is one piece of memory: taking the buffer would cut pushes at its end.
+    fn poll_write_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        data: &mut bytes::Bytes,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use bytes::Buf;
+        let n = std::task::ready!(futures::io::AsyncWrite::poll_write(
+            std::pin::Pin::new(self),
+            cx,
+            data
+        ))?;
+        data.advance(n);
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 impl<S: Reset> Reset for pht_core::Connected<S> {
@@ -43,6 +82,10 @@ impl<S: Reset> Reset for pht_core::Connected<S> {
 impl<S: Reset> Reset for tokio_util::compat::Compat<S> {
     fn reset(&mut self) {
         self.get_mut().reset();
+    }
+
+    fn as_chunked(&mut self) -> Option<&mut dyn crate::Chunked> {
+        self.get_mut().as_chunked()
     }
 }
 
@@ -61,6 +104,10 @@ impl<S: Reset> Reset for tokio_rustls::server::TlsStream<S> {
 impl<S: Reset + ?Sized> Reset for Box<S> {
     fn reset(&mut self) {
         (**self).reset();
+    }
+
+    fn as_chunked(&mut self) -> Option<&mut dyn crate::Chunked> {
+        (**self).as_chunked()
     }
 }
 

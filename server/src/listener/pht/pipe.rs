@@ -9,11 +9,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::future::poll_fn;
 use pht_core::frame::ResetCode;
+use pht_runtime::Chunked;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A handler's write at least this long becomes a chunk of its own.
@@ -65,6 +66,19 @@ impl Queue {
             }
         }
         self.len += b.len();
+        wake(&mut self.reader);
+    }
+
+    /// Takes bytes a writer gave up: no copy.
+    fn append_bytes(&mut self, b: Bytes) {
+        if b.is_empty() {
+            return;
+        }
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+        self.len += b.len();
+        self.chunks.push_back(b);
         wake(&mut self.reader);
     }
 
@@ -300,28 +314,92 @@ impl AsyncRead for HandlerEnd {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(b) = ready!(self.get_mut().poll_read_chunk(cx, buf.remaining()))? {
+            buf.put_slice(&b);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a write of some bytes may do now.
+enum Room {
+    /// Take this many of them.
+    Take(usize),
+    /// Drop them all, reporting them written.
+    Drop,
+}
+
+impl HandlerEnd {
+    /// How much of a write of `len` bytes the pipe takes now.
+    fn poll_room(
+        &self,
+        st: &mut State,
+        cx: &mut Context<'_>,
+        len: usize,
+    ) -> Poll<io::Result<Room>> {
+        if let Some(c) = st.aborted {
+            return Poll::Ready(Err(reset_error(c.reason)));
+        }
+        // Closed by the client, which reads nothing more: until the handler has read the
+        // last bytes it sent, an answer is dropped rather than failed, since a failure
+        // here would reset the target before those bytes reach it.
+        if st.closed && !st.down_drained {
+            return Poll::Ready(Ok(Room::Drop));
+        }
+        if st.up.eof {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let room = self.0.cap.saturating_sub(st.up.len);
+        if room == 0 {
+            st.up.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(Room::Take(room.min(len))))
+    }
+}
+
+/// The handler's end hands out what the HTTP side pushed as it came, and takes the
+/// handler's reads whole: a download's bytes are never copied between the target's
+/// socket and the HTTP connection's.
+impl Chunked for HandlerEnd {
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Option<Bytes>>> {
         let mut st = self.0.lock();
         if let Some(c) = st.aborted {
             return Poll::Ready(Err(reset_error(c.reason)));
         }
         let q = &mut st.down;
         if let Some(front) = q.chunks.front_mut() {
-            let n = front.len().min(buf.remaining());
-            buf.put_slice(&front[..n]);
-            front.advance(n);
-            if front.is_empty() {
-                q.chunks.pop_front();
-            }
-            q.len -= n;
+            let b = if front.len() <= max.max(1) {
+                q.chunks.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(max.max(1))
+            };
+            q.len -= b.len();
             wake(&mut q.writer);
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(Some(b)));
         }
         if q.eof {
             st.down_drained = true;
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(None));
         }
         q.reader = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    fn poll_write_chunk(&mut self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        let mut st = self.0.lock();
+        match ready!(self.poll_room(&mut st, cx, data.len()))? {
+            Room::Drop => data.clear(),
+            Room::Take(n) => st.up.append_bytes(data.split_to(n)),
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -331,28 +409,14 @@ impl AsyncWrite for HandlerEnd {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let cap = self.0.cap;
         let mut st = self.0.lock();
-        if let Some(c) = st.aborted {
-            return Poll::Ready(Err(reset_error(c.reason)));
-        }
-        // Closed by the client, which reads nothing more: until the handler has read the
-        // last bytes it sent, an answer is dropped rather than failed, since a failure
-        // here would reset the target before those bytes reach it.
-        if st.closed && !st.down_drained {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        if st.up.eof {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        let room = cap.saturating_sub(st.up.len);
-        if room == 0 {
-            st.up.writer = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = room.min(buf.len());
-        st.up.append(&buf[..n]);
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(match ready!(self.poll_room(&mut st, cx, buf.len()))? {
+            Room::Drop => buf.len(),
+            Room::Take(n) => {
+                st.up.append(&buf[..n]);
+                n
+            }
+        }))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -372,6 +436,10 @@ impl pht_runtime::Reset for HandlerEnd {
     fn reset(&mut self) {
         self.0
             .fail(ResetCode::TargetFailed, "the target connection failed");
+    }
+
+    fn as_chunked(&mut self) -> Option<&mut dyn Chunked> {
+        Some(self)
     }
 }
 
@@ -434,6 +502,30 @@ mod tests {
         }
         assert_eq!(got.len(), want.len());
         assert!(got == want, "the bytes came out of order");
+    }
+
+    #[tokio::test]
+    async fn whole_buffers_cross_the_handler_end_uncopied() {
+        let (pipe, mut h) = Pipe::new(1 << 20);
+        let mut given = Bytes::from(vec![7u8; 100_000]);
+        let at = given.as_ptr();
+        futures::future::poll_fn(|cx| h.poll_write_chunk(cx, &mut given))
+            .await
+            .unwrap();
+        assert!(given.is_empty(), "all taken");
+        let Up::Data(b) = pipe.take_up(64 * 1024) else {
+            panic!("nothing to pull")
+        };
+        assert_eq!((b.as_ptr(), b.len()), (at, 64 * 1024), "the same memory");
+        // And the other way: what a push brought is what the handler gets.
+        let pushed = Bytes::from(vec![9u8; 5000]);
+        let at = pushed.as_ptr();
+        pipe.push(pushed).await.unwrap();
+        let got = futures::future::poll_fn(|cx| h.poll_read_chunk(cx, 1 << 20))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.as_ptr(), got.len()), (at, 5000));
     }
 
     #[tokio::test]
