@@ -256,6 +256,30 @@ mod tests {
         assert_eq!(&got, b"tail");
     }
 
+    /// `n` bytes from `a_user` to `b_user`, then a half-close; a reply the other way after
+    /// it; both checked.
+    async fn exchange(
+        mut a_user: tokio::io::DuplexStream,
+        mut b_user: tokio::io::DuplexStream,
+        n: u32,
+    ) {
+        let big: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let big2 = big.clone();
+        let writer = tokio::spawn(async move {
+            a_user.write_all(&big2).await.unwrap();
+            a_user.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            a_user.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        b_user.read_to_end(&mut got).await.unwrap();
+        assert!(got == big, "a → b intact, then EOF");
+        b_user.write_all(b"reply").await.unwrap();
+        b_user.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"reply");
+    }
+
     /// A stream that counts how often it was asked for and given whole buffers.
     struct Counting {
         io: tokio::io::DuplexStream,
@@ -326,8 +350,8 @@ mod tests {
     #[tokio::test]
     async fn splice_moves_whole_buffers_through_chunked_streams_and_pipe_does_not() {
         for use_splice in [true, false] {
-            let (mut a_user, a) = tokio::io::duplex(1 << 16);
-            let (b, mut b_user) = tokio::io::duplex(1 << 16);
+            let (a_user, a) = tokio::io::duplex(1 << 16);
+            let (b, b_user) = tokio::io::duplex(1 << 16);
             let task = tokio::spawn(async move {
                 let mut a = Counting {
                     io: a,
@@ -342,21 +366,7 @@ mod tests {
                 };
                 (stats, err, a.chunk_reads, a.chunk_writes)
             });
-            let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
-            let big2 = big.clone();
-            let writer = tokio::spawn(async move {
-                a_user.write_all(&big2).await.unwrap();
-                a_user.shutdown().await.unwrap();
-                let mut back = Vec::new();
-                a_user.read_to_end(&mut back).await.unwrap();
-                back
-            });
-            let mut got = Vec::new();
-            b_user.read_to_end(&mut got).await.unwrap();
-            assert!(got == big, "a → b intact, then EOF");
-            b_user.write_all(b"reply").await.unwrap();
-            b_user.shutdown().await.unwrap();
-            assert_eq!(writer.await.unwrap(), b"reply");
+            exchange(a_user, b_user, 1_000_000).await;
             let (stats, err, reads, writes) = task.await.unwrap();
             assert!(err.is_none());
             assert_eq!((stats.a_to_b, stats.b_to_a), (1_000_000, 5));
@@ -373,24 +383,10 @@ mod tests {
 
     #[tokio::test]
     async fn copies_both_ways_with_half_close_and_counts() {
-        let (mut a_user, mut a) = tokio::io::duplex(1 << 20);
-        let (mut b, mut b_user) = tokio::io::duplex(1 << 20);
+        let (a_user, mut a) = tokio::io::duplex(1 << 20);
+        let (mut b, b_user) = tokio::io::duplex(1 << 20);
         let task = tokio::spawn(async move { pipe(&mut a, &mut b).await });
-        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let big2 = big.clone();
-        let writer = tokio::spawn(async move {
-            a_user.write_all(&big2).await.unwrap();
-            a_user.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            a_user.read_to_end(&mut back).await.unwrap();
-            back
-        });
-        let mut got = Vec::new();
-        b_user.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, big, "a → b intact, then EOF");
-        b_user.write_all(b"reply").await.unwrap();
-        b_user.shutdown().await.unwrap();
-        assert_eq!(writer.await.unwrap(), b"reply");
+        exchange(a_user, b_user, 3_000_000).await;
         let (stats, err) = task.await.unwrap();
         assert!(err.is_none());
         assert_eq!((stats.a_to_b, stats.b_to_a), (3_000_000, 5));

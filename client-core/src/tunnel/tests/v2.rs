@@ -424,6 +424,12 @@ fn a_server_known_to_speak_pht2_is_not_asked_to_authorize_again() {
     assert_eq!(posted[0].1, b"hi");
 }
 
+/// The upload offset a push names.
+fn seq_of(url: &str) -> usize {
+    let v = url.split("&seq=").nth(1).expect("a seq parameter");
+    v.split('&').next().unwrap_or(v).parse().expect("a number")
+}
+
 #[test]
 fn refusals_of_pushes_in_flight_together_halve_the_limit_once() {
     let mut rig = Rig::new();
@@ -461,15 +467,7 @@ fn refusals_of_pushes_in_flight_together_halve_the_limit_once() {
         let posted = rig.script.posted();
         assert!(posted.len() > answered, "stalled after {posted:?}");
         for (url, body) in &posted[answered..] {
-            let seq: usize = url
-                .split("&seq=")
-                .nth(1)
-                .unwrap()
-                .split('&')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let seq = seq_of(url);
             have[seq..seq + body.len()]
                 .iter_mut()
                 .for_each(|h| *h = true);
@@ -488,15 +486,7 @@ fn refusals_of_pushes_in_flight_together_halve_the_limit_once() {
     assert_eq!(sizes[2..].iter().max(), Some(&(32 * 1024)), "{sizes:?}");
     let mut taken = vec![0u8; data.len()];
     for (url, body) in &posted[2..] {
-        let seq: usize = url
-            .split("&seq=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq = seq_of(url);
         taken[seq..seq + body.len()].copy_from_slice(body);
     }
     assert!(taken == data, "the bytes the server took differ");
