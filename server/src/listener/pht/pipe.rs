@@ -55,15 +55,11 @@ impl Queue {
     /// move the rest of it to a new allocation.
     fn append(&mut self, b: &[u8]) {
         if b.len() >= OWN_CHUNK {
-            if !self.tail.is_empty() {
-                self.chunks.push_back(self.tail.split().freeze());
-            }
-            self.chunks.push_back(Bytes::copy_from_slice(b));
-        } else {
-            self.tail.extend_from_slice(b);
-            if self.tail.len() >= TAIL_MAX {
-                self.chunks.push_back(self.tail.split().freeze());
-            }
+            return self.append_bytes(Bytes::copy_from_slice(b));
+        }
+        self.tail.extend_from_slice(b);
+        if self.tail.len() >= TAIL_MAX {
+            self.chunks.push_back(self.tail.split().freeze());
         }
         self.len += b.len();
         wake(&mut self.reader);
@@ -375,14 +371,7 @@ impl Chunked for HandlerEnd {
             return Poll::Ready(Err(reset_error(c.reason)));
         }
         let q = &mut st.down;
-        if let Some(front) = q.chunks.front_mut() {
-            let b = if front.len() <= max.max(1) {
-                q.chunks.pop_front().unwrap_or_default()
-            } else {
-                front.split_to(max.max(1))
-            };
-            q.len -= b.len();
-            wake(&mut q.writer);
+        if let Some(b) = q.take(max.max(1)) {
             return Poll::Ready(Ok(Some(b)));
         }
         if q.eof {
