@@ -42,14 +42,6 @@ fn wake(w: &mut Option<Waker>) {
 }
 
 impl Queue {
-    fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.chunks.push_back(b);
-            wake(&mut self.reader);
-        }
-    }
-
     /// Copies bytes a writer lent. Chunks are taken by the pull without a copy, and the
     /// tail stays short: taking part of a long tail would make the next small write
     /// move the rest of it to a new allocation.
@@ -65,7 +57,7 @@ impl Queue {
         wake(&mut self.reader);
     }
 
-    /// Takes bytes a writer gave up: no copy.
+    /// Takes bytes a writer gave up (a push, or a handler's read buffer): no copy.
     fn append_bytes(&mut self, b: Bytes) {
         if b.is_empty() {
             return;
@@ -178,7 +170,7 @@ impl Pipe {
                 st.down.writer = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            st.down.push(data.take().unwrap_or_default());
+            st.down.append_bytes(data.take().unwrap_or_default());
             Poll::Ready(Ok(()))
         })
         .await
