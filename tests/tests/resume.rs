@@ -359,6 +359,113 @@ async fn a_half_close_reaches_the_target_and_its_answer_comes_back() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// A target that stops reading: back-pressure, not a failure.
+
+/// How long [`late_reader_target`] reads nothing: longer than the server's `pushTimeout`
+/// and `pushWait` and the client's `requestTimeout` in the tests below.
+const STALL: Duration = Duration::from_secs(4);
+/// More than every buffer on the way holds (the client's upload queue, the server's
+/// reorder buffer and handler queue, the socket buffers), so the stall reaches the
+/// application's writes.
+const STALLED_DATA: usize = 48 * MIB;
+
+/// Like [`digest_after_eof_target`], but reads nothing for [`STALL`] first.
+async fn late_reader_target() -> SocketAddr {
+    let l = target_listener().await;
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(STALL).await;
+                let mut got = Vec::new();
+                if s.read_to_end(&mut got).await.is_ok() {
+                    let _ = s.write_all(&sha256(&got)).await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server in front of [`late_reader_target`] that gives up on a handler after 1 s (PHT/1)
+/// and answers PHT/2 pushes after 300 ms, and a client with `requestTimeout=2s`.
+async fn stalled_target_tunnel(version: u8) -> (Proc, (Proc, u16)) {
+    let target = late_reader_target().await;
+    let sp = free_port();
+    let srv = server(
+        &[
+            "-D",
+            "-L",
+            &format!("forward+pht://127.0.0.1:{sp}/{target}?pushTimeout=1s&pushWait=300ms"),
+        ],
+        sp,
+    )
+    .await;
+    let cli = client(&format!(
+        "forward+pht://127.0.0.1:{sp}?v={version}&requestTimeout=2s"
+    ))
+    .await;
+    (srv, cli)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_stops_reading_slows_the_upload_and_loses_nothing() {
+    let (srv, cli) = stalled_target_tunnel(2).await;
+    let data = random_bytes(STALLED_DATA, 11);
+    let started = Instant::now();
+    let answer = bounded(90, "upload to a late reader", ask_after_eof(cli.1, &data))
+        .await
+        .unwrap_or_else(|e| panic!("the tunnel failed: {e}\n{}", srv.log_text()));
+    assert_eq!(answer, sha256(&data), "the target's digest of what it read");
+    assert!(
+        started.elapsed() >= STALL,
+        "the target read nothing for {STALL:?}, yet the upload ended after {:?}",
+        started.elapsed()
+    );
+    let log = srv.log_text();
+    assert!(
+        log.contains("push: answered before the handler took all of it"),
+        "no push waited for the stalled target: the test did not test it\n{log}"
+    );
+    assert!(!log.contains("tunnel reset"), "a tunnel was reset:\n{log}");
+    expect_no_tunnels(&srv, "after the late reader").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_stops_reading_past_push_timeout_resets_a_pht1_tunnel() {
+    // A PHT/1 push is answered only once its bytes are delivered and cannot be sent
+    // again, so `pushTimeout` ends the tunnel: the application must see it fail.
+    let (srv, cli) = stalled_target_tunnel(1).await;
+    let data = random_bytes(STALLED_DATA, 12);
+    let r = bounded(
+        90,
+        "PHT/1 upload to a late reader",
+        ask_after_eof(cli.1, &data),
+    )
+    .await;
+    match r {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "expected a reset, got {e}"
+        ),
+        Ok(answer) => panic!(
+            "a PHT/1 tunnel outlived its pushTimeout: {} answer bytes\n{}",
+            answer.len(),
+            srv.log_text()
+        ),
+    }
+    let log = srv.log_text();
+    assert!(
+        log.contains("handler did not take pushed data in time"),
+        "the reset's reason is not in the server log:\n{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_buffers_responses_gets_long_polls_and_the_transfer_completes() {
     let target = bulk_target().await;

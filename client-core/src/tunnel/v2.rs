@@ -424,15 +424,26 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                         p.requeue(job);
                         continue;
                     }
-                    // The reorder buffer is full: wait for the gap before to be filled.
-                    Ok((429, _)) => Error::Status {
-                        what: "push",
-                        status: 429,
-                    },
-                    Ok((status, _)) if status >= 500 || status == 408 => Error::Status {
-                        what: "push",
-                        status,
-                    },
+                    // Back-pressure from a live tunnel: the reorder buffer is full, or the
+                    // target is not reading and earlier bytes still wait for it. Sent again
+                    // after a back-off, for as long as it takes: a slow reader is not a
+                    // broken path, so this does not count towards `resumeTimeout`.
+                    Ok((429, _)) if shared.lock().established => {
+                        failing_since = None;
+                        if !pure_ack {
+                            p.requeue(job);
+                        }
+                        p.window = (p.window / 2).max(1);
+                        hold = Some(Box::pin(ctx.clock.sleep(backoff)));
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                    Ok((status, _)) if status >= 500 || status == 408 || status == 429 => {
+                        Error::Status {
+                            what: "push",
+                            status,
+                        }
+                    }
                     Ok((status, _)) => {
                         return Err(Error::Status {
                             what: "push",

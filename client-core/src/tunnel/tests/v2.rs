@@ -491,3 +491,53 @@ fn refusals_of_pushes_in_flight_together_halve_the_limit_once() {
     }
     assert!(taken == data, "the bytes the server took differ");
 }
+
+#[test]
+fn back_pressure_429s_are_waited_out_past_the_resume_timeout() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let t = rig.open(v2_config());
+    p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+        .unwrap();
+    rig.script.post(Answer::PostBody(200, "ack=3"));
+    let (_tr, mut tw) = t.split();
+    let first = rig.try_run(async move {
+        tw.write_all(b"abc").await.unwrap();
+        tw.flush().await.map(|()| tw)
+    });
+    let Some(Ok(mut tw)) = first.borrow_mut().take() else {
+        panic!("the first push was not acknowledged")
+    };
+    // The target stops reading: every push is refused with 429 for a minute, twice the
+    // resume timeout, while the pull stays alive.
+    for _ in 0..64 {
+        rig.script.post(Answer::PostBody(429, ""));
+    }
+    let flushed = rig.try_run(async move {
+        tw.write_all(b"def").await?;
+        tw.flush().await.map(|()| tw)
+    });
+    for s in 0..60 {
+        p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+            .unwrap();
+        rig.advance(Duration::from_secs(1));
+        assert!(
+            flushed.borrow().is_none(),
+            "flushed at {s} s without an ack"
+        );
+    }
+    let refused = rig.script.posted().len() - 1;
+    assert!(
+        (20..64).contains(&refused),
+        "{refused} pushes in 60 s: the back-off is not 50 ms to 2 s"
+    );
+    // The target reads again: the next push is taken.
+    rig.script.0.lock().unwrap().posts.clear();
+    rig.script.post(Answer::PostBody(200, "ack=6"));
+    rig.advance(Duration::from_secs(2));
+    assert!(flushed.borrow().as_ref().is_some_and(|r| r.is_ok()));
+    for (url, body) in &rig.script.posted()[1..] {
+        assert!(url.contains("&v=2&seq=3&"), "{url}");
+        assert_eq!(body, b"def");
+    }
+}

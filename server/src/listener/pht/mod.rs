@@ -61,9 +61,15 @@ pub struct PhtOptions {
     /// `pullLineSize`: payload bytes per pull line at most (default 49 149, just under 48 KiB: gost clients
     /// refuse lines over 64 KiB of text).
     pub pull_line_payload: usize,
-    /// `pushTimeout`: a push whose data the handler does not take within this time fails
-    /// with 410 and closes the tunnel (default 30s).
+    /// `pushTimeout` (PHT/1): a push whose data the handler does not take within this
+    /// time fails with 410 and resets the tunnel (default 30s). A PHT/1 push cannot be
+    /// answered before its bytes are delivered, nor sent again.
     pub push_timeout: Duration,
+    /// `pushWait` (PHT/2): how long a push's answer waits for the handler to take its
+    /// bytes (default 2s). Past it the push is answered with the count taken so far and
+    /// the server delivers the rest as the target reads, as TCP would wait for a slow
+    /// reader; a push that cannot even start its delivery by then gets `429`.
+    pub push_wait: Duration,
     /// `tunnelBuffer`: bytes buffered per direction between HTTP and handler (default 1 MiB).
     pub tunnel_buffer: usize,
     /// `cors` (`*` or a comma list of origins) and `corsMaxAge`: off unless set.
@@ -155,6 +161,7 @@ impl Default for PhtOptions {
             tombstone_ttl: Duration::from_secs(600),
             pull_line_payload: pht_core::defaults::PULL_LINE_PAYLOAD,
             push_timeout: Duration::from_secs(30),
+            push_wait: Duration::from_secs(2),
             tunnel_buffer: 1024 * 1024,
             cors: None,
             max_streams: 20_000,
@@ -221,6 +228,9 @@ impl PhtOptions {
         }
         if let Some(v) = md.get_duration("pushTimeout")? {
             o.push_timeout = v;
+        }
+        if let Some(v) = md.get_duration("pushWait")? {
+            o.push_wait = v;
         }
         if let Some(v) = positive("tunnelBuffer", md.get_size("tunnelBuffer")?)? {
             o.tunnel_buffer = v;

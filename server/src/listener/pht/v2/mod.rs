@@ -165,6 +165,12 @@ impl Session {
         }
     }
 
+    /// Wakes the attached pull to send an ACK frame for the upload count now: for bytes
+    /// taken after their push was answered, which no push answer will carry.
+    pub fn announce_uploaded(&self) {
+        self.poke();
+    }
+
     pub fn uploaded(&self) -> u64 {
         self.lock().uploaded
     }

@@ -2,6 +2,7 @@
 //! so a push that breaks or is refused leaves nothing behind and can simply be sent again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +14,7 @@ use tracing::debug;
 
 use super::super::registry::{Registry, ServerTunnel};
 use super::super::reorder::ReorderError;
-use super::super::routes::{Body, PUSH_SLICE, PUSH_STALLED, Peer, ReqBody, full, text};
+use super::super::routes::{Body, PUSH_SLICE, Peer, ReqBody, full, text};
 use super::{Session, count_param, flag};
 
 /// Why a push body could not be read; nothing of it was applied.
@@ -114,23 +115,63 @@ pub(in crate::listener::pht) async fn push(
     // retry of them is dropped as a duplicate: their delivery to the handler must finish
     // even if this request's connection dies meanwhile (hyper then drops this future).
     // So it runs as a task of its own once it has to wait; a reset tunnel ends it at once.
-    let (tt, ss, rr) = (t.clone(), session.clone(), reg.clone());
+    let wait = reg.opts.push_wait;
+    let deadline = tokio::time::Instant::now() + wait;
+    let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
+    // Set by whichever comes first of the delivery's end and an early answer: the second
+    // sees it. An early answer then carries the final count, or else the delivery's end
+    // announces it.
+    let first_done = Arc::new(AtomicBool::new(false));
+    let (tt, ss, rr, done) = (t.clone(), session.clone(), reg.clone(), first_done.clone());
     let mut delivery = Box::pin(async move {
         let (t, session, reg) = (&tt, &ss, &rr);
-        tokio::select! {
-            r = apply(t, session, reg, seq, body, fin) => r,
+        let r = tokio::select! {
+            r = apply(t, session, reg, Push { seq, body, fin, wait }, taken_tx) => r,
             _ = t.cancel.cancelled() => Err(gone(t)),
+        };
+        if let Ok(m) = r {
+            if close {
+                reg.close(&t.token, "closed by client");
+            }
+            if done.swap(true, Ordering::AcqRel) {
+                // The push was answered before these bytes were all taken: an ACK frame
+                // on the pull tells the client, which may have nothing left to push.
+                session.announce_uploaded();
+                debug!(service = %reg.service, token = token_prefix(&t.token), seq, ack = m, "push delivered after its answer");
+            }
         }
+        r
     });
     // Usually the handler's queue has room and the delivery is done at its first poll:
     // then no task is spawned, which saves a task switch (and often a wake-up of another
     // worker thread) on every push. Nothing can drop it between that poll and the spawn.
     let applied = match futures::poll!(delivery.as_mut()) {
         Poll::Ready(r) => r,
-        Poll::Pending => match tokio::spawn(delivery).await {
-            Ok(r) => r,
-            Err(_) => Err(gone(&t)),
-        },
+        Poll::Pending => {
+            let mut task = tokio::spawn(delivery);
+            // A slow reader is not a broken tunnel: once the body is in the server's
+            // hands and `pushWait` has passed, the push is answered with the count taken
+            // so far and the task goes on delivering, however long the target takes.
+            let answer_early = async {
+                match taken_rx.await {
+                    Ok(()) => tokio::time::sleep_until(deadline).await,
+                    // Never taken: the task ends by itself (429, 410).
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut task => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(gone(&t)),
+                },
+                () = answer_early => {
+                    if !first_done.swap(true, Ordering::AcqRel) {
+                        log("answered before the handler took all of it");
+                    }
+                    return answer(session.uploaded());
+                }
+            }
+        }
     };
     let m = match applied {
         Ok(m) => m,
@@ -141,9 +182,6 @@ pub(in crate::listener::pht) async fn push(
     };
     t.touch();
     debug!(service = %reg.service, token = token_prefix(token), %peer, seq, len, fin, close, ack = m, "push applied");
-    if close {
-        reg.close(token, "closed by client");
-    }
     answer(m)
 }
 
@@ -190,17 +228,43 @@ async fn read_body(mut body: ReqBody, max: usize) -> Result<Bytes, BodyError> {
     })
 }
 
+/// One push body and where it goes.
+struct Push {
+    seq: u64,
+    body: Bytes,
+    fin: bool,
+    /// How long to wait for an earlier push's delivery to let this one in.
+    wait: std::time::Duration,
+}
+
 /// Puts the body in sequence and hands what is now in order to the handler; returns the
-/// upload count in order.
+/// upload count in order. `taken` fires once the body is in the server's hands (a retry
+/// of it is a duplicate from then on).
 async fn apply(
     t: &ServerTunnel,
     session: &Session,
     reg: &Registry,
-    seq: u64,
-    body: Bytes,
-    fin: bool,
+    push: Push,
+    taken: tokio::sync::oneshot::Sender<()>,
 ) -> Result<u64, Response<Body>> {
-    let mut upload = session.upload.lock().await;
+    let Push {
+        seq,
+        body,
+        fin,
+        wait,
+    } = push;
+    // Another push's delivery holds the order while the handler takes its bytes; this
+    // body is not taken at all when that lasts (the client sends it again later).
+    let Ok(mut upload) = tokio::time::timeout(wait, session.upload.lock()).await else {
+        debug!(service = %reg.service, token = token_prefix(&t.token), seq, "push refused: the handler is still taking earlier bytes");
+        let mut r = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the target is not reading: earlier bytes are still being delivered\n",
+        );
+        r.extensions_mut()
+            .insert(crate::metrics::RefusalReason("pushWait"));
+        return Err(r);
+    };
     let chunks = upload.insert(seq, body, fin).map_err(|e| {
         debug!(service = %reg.service, token = token_prefix(&t.token), seq, "push refused: {e}");
         match e {
@@ -220,12 +284,12 @@ async fn apply(
             ),
         }
     })?;
+    let _ = taken.send(());
     'deliver: for mut chunk in chunks {
         while !chunk.is_empty() {
             let piece = chunk.split_to(chunk.len().min(PUSH_SLICE));
-            match tokio::time::timeout(reg.opts.push_timeout, t.pipe.push(piece)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => match t.pipe.cause() {
+            if t.pipe.push(piece).await.is_err() {
+                match t.pipe.cause() {
                     Some(c) => {
                         reg.abort(&t.token, c.code, c.reason);
                         return Err(text(StatusCode::GONE, "tunnel was reset\n"));
@@ -234,10 +298,6 @@ async fn apply(
                     // bytes and drops them.
                     None if t.pipe.handler_gone() => break 'deliver,
                     None => return Err(text(StatusCode::GONE, "tunnel closed\n")),
-                },
-                Err(_) => {
-                    reg.abort(&t.token, PUSH_STALLED.code, PUSH_STALLED.reason);
-                    return Err(text(StatusCode::GONE, "tunnel was reset\n"));
                 }
             }
         }
