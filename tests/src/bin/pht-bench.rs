@@ -81,6 +81,11 @@ struct Cli {
         value_parser = ["2", "1", "relay"]
     )]
     versions: Vec<String>,
+    /// Also measure a wstunnel tunnel (WebSocket; github.com/erebe/wstunnel, not built by
+    /// this project): `BIN server ws://...` and `BIN client -L tcp://...` on 127.0.0.1, the
+    /// same four-process shape, listed after the other paths.
+    #[arg(long, value_name = "BIN")]
+    wstunnel: Option<PathBuf>,
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -180,6 +185,8 @@ pub enum Via {
     /// Through two plain TCP forwarders in series (`pht-server -L tcp://...`): the same
     /// four processes as a tunnel, no HTTP, no PHT.
     Relay,
+    /// Through wstunnel's client and server (`--wstunnel`): a WebSocket tunnel.
+    Wstunnel,
 }
 
 impl Via {
@@ -188,6 +195,7 @@ impl Via {
         match self {
             Via::Pht(v) => version_name(v),
             Via::Relay => "TCP relay".into(),
+            Via::Wstunnel => "wstunnel".into(),
         }
     }
 
@@ -196,6 +204,7 @@ impl Via {
         match self {
             Via::Pht(v) => format!("pht{v}"),
             Via::Relay => "relay".into(),
+            Via::Wstunnel => "wstunnel".into(),
         }
     }
 
@@ -203,7 +212,7 @@ impl Via {
     pub fn version(self) -> Option<u8> {
         match self {
             Via::Pht(v) => Some(v),
-            Via::Relay => None,
+            Via::Relay | Via::Wstunnel => None,
         }
     }
 }
@@ -288,6 +297,9 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
     }
     if paths.is_empty() {
         return Err("--versions: name at least one of 2,1,relay".into());
+    }
+    if cli.wstunnel.is_some() {
+        paths.push(Via::Wstunnel);
     }
     let client_params = query_parts(cli.client_params.as_deref().unwrap_or("")).join("&");
     if query_has(&query_parts(&client_params), "v") {
@@ -389,9 +401,10 @@ struct Client {
     port: u16,
 }
 
-/// The relay path: two plain TCP forwarders in series, both `pht-server -L tcp://...`.
-/// The bench connects to `client_port`; the client-side forwarder dials the server-side
-/// one at `server_port`, which dials the target.
+/// A path of two processes besides ours: the TCP relay (two plain forwarders in series,
+/// both `pht-server -L tcp://...`) or wstunnel's client and server. The bench connects to
+/// `client_port`; the client side dials the server side at `server_port`, which dials
+/// the target.
 struct Relay {
     server: Child,
     server_port: u16,
@@ -408,6 +421,7 @@ struct TunnelPath {
     server_port: u16,
     clients: Vec<Client>,
     relay: Option<Relay>,
+    wstunnel: Option<Relay>,
 }
 
 impl TunnelPath {
@@ -415,10 +429,10 @@ impl TunnelPath {
         self.server.alive()
             && self.target.alive()
             && self.clients.iter_mut().all(|c| c.child.alive())
-            && self
-                .relay
-                .as_mut()
-                .is_none_or(|r| r.server.alive() && r.client.alive())
+            && [&mut self.relay, &mut self.wstunnel].into_iter().all(|r| {
+                r.as_mut()
+                    .is_none_or(|r| r.server.alive() && r.client.alive())
+            })
     }
 
     /// The last lines of the server's, every client's and the relay's logs.
@@ -431,12 +445,14 @@ impl TunnelPath {
                 tail(&c.child.log_text())
             );
         }
-        if let Some(r) = &self.relay {
-            out += &format!(
-                "\n--- relay server-side log tail:\n{}\n--- relay client-side log tail:\n{}",
-                tail(&r.server.log_text()),
-                tail(&r.client.log_text())
-            );
+        for (name, r) in [("relay", &self.relay), ("wstunnel", &self.wstunnel)] {
+            if let Some(r) = r {
+                out += &format!(
+                    "\n--- {name} server-side log tail:\n{}\n--- {name} client-side log tail:\n{}",
+                    tail(&r.server.log_text()),
+                    tail(&r.client.log_text())
+                );
+            }
         }
         out
     }
@@ -446,7 +462,7 @@ impl TunnelPath {
         for c in &mut self.clients {
             c.child.terminate();
         }
-        if let Some(r) = &mut self.relay {
+        for r in [&mut self.relay, &mut self.wstunnel].into_iter().flatten() {
             r.client.terminate();
             r.server.terminate();
         }
@@ -573,6 +589,40 @@ async fn start_all(
     } else {
         None
     };
+    let wstunnel = match &cli.wstunnel {
+        Some(bin) => {
+            let wsp = free_port();
+            let server = Child::start_probed(
+                bin,
+                &["server".into(), format!("ws://127.0.0.1:{wsp}")],
+                &[],
+                wsp,
+                work.join("wstunnel-server.log"),
+            )
+            .await?;
+            let wcp = free_port();
+            let client = Child::start_probed(
+                bin,
+                &[
+                    "client".into(),
+                    "-L".into(),
+                    format!("tcp://127.0.0.1:{wcp}:{target}"),
+                    format!("ws://127.0.0.1:{wsp}"),
+                ],
+                &[],
+                wcp,
+                work.join("wstunnel-client.log"),
+            )
+            .await?;
+            Some(Relay {
+                server,
+                server_port: wsp,
+                client,
+                client_port: wcp,
+            })
+        }
+        None => None,
+    };
     Ok(TunnelPath {
         target: target_child,
         target_port,
@@ -580,6 +630,7 @@ async fn start_all(
         server_port: sp,
         clients,
         relay,
+        wstunnel,
     })
 }
 
@@ -643,7 +694,12 @@ fn ways(p: &TunnelPath, plan: &Plan) -> Vec<Way> {
                 procs: Some((p.server.pid, c.child.pid)),
                 upstream: p.server_port,
             }),
-            Via::Relay => p.relay.as_ref().map(|r| Way {
+            Via::Relay | Via::Wstunnel => match via {
+                Via::Relay => &p.relay,
+                _ => &p.wstunnel,
+            }
+            .as_ref()
+            .map(|r| Way {
                 name: via.name(),
                 via: Some(via),
                 port: r.client_port,
@@ -704,11 +760,13 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
         .iter()
         .map(|c| format!("client v={} pid {} port {}", c.version, c.child.pid, c.port))
         .collect();
-    if let Some(r) = &tunnel.relay {
-        clients.push(format!(
-            "relay server-side pid {} port {}, client-side pid {} port {}",
-            r.server.pid, r.server_port, r.client.pid, r.client_port
-        ));
+    for (name, r) in [("relay", &tunnel.relay), ("wstunnel", &tunnel.wstunnel)] {
+        if let Some(r) = r {
+            clients.push(format!(
+                "{name} server-side pid {} port {}, client-side pid {} port {}",
+                r.server.pid, r.server_port, r.client.pid, r.client_port
+            ));
+        }
     }
     eprintln!(
         "pht-bench: {} {} | binaries {} | server pid {} port {} ?{} | {} | target pid {} port {} | open files {}",
@@ -855,14 +913,23 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             cpu_s: whole(c.child.pid),
         });
     }
-    if let Some(r) = &tunnel.relay {
+    for (name, r) in [("relay", &tunnel.relay), ("wstunnel", &tunnel.wstunnel)] {
+        let Some(r) = r else { continue };
         for (key, label, child) in [
-            ("relay_server", "relay server-side", &r.server),
-            ("relay_client", "relay client-side", &r.client),
+            (
+                format!("{name}_server"),
+                format!("{name} server-side"),
+                &r.server,
+            ),
+            (
+                format!("{name}_client"),
+                format!("{name} client-side"),
+                &r.client,
+            ),
         ] {
             procs_end.push(ProcStat {
-                key: key.into(),
-                label: label.into(),
+                key,
+                label,
                 peak_rss_kib: procs::status_kib(Some(child.pid), "VmHWM"),
                 cpu_s: whole(child.pid),
             });
@@ -1042,8 +1109,9 @@ async fn concurrent_side(p: &mut TunnelPath, way: &Way, n: usize) -> Side {
             "client_rss_peak_mib",
             peak.1 as f64 / 1024.0,
         ));
-        // The relay has no HTTP: one TCP connection per tunnel, by construction.
-        if way.via != Some(Via::Relay) {
+        // The relay has no HTTP, and wstunnel one WebSocket per tunnel: one TCP
+        // connection per tunnel, by construction.
+        if !matches!(way.via, Some(Via::Relay | Via::Wstunnel)) {
             s.metric(Metric::info(
                 "HTTP connections at peak",
                 "http_connections",

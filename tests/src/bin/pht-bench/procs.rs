@@ -27,6 +27,29 @@ impl Child {
         port: u16,
         log: PathBuf,
     ) -> Result<Child, String> {
+        Self::start_when(bin, args, env, port, log, Ready::Logged).await
+    }
+
+    /// Like [`Child::start`], for a program whose log does not name its port as ours do
+    /// (another project's): ready once `port` takes a connection.
+    pub async fn start_probed(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        port: u16,
+        log: PathBuf,
+    ) -> Result<Child, String> {
+        Self::start_when(bin, args, env, port, log, Ready::Accepts).await
+    }
+
+    async fn start_when(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        port: u16,
+        log: PathBuf,
+        ready: Ready,
+    ) -> Result<Child, String> {
         let name = bin
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -57,7 +80,13 @@ impl Child {
         let deadline = Instant::now() + Duration::from_secs(20);
         let needle = format!(":{port}/");
         loop {
-            if c.log_text().contains(&needle) {
+            let up = match ready {
+                Ready::Logged => c.log_text().contains(&needle),
+                Ready::Accepts => tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok(),
+            };
+            if up {
                 return Ok(c);
             }
             if let Ok(Some(status)) = c.child.try_wait() {
@@ -99,6 +128,14 @@ impl Child {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How [`Child::start_when`] knows the child listens.
+enum Ready {
+    /// Its log names `:<port>/` (pht-server, pht-client, the bench's target).
+    Logged,
+    /// A TCP connection to the port succeeds.
+    Accepts,
 }
 
 impl Drop for Child {

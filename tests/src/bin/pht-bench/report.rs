@@ -681,17 +681,20 @@ impl Report {
             }
         }
         if !self.procs.is_empty() {
-            out += "\nprocess            peak RSS (VmHWM)   CPU s (whole run)\n";
+            out += "\nprocess                peak RSS (VmHWM)   CPU s (whole run)\n";
             for pr in &self.procs {
                 let rss = pr
                     .peak_rss_kib
                     .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                     .unwrap_or("?".into());
-                out += &format!("{:<18} {rss:>16}   {:>17}\n", pr.label, cpu(pr.cpu_s));
+                out += &format!("{:<22} {rss:>16}   {:>17}\n", pr.label, cpu(pr.cpu_s));
             }
             out += "(one server serves every version; bench and bench target hold the test data, and one end each of every connection)\n";
             if p.relay() {
                 out += "(relay server-side / client-side: the TCP relay's two forwarders; its \"server\" and \"client\" in the CPU rows)\n";
+            }
+            if p.paths.contains(&Via::Wstunnel) {
+                out += "(wstunnel server-side / client-side: `wstunnel server` and `wstunnel client`; the same in the CPU rows)\n";
             }
         }
         let targets = self.targets();
