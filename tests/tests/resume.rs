@@ -314,11 +314,17 @@ async fn ten_tunnels_keep_every_byte_while_connections_are_cut_at_random() {
 
 /// A target that reads until EOF and only then answers: the SHA-256 of what it read.
 async fn digest_after_eof_target() -> SocketAddr {
+    late_digest_target(Duration::ZERO).await
+}
+
+/// [`digest_after_eof_target`] that reads nothing for `stall` after each accept.
+async fn late_digest_target(stall: Duration) -> SocketAddr {
     let l = target_listener().await;
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
+                tokio::time::sleep(stall).await;
                 let mut got = Vec::new();
                 if s.read_to_end(&mut got).await.is_ok() {
                     let _ = s.write_all(&sha256(&got)).await;
@@ -362,7 +368,7 @@ async fn a_half_close_reaches_the_target_and_its_answer_comes_back() {
 // ---------------------------------------------------------------------------------------
 // A target that stops reading: back-pressure, not a failure.
 
-/// How long [`late_reader_target`] reads nothing: longer than the server's `pushTimeout`
+/// How long the target of [`stalled_target_tunnel`] reads nothing: longer than the server's `pushTimeout`
 /// and `pushWait` and the client's `requestTimeout` in the tests below.
 const STALL: Duration = Duration::from_secs(4);
 /// More than every buffer on the way holds (the client's upload queue, the server's
@@ -370,29 +376,10 @@ const STALL: Duration = Duration::from_secs(4);
 /// application's writes.
 const STALLED_DATA: usize = 48 * MIB;
 
-/// Like [`digest_after_eof_target`], but reads nothing for [`STALL`] first.
-async fn late_reader_target() -> SocketAddr {
-    let l = target_listener().await;
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                tokio::time::sleep(STALL).await;
-                let mut got = Vec::new();
-                if s.read_to_end(&mut got).await.is_ok() {
-                    let _ = s.write_all(&sha256(&got)).await;
-                    let _ = s.shutdown().await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// A server in front of [`late_reader_target`] that gives up on a handler after 1 s (PHT/1)
+/// A server in front of a target that reads nothing for [`STALL`] that gives up on a handler after 1 s (PHT/1)
 /// and answers PHT/2 pushes after 300 ms, and a client with `requestTimeout=2s`.
 async fn stalled_target_tunnel(version: u8) -> (Proc, (Proc, u16)) {
-    let target = late_reader_target().await;
+    let target = late_digest_target(STALL).await;
     let sp = free_port();
     let srv = server(
         &[
