@@ -202,14 +202,21 @@ fn scenario<'a>(doc: &'a Value, name: &str) -> &'a Value {
 fn quick_benchmark_over_pht_http1() {
     let doc = run_quick("pht1", &["--proto", "pht", "--http", "1"]);
     check("pht HTTP/1.1", &doc);
+    assert_eq!(doc["config"]["rounds"], 1, "--quick runs one round");
     assert_eq!(doc["config"]["proto"], "pht");
     assert_eq!(doc["config"]["http"], 1);
 }
 
 #[test]
 fn quick_benchmark_over_phts_http2() {
-    let doc = run_quick("phts2", &["--proto", "phts", "--http", "2"]);
+    // In three rounds: the 200 round trips and 20 setups of each path, split up and
+    // interleaved with the other paths, still add up (checked in `check`).
+    let doc = run_quick(
+        "phts2",
+        &["--proto", "phts", "--http", "2", "--rounds", "3"],
+    );
     check("phts HTTP/2", &doc);
+    assert_eq!(doc["config"]["rounds"], 3);
     // HTTP/2 multiplexes the 50 tunnels on few connections, in either PHT version (each
     // client's own connections are counted).
     for name in ["tunnels_50", "tunnels_50_pht1"] {

@@ -62,6 +62,11 @@ struct Cli {
     /// Fresh tunnels timed from connect to first echoed byte [default: 200; --quick: 20].
     #[arg(long)]
     setups: Option<usize>,
+    /// Ping-pongs and setups run in this many rounds, each visiting every path in turn, so
+    /// that a change in the machine's load during the run falls on all paths alike
+    /// [default: 5; --quick: 1].
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Tunnels at once, one run per number [default: 100,1000,10000; --quick: 50].
     #[arg(long, value_delimiter = ',')]
     tunnels: Option<Vec<usize>>,
@@ -122,6 +127,8 @@ pub struct Plan {
     pub size: usize,
     pub pingpongs: usize,
     pub setups: usize,
+    /// Rounds of the latency scenarios (see `--rounds`).
+    pub rounds: usize,
     pub tunnels: Vec<usize>,
     pub scenarios: Vec<String>,
     /// The paths besides direct, in the order measured (no repeats).
@@ -321,6 +328,7 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             .setups
             .unwrap_or(if q { 20 } else { 200 })
             .clamp(1, 100_000),
+        rounds: cli.rounds.unwrap_or(if q { 1 } else { 5 }).clamp(1, 1000),
         tunnels,
         scenarios,
         paths,
@@ -844,14 +852,16 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                 ));
             }
             "pingpong" => {
-                let mut sides = Vec::new();
-                for way in &ways {
-                    eprintln!("pht-bench: ping-pong x{} via {}", plan.pingpongs, way.name);
-                    let (l, cpu) =
-                        measured(&tunnel, way, sc::ping_pong(way.port, plan.pingpongs, 20)).await;
-                    sides.push(latency_side(l, cpu));
-                    settle().await;
-                }
+                eprintln!(
+                    "pht-bench: ping-pong x{} via {} in {} round(s)",
+                    plan.pingpongs,
+                    names(&ways),
+                    plan.rounds
+                );
+                let sides = in_rounds(&tunnel, &ways, plan.pingpongs, plan.rounds, |port, n| {
+                    sc::ping_pong(port, n, 20)
+                })
+                .await;
                 report.push(scenario(
                     "pingpong",
                     &format!("ping-pong 64 B x{}", plan.pingpongs),
@@ -860,13 +870,13 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
                 ));
             }
             "setup" => {
-                let mut sides = Vec::new();
-                for way in &ways {
-                    eprintln!("pht-bench: setup x{} via {}", plan.setups, way.name);
-                    let (l, cpu) = measured(&tunnel, way, sc::setups(way.port, plan.setups)).await;
-                    sides.push(latency_side(l, cpu));
-                    settle().await;
-                }
+                eprintln!(
+                    "pht-bench: setup x{} via {} in {} round(s)",
+                    plan.setups,
+                    names(&ways),
+                    plan.rounds
+                );
+                let sides = in_rounds(&tunnel, &ways, plan.setups, plan.rounds, sc::setups).await;
                 report.push(scenario(
                     "setup",
                     &format!("setup x{}", plan.setups),
@@ -997,6 +1007,58 @@ async fn settle() {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn names(ways: &[Way]) -> String {
+    ways.iter()
+        .map(|w| w.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `n` samples per way of a latency scenario, in `rounds` rounds that each visit every
+/// way in turn: a slow stretch of the machine is shared by all ways instead of falling
+/// on whichever ran then. Samples and CPU add up over the rounds; the first error stays.
+async fn in_rounds<F, Fut>(
+    p: &TunnelPath,
+    ways: &[Way],
+    n: usize,
+    rounds: usize,
+    run: F,
+) -> Vec<Side>
+where
+    F: Fn(u16, usize) -> Fut,
+    Fut: std::future::Future<Output = sc::Latencies>,
+{
+    let rounds = rounds.clamp(1, n.max(1));
+    let mut acc: Vec<(sc::Latencies, Cpu)> = ways
+        .iter()
+        .map(|_| {
+            let none = sc::Latencies {
+                requested: 0,
+                samples: Vec::with_capacity(n),
+                error: None,
+            };
+            (none, Cpu::default())
+        })
+        .collect();
+    for r in 0..rounds {
+        // The rounds share `n` out; the first ones take the remainder.
+        let part = n / rounds + usize::from(r < n % rounds);
+        for (way, (l, cpu)) in ways.iter().zip(acc.iter_mut()) {
+            let (got, used) = measured(p, way, run(way.port, part)).await;
+            l.requested += got.requested;
+            l.samples.extend(got.samples);
+            if l.error.is_none() {
+                l.error = got.error;
+            }
+            *cpu = cpu.plus(&used);
+            settle().await;
+        }
+    }
+    acc.into_iter()
+        .map(|(l, cpu)| latency_side(l, cpu))
+        .collect()
 }
 
 fn latency_side(l: sc::Latencies, cpu: Cpu) -> Side {

@@ -17,6 +17,17 @@ pub struct Cpu {
 }
 
 impl Cpu {
+    pub fn plus(&self, o: &Cpu) -> Cpu {
+        Cpu {
+            server: self.server + o.server,
+            client: self.client + o.client,
+            bench: self.bench + o.bench,
+            target: self.target + o.target,
+            server_sys: self.server_sys + o.server_sys,
+            client_sys: self.client_sys + o.client_sys,
+        }
+    }
+
     pub fn minus(&self, o: &Cpu) -> Cpu {
         Cpu {
             server: self.server - o.server,
@@ -500,6 +511,7 @@ impl Report {
                 "size_bytes": p.size,
                 "pingpongs": p.pingpongs,
                 "setups": p.setups,
+                "rounds": p.rounds,
                 "tunnels": p.tunnels,
                 "scenarios": p.scenarios,
                 "quick": p.quick,
