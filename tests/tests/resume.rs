@@ -454,6 +454,49 @@ async fn a_target_that_stops_reading_past_push_timeout_resets_a_pht1_tunnel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_stops_reading_its_download_loses_nothing() {
+    // The other direction: the client's application reads nothing for several heartbeat
+    // timeouts while 48 MiB wait for it (more than the server's replay buffer and the
+    // client's receive buffer hold). The pull is held back, not dead, and nothing resets.
+    let target = bulk_target().await;
+    let sp = free_port();
+    let srv = server(
+        &[
+            "-D",
+            "-L",
+            &format!("forward+pht://127.0.0.1:{sp}/{target}?heartbeat=1s&resumeGrace=3s"),
+        ],
+        sp,
+    )
+    .await;
+    let cli = client(&format!(
+        "forward+pht://127.0.0.1:{sp}?v=2&heartbeatTimeout=3s&requestTimeout=2s&resumeTimeout=3s"
+    ))
+    .await;
+    let len = STALLED_DATA;
+    let mut s = TcpStream::connect(("127.0.0.1", cli.1)).await.unwrap();
+    s.write_all(b"D").await.unwrap();
+    s.write_u64(len as u64).await.unwrap();
+    s.write_u64(13).await.unwrap();
+    tokio::time::sleep(STALL).await;
+    let got = bounded(90, "download after the pause", async {
+        let mut got = vec![0u8; len];
+        s.read_exact(&mut got).await.map(|_| got)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the tunnel failed: {e}\n{}", srv.log_text()));
+    assert_eq!(
+        sha256(&got),
+        sha256(&random_bytes(len, 13)),
+        "downloaded bytes"
+    );
+    let log = srv.log_text();
+    assert!(!log.contains("tunnel reset"), "a tunnel was reset:\n{log}");
+    drop(s);
+    expect_no_tunnels(&srv, "after the pause").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_buffers_responses_gets_long_polls_and_the_transfer_completes() {
     let target = bulk_target().await;
     let sp = free_port();
