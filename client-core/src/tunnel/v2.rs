@@ -424,20 +424,6 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                         p.requeue(job);
                         continue;
                     }
-                    // Back-pressure from a live tunnel: the reorder buffer is full, or the
-                    // target is not reading and earlier bytes still wait for it. Sent again
-                    // after a back-off, for as long as it takes: a slow reader is not a
-                    // broken path, so this does not count towards `resumeTimeout`.
-                    Ok((429, _)) if shared.lock().established => {
-                        failing_since = None;
-                        if !pure_ack {
-                            p.requeue(job);
-                        }
-                        p.window = (p.window / 2).max(1);
-                        hold = Some(Box::pin(ctx.clock.sleep(backoff)));
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
                     Ok((status, _)) if status >= 500 || status == 408 || status == 429 => {
                         Error::Status {
                             what: "push",
@@ -456,8 +442,17 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>, limits: &Limits) -> 
                     return Err(retryable);
                 }
                 let now = ctx.clock.now();
-                let since = *failing_since.get_or_insert(now);
-                if now.saturating_sub(since) >= cfg.resume_timeout {
+                // A 429 from a tunnel that has answered before is back-pressure: the
+                // reorder buffer is full, or the target is not reading and earlier bytes
+                // still wait for it. It is sent again after the back-off for as long as
+                // it takes: a slow reader is not a broken path, so it does not count
+                // towards `resumeTimeout`.
+                let back_pressure = matches!(retryable, Error::Status { status: 429, .. });
+                if back_pressure {
+                    failing_since = None;
+                } else if now.saturating_sub(*failing_since.get_or_insert(now))
+                    >= cfg.resume_timeout
+                {
                     return Err(Error::Unresumable {
                         what: "push",
                         after: cfg.resume_timeout,
