@@ -51,7 +51,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Target servers and free ports for our own servers.
-node client-wasm/tests/js/targets.mjs "$tmp/ports.json" 32 2>"$tmp/targets.log" &
+node client-wasm/tests/js/targets.mjs "$tmp/ports.json" 33 2>"$tmp/targets.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/ports.json" ] && break; sleep 0.1; done
 [ -s "$tmp/ports.json" ] || { cat "$tmp/targets.log" >&2; log "target servers did not start"; exit 1; }
@@ -60,6 +60,7 @@ echo_port=$(port p.echo)
 bulk_port=$(port p.bulk)
 bye_port=$(port p.bye)
 eof_port=$(port p.eof)
+late_port=$(port p.late)
 chaos_echo_port=$(port p.chaos)
 http_port=$(port p.http)
 stats_port=$(port p.stats)
@@ -79,7 +80,7 @@ fwd_bulk=${free[12]}
 faults=(cut:pull:fin cut:pull:rst cut:pull:silent cut:push:fin cut:push:rst cut:push:silent
   v1_cut:pull:fin v1_cut:pull:rst v1_cut:pull:silent v1_cut:push:fin v1_cut:push:rst v1_cut:push:silent)
 fault_ports=("${free[@]:13:12}")
-fwd_eof=${free[25]} chaos_server=${free[26]} chaos_proxy=${free[27]}
+fwd_eof=${free[25]} chaos_server=${free[26]} chaos_proxy=${free[27]} fwd_late=${free[32]}
 chaos_secs=${PHT_WASM_CHAOS_SECS:-60}
 # Diagnosis only: a resumeTimeout (ms) for the random-cuts tunnels instead of the default.
 chaos_resume=${PHT_WASM_CHAOS_RESUME_MS:+,chaos_resume_ms=$PHT_WASM_CHAOS_RESUME_MS}
@@ -92,6 +93,7 @@ lo=127.0.0.1
   -L "forward+pht://$lo:$fwd_echo/$lo:$echo_port?cors=*" \
   -L "forward+pht://$lo:$fwd_bye/$lo:$bye_port?cors=*" \
   -L "forward+pht://$lo:$fwd_eof/$lo:$eof_port?cors=*" \
+  -L "forward+pht://$lo:$fwd_late/$lo:$late_port?cors=*&pushTimeout=1s&pushWait=300ms" \
   -L "forward+pht://$lo:$fwd_dead/$lo:$dead_port?cors=*" \
   -L "forward+pht://$lo:$fwd_bulk/$lo:$bulk_port?cors=*&heartbeat=1s" \
   -L "http+pht://$lo:$http?cors=*" \
@@ -126,7 +128,7 @@ wait_port() {
   log "nothing listens on port $1"
   exit 1
 }
-for p in "$fwd_echo" "$fwd_bye" "$fwd_eof" "$fwd_dead" "$fwd_bulk" "$http" "$http_auth" "$socks5" \
+for p in "$fwd_echo" "$fwd_bye" "$fwd_eof" "$fwd_late" "$fwd_dead" "$fwd_bulk" "$http" "$http_auth" "$socks5" \
   "$socks5_auth" "$relay" "$relay_auth" "$page_file" "$page_pht" "$page_phts" "$page_relay" \
   "$page_forward" "$page_echo" "$chaos_server"; do
   wait_port "$p"
@@ -210,7 +212,7 @@ for i in "${!faults[@]}"; do
   f=${faults[$i]#*:}
   cuts+=",${faults[$i]%%:*}_${f%:*}_${f#*:}=${fault_ports[$i]}"
 done
-export PHT_WASM_TEST="echo=$echo_port,bye=$bye_port,http_target=$http_port,stats=$stats_port,dead=$dead_port,fwd_echo=$fwd_echo,fwd_bye=$fwd_bye,fwd_eof=$fwd_eof,fwd_dead=$fwd_dead,http=$http,http_auth=$http_auth,socks5=$socks5,socks5_auth=$socks5_auth,relay=$relay,relay_auth=$relay_auth,bulk=$bulk_port,fwd_bulk=$fwd_bulk,chaos=$chaos_proxy,chaos_secs=$chaos_secs$chaos_resume$cuts"
+export PHT_WASM_TEST="echo=$echo_port,bye=$bye_port,http_target=$http_port,stats=$stats_port,dead=$dead_port,fwd_echo=$fwd_echo,fwd_bye=$fwd_bye,fwd_eof=$fwd_eof,fwd_late=$fwd_late,fwd_dead=$fwd_dead,http=$http,http_auth=$http_auth,socks5=$socks5,socks5_auth=$socks5_auth,relay=$relay,relay_auth=$relay_auth,bulk=$bulk_port,fwd_bulk=$fwd_bulk,chaos=$chaos_proxy,chaos_secs=$chaos_secs$chaos_resume$cuts"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 # Browsers: the whole suite's limit (Node has none; `timeout` bounds both).
 export WASM_BINDGEN_TEST_TIMEOUT=300

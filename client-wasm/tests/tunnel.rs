@@ -444,6 +444,48 @@ async fn writable_close_is_a_half_close_on_pht2() {
     assert_eq!(target_stat("eofReset").await, reset);
 }
 
+/// How long the `late` target reads nothing (targets.mjs `LATE_MS`).
+const LATE_MS: f64 = 4000.0;
+
+#[wasm_bindgen_test]
+async fn a_target_that_stops_reading_slows_the_writable_and_loses_nothing() {
+    // The server in front of `late` gives up on a PHT/1 handler after 1 s and answers
+    // PHT/2 pushes after 300 ms; pushes time out after 2 s here. The target reads
+    // nothing for 4 s: the writable must wait it out, and every byte arrive.
+    let answered = target_stat("lateAnswered").await;
+    let url = format!("{}?requestTimeout=2s", server("fwd_late"));
+    let t = open_ok(&url, &[]).await;
+    assert_eq!(t.version(), 2);
+    let data = pseudo_random(32 << 20, 0x1a7e);
+    let t0 = now_ms();
+    let mut sink = writer(&t);
+    for c in data.chunks(256 * 1024) {
+        within(60_000, "a write", sink.send(Uint8Array::from(c).into()))
+            .await
+            .map_err(|e| message(&e))
+            .expect("a write failed while the target did not read");
+    }
+    within(60_000, "writable.close()", sink.close())
+        .await
+        .map_err(|e| message(&e))
+        .expect("writable.close() failed");
+    let mut source = reader(&t);
+    let got = within(60_000, "the answer", read_to_end(&mut source)).await;
+    let took = now_ms() - t0;
+    let want = format!("{} {:x}\n", data.len(), Sha256::digest(&data));
+    assert_eq!(String::from_utf8_lossy(&got), want, "the target's digest");
+    assert!(
+        took >= LATE_MS,
+        "done after {took:.0} ms, before the target read anything"
+    );
+    within(10_000, "closed", closed(&t)).await.unwrap();
+    wait_stat("lateAnswered", answered + 1).await;
+    log(&format!(
+        "late reader: {} bytes through a target that read nothing for {LATE_MS:.0} ms, in {took:.0} ms",
+        data.len()
+    ));
+}
+
 #[wasm_bindgen_test]
 async fn version_option_and_getter() {
     let t = open_ok(&server("fwd_echo"), &[]).await;

@@ -7,12 +7,14 @@
 //   bye    TCP: writes "bye\n" and closes (the far end closes first)
 //   eof    TCP: answers only after the client's end of stream (a half-close): the line
 //          "<n> <sha256 hex>\n" of the n bytes it read, then those bytes again, then ends
+//   late   TCP: reads nothing for 4 s after the accept, then like eof answers
+//          "<n> <sha256 hex>\n" after the client's end of stream (without the bytes)
 //   reset  TCP echo that resets the connection (RST) once it has echoed 256 KiB: a tunnel
 //          that breaks mid-stream (the page test shows its readable's error)
 //   http   HTTP/1.1 responder: "hello from the pht target: GET <path>\n"
 //   stats  HTTP, CORS-open: GET /stats -> {"echoOpened":n,"echoClosed":n,"echoReset":n,
 //          "echoBytes":n,"chaosOpened":n,...,"bulkOpened":n,"bulkReset":n,"eofOpened":n,
-//          "eofAnswered":n,"eofClosed":n,"eofReset":n}
+//          "eofAnswered":n,"eofClosed":n,"eofReset":n,"lateAnswered":n}
 //          GET /digest?seed=S&n=N -> SHA-256 (hex) of what "send N S" sends
 //   dead   a port nothing listens on
 //   free   `count` more free ports for the script's own servers
@@ -35,6 +37,7 @@ const stats = {
   chaosOpened: 0, chaosClosed: 0, chaosReset: 0, chaosBytes: 0,
   bulkOpened: 0, bulkReset: 0,
   eofOpened: 0, eofAnswered: 0, eofClosed: 0, eofReset: 0,
+  lateAnswered: 0,
 };
 
 function listen(server) {
@@ -133,6 +136,25 @@ const eof = createTcpServer({ allowHalfOpen: true }, (sock) => {
   });
 });
 
+// A reader that pauses: the kernel's buffers fill, and the tunnel must hold the rest
+// back instead of failing.
+const LATE_MS = 4000;
+const late = createTcpServer({ allowHalfOpen: true }, (sock) => {
+  const hash = createHash('sha256');
+  let n = 0;
+  sock.on('error', () => {});
+  sock.pause();
+  setTimeout(() => sock.resume(), LATE_MS);
+  sock.on('data', (d) => {
+    hash.update(d);
+    n += d.length;
+  });
+  sock.on('end', () => {
+    stats.lateAnswered++;
+    sock.end(`${n} ${hash.digest('hex')}\n`);
+  });
+});
+
 const RESET_AFTER = 256 * 1024;
 const reset = createTcpServer((sock) => {
   let echoed = 0;
@@ -181,6 +203,7 @@ const ports = {
   bulk: await listen(bulk),
   bye: await listen(bye),
   eof: await listen(eof),
+  late: await listen(late),
   reset: await listen(reset),
   http: await listen(http),
   stats: await listen(statsServer),
