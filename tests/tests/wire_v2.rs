@@ -873,7 +873,8 @@ async fn a_push_cut_while_its_bytes_wait_for_the_target_still_delivers_them_all(
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.map(|_| got)
     });
-    let (_srv, sp) = start(target, "").await;
+    // The retry must wait for the cut push's delivery, not be refused with 429 first.
+    let (_srv, sp) = start(target, "pushWait=10s").await;
     let mut ctl = RawConn::connect(sp).await;
     let token = authorize_v2(&mut ctl).await;
     let _pull = Pull::open(sp, &token, 0, "").await;
@@ -909,4 +910,75 @@ async fn a_push_cut_while_its_bytes_wait_for_the_target_still_delivers_them_all(
         .expect("the target's read failed");
     assert_eq!(got.len(), N, "bytes delivered to the target");
     assert!(got == data, "the target got other bytes");
+}
+
+/// A target that reads nothing for a while (a full window): the push's answer waits
+/// `pushWait`, then comes with what the handler has taken; the next push is refused with
+/// `429` and nothing of it taken; the pull announces the count once the target has read,
+/// and then pushes are taken again. Nothing resets the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_does_not_read_gets_early_answers_then_429_and_no_reset() {
+    // More than the handler's queue and the socket buffers to the target hold.
+    const N: usize = 32 * 1024 * 1024;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = l.local_addr().unwrap();
+    let (reading_tx, reading) = oneshot::channel();
+    let got = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = reading_tx.send(std::time::Instant::now());
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.map(|_| got)
+    });
+    let (_srv, sp) = start(target, "pushWait=300ms&pushTimeout=1s&maxPushBody=32MiB").await;
+    let mut ctl = RawConn::connect(sp).await;
+    let token = authorize_v2(&mut ctl).await;
+    let mut pull = Pull::open(sp, &token, 0, "").await;
+    let data = random_bytes(N, 78);
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        push(&mut ctl, &token, "seq=0", &data).await,
+        (200, "ack=0".into()),
+        "answered with the count taken so far"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(2500),
+        "the first answer came after {took:?}"
+    );
+    let tail = b"tail";
+    assert_eq!(
+        push(&mut ctl, &token, &format!("seq={N}"), tail).await,
+        (
+            429,
+            "the target is not reading: earlier bytes are still being delivered\n".into()
+        )
+    );
+    // Past pushTimeout, which PHT/2 does not apply: once the target reads, the pull
+    // announces every byte of the first push.
+    loop {
+        match pull.raw_frame().await {
+            Some(Frame::Ack(n)) if n == N as u64 => break,
+            Some(Frame::Ping | Frame::Ack(_)) => {}
+            other => panic!("expected ACK {N}, got {other:?}"),
+        }
+    }
+    let acked = std::time::Instant::now();
+    let started = reading.await.expect("the target never started reading");
+    assert!(acked > started, "acknowledged before the target read");
+    let end = N + tail.len();
+    assert_eq!(
+        push(&mut ctl, &token, &format!("seq={N}&fin=1"), tail).await,
+        (200, format!("ack={end}"))
+    );
+    let got = tokio::time::timeout(Duration::from_secs(30), got)
+        .await
+        .expect("the target never saw the end")
+        .unwrap()
+        .expect("the target's read failed");
+    assert_eq!(got.len(), end, "bytes delivered to the target");
+    assert!(
+        got[..N] == data[..] && &got[N..] == tail,
+        "the target got other bytes"
+    );
 }
