@@ -115,8 +115,7 @@ pub(in crate::listener::pht) async fn push(
     // retry of them is dropped as a duplicate: their delivery to the handler must finish
     // even if this request's connection dies meanwhile (hyper then drops this future).
     // So it runs as a task of its own once it has to wait; a reset tunnel ends it at once.
-    let wait = reg.opts.push_wait;
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = tokio::time::Instant::now() + reg.opts.push_wait;
     let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
     // Set by whichever comes first of the delivery's end and an early answer: the second
     // sees it. An early answer then carries the final count, or else the delivery's end
@@ -126,7 +125,7 @@ pub(in crate::listener::pht) async fn push(
     let mut delivery = Box::pin(async move {
         let (t, session, reg) = (&tt, &ss, &rr);
         let r = tokio::select! {
-            r = apply(t, session, reg, Push { seq, body, fin, wait }, taken_tx) => r,
+            r = apply(t, session, reg, seq, body, fin, taken_tx) => r,
             _ = t.cancel.cancelled() => Err(gone(t)),
         };
         if let Ok(m) = r {
@@ -228,15 +227,6 @@ async fn read_body(mut body: ReqBody, max: usize) -> Result<Bytes, BodyError> {
     })
 }
 
-/// One push body and where it goes.
-struct Push {
-    seq: u64,
-    body: Bytes,
-    fin: bool,
-    /// How long to wait for an earlier push's delivery to let this one in.
-    wait: std::time::Duration,
-}
-
 /// Puts the body in sequence and hands what is now in order to the handler; returns the
 /// upload count in order. `taken` fires once the body is in the server's hands (a retry
 /// of it is a duplicate from then on).
@@ -244,18 +234,15 @@ async fn apply(
     t: &ServerTunnel,
     session: &Session,
     reg: &Registry,
-    push: Push,
+    seq: u64,
+    body: Bytes,
+    fin: bool,
     taken: tokio::sync::oneshot::Sender<()>,
 ) -> Result<u64, Response<Body>> {
-    let Push {
-        seq,
-        body,
-        fin,
-        wait,
-    } = push;
     // Another push's delivery holds the order while the handler takes its bytes; this
     // body is not taken at all when that lasts (the client sends it again later).
-    let Ok(mut upload) = tokio::time::timeout(wait, session.upload.lock()).await else {
+    let Ok(mut upload) = tokio::time::timeout(reg.opts.push_wait, session.upload.lock()).await
+    else {
         debug!(service = %reg.service, token = token_prefix(&t.token), seq, "push refused: the handler is still taking earlier bytes");
         let mut r = text(
             StatusCode::TOO_MANY_REQUESTS,
