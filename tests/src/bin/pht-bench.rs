@@ -433,6 +433,13 @@ struct TunnelPath {
 }
 
 impl TunnelPath {
+    /// The two-process paths that run, by name: the relay and wstunnel.
+    fn pairs(&self) -> impl Iterator<Item = (&'static str, &Relay)> {
+        [("relay", &self.relay), ("wstunnel", &self.wstunnel)]
+            .into_iter()
+            .filter_map(|(name, r)| Some((name, r.as_ref()?)))
+    }
+
     fn all_alive(&mut self) -> bool {
         self.server.alive()
             && self.target.alive()
@@ -453,14 +460,12 @@ impl TunnelPath {
                 tail(&c.child.log_text())
             );
         }
-        for (name, r) in [("relay", &self.relay), ("wstunnel", &self.wstunnel)] {
-            if let Some(r) = r {
-                out += &format!(
-                    "\n--- {name} server-side log tail:\n{}\n--- {name} client-side log tail:\n{}",
-                    tail(&r.server.log_text()),
-                    tail(&r.client.log_text())
-                );
-            }
+        for (name, r) in self.pairs() {
+            out += &format!(
+                "\n--- {name} server-side log tail:\n{}\n--- {name} client-side log tail:\n{}",
+                tail(&r.server.log_text()),
+                tail(&r.client.log_text())
+            );
         }
         out
     }
@@ -702,18 +707,17 @@ fn ways(p: &TunnelPath, plan: &Plan) -> Vec<Way> {
                 procs: Some((p.server.pid, c.child.pid)),
                 upstream: p.server_port,
             }),
-            Via::Relay | Via::Wstunnel => match via {
-                Via::Relay => &p.relay,
-                _ => &p.wstunnel,
+            Via::Relay | Via::Wstunnel => {
+                p.pairs()
+                    .find(|(name, _)| *name == via.id())
+                    .map(|(_, r)| Way {
+                        name: via.name(),
+                        via: Some(via),
+                        port: r.client_port,
+                        procs: Some((r.server.pid, r.client.pid)),
+                        upstream: r.server_port,
+                    })
             }
-            .as_ref()
-            .map(|r| Way {
-                name: via.name(),
-                via: Some(via),
-                port: r.client_port,
-                procs: Some((r.server.pid, r.client.pid)),
-                upstream: r.server_port,
-            }),
         };
         out.extend(way);
     }
@@ -768,13 +772,11 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
         .iter()
         .map(|c| format!("client v={} pid {} port {}", c.version, c.child.pid, c.port))
         .collect();
-    for (name, r) in [("relay", &tunnel.relay), ("wstunnel", &tunnel.wstunnel)] {
-        if let Some(r) = r {
-            clients.push(format!(
-                "{name} server-side pid {} port {}, client-side pid {} port {}",
-                r.server.pid, r.server_port, r.client.pid, r.client_port
-            ));
-        }
+    for (name, r) in tunnel.pairs() {
+        clients.push(format!(
+            "{name} server-side pid {} port {}, client-side pid {} port {}",
+            r.server.pid, r.server_port, r.client.pid, r.client_port
+        ));
     }
     eprintln!(
         "pht-bench: {} {} | binaries {} | server pid {} port {} ?{} | {} | target pid {} port {} | open files {}",
@@ -923,8 +925,7 @@ async fn run(cli: Cli, plan: Plan, nofile: u64) -> i32 {
             cpu_s: whole(c.child.pid),
         });
     }
-    for (name, r) in [("relay", &tunnel.relay), ("wstunnel", &tunnel.wstunnel)] {
-        let Some(r) = r else { continue };
+    for (name, r) in tunnel.pairs() {
         for (key, label, child) in [
             (
                 format!("{name}_server"),
