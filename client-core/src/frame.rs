@@ -148,55 +148,178 @@ pub enum Frame {
 
 /// Incremental decoder for a PHT/2 pull body: feed it chunks split anywhere.
 ///
+/// DATA payloads are not gathered: each piece of one that a chunk carries comes out at
+/// once, as a slice of that chunk with its own offset, so download bytes are never copied
+/// here however the HTTP layer cut them. Only frame heads and the short control frames
+/// that straddle two chunks are buffered.
+///
 /// ```
-/// use pht_core::frame::{Frame, FrameDecoder, kind, put_count, put_empty};
+/// use bytes::Bytes;
+/// use pht_core::frame::{Frame, FrameDecoder, kind, put_count, put_data, put_empty};
 /// let mut wire = Vec::new();
 /// put_empty(&mut wire, kind::PING);
+/// put_data(&mut wire, 0, b"hello");
 /// put_count(&mut wire, kind::FIN, 5);
+/// let wire = Bytes::from(wire);
 /// let mut d = FrameDecoder::default();
 /// let mut got = Vec::new();
-/// d.feed(&wire[..2], &mut |f| got.push(f)).unwrap();
-/// d.feed(&wire[2..], &mut |f| got.push(f)).unwrap();
-/// assert_eq!(got, vec![Frame::Ping, Frame::Fin(5)]);
+/// d.feed(wire.slice(..8), &mut |f| got.push(f)).unwrap();
+/// d.feed(wire.slice(8..), &mut |f| got.push(f)).unwrap();
+/// assert_eq!(
+///     got,
+///     vec![
+///         Frame::Ping,
+///         Frame::Data { offset: 0, data: Bytes::from_static(b"hel") },
+///         Frame::Data { offset: 3, data: Bytes::from_static(b"lo") },
+///         Frame::Fin(5),
+///     ]
+/// );
 /// assert!(d.is_clean());
 /// ```
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
+    /// The start of a frame that the last chunk cut short: a head, or a whole control
+    /// frame. Never DATA payload bytes.
     partial: BytesMut,
+    /// The DATA frame whose payload is arriving: the offset of its next byte, and how
+    /// many bytes it still has.
+    data: Option<(u64, usize)>,
+}
+
+/// What the front of a buffer holds.
+enum Head {
+    /// Not enough: the buffer needs at least this many bytes to say more.
+    Need(usize),
+    /// A DATA frame's head (`taken` bytes, through its offset) and `left` payload bytes.
+    Data {
+        taken: usize,
+        offset: u64,
+        left: usize,
+    },
+    /// A whole frame of another type: `taken` bytes, the payload from `start`.
+    Whole {
+        taken: usize,
+        kind: u8,
+        start: usize,
+    },
+}
+
+fn head(b: &[u8]) -> Result<Head, DecodeError> {
+    let Some(&kind) = b.first() else {
+        return Ok(Head::Need(1));
+    };
+    let Some((len, n)) = get_varint(&b[1..], MAX_LEN_VARINT)? else {
+        return Ok(Head::Need(b.len() + 1));
+    };
+    let len = len as usize;
+    if len > MAX_FRAME {
+        return Err(DecodeError::Frame(format!(
+            "frame of {len} bytes is over the {MAX_FRAME} limit"
+        )));
+    }
+    let start = 1 + n;
+    if kind != kind::DATA {
+        return Ok(if b.len() < start + len {
+            Head::Need(start + len)
+        } else {
+            Head::Whole {
+                taken: start + len,
+                kind,
+                start,
+            }
+        });
+    }
+    let have = &b[start..b.len().min(start + len)];
+    match get_varint(have, 10)? {
+        Some((offset, m)) => Ok(Head::Data {
+            taken: start + m,
+            offset,
+            left: len - m,
+        }),
+        None if have.len() == len => Err(DecodeError::Frame("malformed DATA frame".into())),
+        None => Ok(Head::Need(b.len() + 1)),
+    }
 }
 
 impl FrameDecoder {
-    /// Decodes every complete frame in `chunk` (with what earlier chunks left over).
-    pub fn feed(&mut self, chunk: &[u8], emit: &mut impl FnMut(Frame)) -> Result<(), DecodeError> {
-        self.partial.extend_from_slice(chunk);
+    /// Decodes every frame, and every piece of a DATA payload, in `chunk` (with what
+    /// earlier chunks left over).
+    pub fn feed(
+        &mut self,
+        mut chunk: Bytes,
+        emit: &mut impl FnMut(Frame),
+    ) -> Result<(), DecodeError> {
         loop {
-            let Some(&kind) = self.partial.first() else {
-                return Ok(());
-            };
-            let Some((len, n)) = get_varint(&self.partial[1..], MAX_LEN_VARINT)? else {
-                return Ok(());
-            };
-            let len = len as usize;
-            if len > MAX_FRAME {
-                return Err(DecodeError::Frame(format!(
-                    "frame of {len} bytes is over the {MAX_FRAME} limit"
-                )));
+            if let Some((offset, left)) = self.data {
+                if chunk.is_empty() && left > 0 {
+                    return Ok(());
+                }
+                let data = chunk.split_to(left.min(chunk.len()));
+                let n = data.len();
+                self.data = (n < left).then_some((offset + n as u64, left - n));
+                emit(Frame::Data { offset, data });
+                continue;
             }
-            if self.partial.len() < 1 + n + len {
-                self.partial.reserve(1 + n + len - self.partial.len());
-                return Ok(());
+            if self.partial.is_empty() {
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                match head(&chunk)? {
+                    Head::Need(n) => {
+                        self.partial.reserve(n);
+                        self.partial.extend_from_slice(&chunk);
+                        return Ok(());
+                    }
+                    Head::Data {
+                        taken,
+                        offset,
+                        left,
+                    } => {
+                        chunk.advance(taken);
+                        self.data = Some((offset, left));
+                    }
+                    Head::Whole { taken, kind, start } => {
+                        let frame = chunk.split_to(taken);
+                        if let Some(f) = parse(kind, frame.slice(start..))? {
+                            emit(f);
+                        }
+                    }
+                }
+                continue;
             }
-            self.partial.advance(1 + n);
-            let payload = self.partial.split_to(len).freeze();
-            if let Some(f) = parse(kind, payload)? {
-                emit(f);
+            // A cut head: move over only what completes it, so that no payload byte of a
+            // DATA frame ever lands here.
+            match head(&self.partial)? {
+                Head::Need(n) => {
+                    if chunk.is_empty() {
+                        return Ok(());
+                    }
+                    let more = chunk.split_to((n - self.partial.len()).min(chunk.len()));
+                    self.partial.extend_from_slice(&more);
+                }
+                Head::Data {
+                    taken,
+                    offset,
+                    left,
+                } => {
+                    debug_assert_eq!(taken, self.partial.len(), "a cut head holds no payload");
+                    self.partial.clear();
+                    self.data = Some((offset, left));
+                }
+                Head::Whole { taken, kind, start } => {
+                    debug_assert_eq!(taken, self.partial.len());
+                    let frame = self.partial.split().freeze();
+                    if let Some(f) = parse(kind, frame.slice(start..))? {
+                        emit(f);
+                    }
+                }
             }
         }
     }
 
     /// Whether no partial frame is left over (a body may end only here).
     pub fn is_clean(&self) -> bool {
-        self.partial.is_empty()
+        self.partial.is_empty() && self.data.is_none()
     }
 }
 
@@ -207,7 +330,8 @@ fn count(payload: &[u8], what: &str) -> Result<u64, DecodeError> {
     }
 }
 
-fn parse(kind: u8, mut payload: Bytes) -> Result<Option<Frame>, DecodeError> {
+/// A frame other than DATA (whose payload [`FrameDecoder`] passes on in pieces).
+fn parse(kind: u8, payload: Bytes) -> Result<Option<Frame>, DecodeError> {
     let empty = |f: Frame| {
         if payload.is_empty() {
             Ok(Some(f))
@@ -216,16 +340,6 @@ fn parse(kind: u8, mut payload: Bytes) -> Result<Option<Frame>, DecodeError> {
         }
     };
     match kind {
-        kind::DATA => {
-            let Some((offset, n)) = get_varint(&payload, 10)? else {
-                return Err(DecodeError::Frame("malformed DATA frame".into()));
-            };
-            payload.advance(n);
-            Ok(Some(Frame::Data {
-                offset,
-                data: payload,
-            }))
-        }
         kind::PING => empty(Frame::Ping),
         kind::END => empty(Frame::End),
         kind::ACK => Ok(Some(Frame::Ack(count(&payload, "ACK")?))),
@@ -394,12 +508,42 @@ pub mod defaults {
 mod tests {
     use super::*;
 
-    fn roundtrip(wire: &[u8], split: usize) -> Result<Vec<Frame>, DecodeError> {
+    /// Feeds `wire` cut at `cuts`, checks that every DATA piece is a slice of the chunk
+    /// that carried it, and joins the pieces of each DATA frame again.
+    fn decode_cut(wire: &[u8], cuts: &[usize]) -> Result<(Vec<Frame>, bool), DecodeError> {
+        let wire = Bytes::copy_from_slice(wire);
         let mut d = FrameDecoder::default();
-        let mut got = Vec::new();
-        d.feed(&wire[..split], &mut |f| got.push(f))?;
-        d.feed(&wire[split..], &mut |f| got.push(f))?;
-        assert!(d.is_clean());
+        let mut got: Vec<Frame> = Vec::new();
+        let mut from = 0;
+        for &to in cuts.iter().chain([&wire.len()]) {
+            let chunk = wire.slice(from..to);
+            let range = chunk.as_ptr_range();
+            d.feed(chunk, &mut |f| {
+                if let Frame::Data { offset, data } = f {
+                    assert!(data.is_empty() || range.contains(&data.as_ptr()), "copied");
+                    if let Some(Frame::Data {
+                        offset: o,
+                        data: prev,
+                    }) = got.last_mut()
+                    {
+                        if *o + prev.len() as u64 == offset && !data.is_empty() {
+                            *prev = [&prev[..], &data[..]].concat().into();
+                            return;
+                        }
+                    }
+                    got.push(Frame::Data { offset, data });
+                } else {
+                    got.push(f);
+                }
+            })?;
+            from = to;
+        }
+        Ok((got, d.is_clean()))
+    }
+
+    fn roundtrip(wire: &[u8], split: usize) -> Result<Vec<Frame>, DecodeError> {
+        let (got, clean) = decode_cut(wire, &[split])?;
+        assert!(clean);
         Ok(got)
     }
 
@@ -432,6 +576,46 @@ mod tests {
                 ]
             );
         }
+        // Byte by byte: heads and control frames gathered, the payload in 300 pieces.
+        let cuts: Vec<usize> = (1..wire.len()).collect();
+        assert_eq!(
+            decode_cut(&wire, &cuts).unwrap().0,
+            roundtrip(&wire, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn data_payloads_come_out_as_they_arrive() {
+        let mut wire = Vec::new();
+        put_data(&mut wire, 10, b"abcdef");
+        put_data(&mut wire, 16, b"");
+        let wire = Bytes::from(wire);
+        let mut d = FrameDecoder::default();
+        let mut got = Vec::new();
+        d.feed(wire.slice(..5), &mut |f| got.push(f)).unwrap();
+        assert_eq!(
+            got,
+            vec![Frame::Data {
+                offset: 10,
+                data: Bytes::from_static(b"ab")
+            }]
+        );
+        assert!(!d.is_clean(), "the rest of the frame is owed");
+        d.feed(wire.slice(5..), &mut |f| got.push(f)).unwrap();
+        assert_eq!(
+            got[1..],
+            [
+                Frame::Data {
+                    offset: 12,
+                    data: Bytes::from_static(b"cdef")
+                },
+                Frame::Data {
+                    offset: 16,
+                    data: Bytes::new()
+                }
+            ]
+        );
+        assert!(d.is_clean());
     }
 
     #[test]
@@ -448,21 +632,21 @@ mod tests {
     fn oversized_and_malformed_frames_are_errors() {
         let mut wire = vec![kind::DATA];
         put_varint(&mut wire, MAX_FRAME as u64 + 1);
-        let mut d = FrameDecoder::default();
-        assert!(d.feed(&wire, &mut |_| {}).is_err());
-        let mut d = FrameDecoder::default();
+        assert!(roundtrip(&wire, 0).is_err());
+        assert!(roundtrip(&[kind::DATA, 0xff, 0xff, 0xff, 0xff, 0x01], 3).is_err());
         assert!(
-            d.feed(&[kind::DATA, 0xff, 0xff, 0xff, 0xff, 0x01], &mut |_| {})
-                .is_err()
+            roundtrip(&[kind::DATA, 2, 0x80, 0x80], 1).is_err(),
+            "no offset"
         );
         assert!(roundtrip(&[kind::ACK, 0], 0).is_err(), "empty ACK");
         assert!(
             roundtrip(&[kind::PING, 1, 0], 0).is_err(),
             "PING with payload"
         );
-        let mut d = FrameDecoder::default();
-        d.feed(&[kind::DATA, 5, 0], &mut |_| {}).unwrap();
-        assert!(!d.is_clean(), "a cut frame is visible");
+        let (_, clean) = decode_cut(&[kind::DATA, 5, 0], &[]).unwrap();
+        assert!(!clean, "a cut frame is visible");
+        let (_, clean) = decode_cut(&[kind::RESET, 5, 0], &[]).unwrap();
+        assert!(!clean, "a cut frame is visible");
     }
 
     #[test]

@@ -1025,16 +1025,33 @@ fn frame_wire() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-/// Frames out of `chunks` fed one by one, and whether decoding failed.
+/// Frames out of `chunks` fed one by one, and whether decoding failed. A DATA payload
+/// comes out in as many pieces as the chunks cut it into: pieces that continue the one
+/// before are joined again.
 fn frames_chunked(chunks: &[&[u8]]) -> (Vec<pht_core::frame::Frame>, bool, bool) {
+    use pht_core::frame::Frame;
     let mut d = pht_core::frame::FrameDecoder::default();
-    let mut got = Vec::new();
-    for c in chunks {
-        if d.feed(c, &mut |f| got.push(f)).is_err() {
-            return (got, true, false);
+    let mut got: Vec<Frame> = Vec::new();
+    let mut put = |f: Frame| {
+        if let (
+            Frame::Data { offset, data },
+            Some(Frame::Data {
+                offset: o,
+                data: prev,
+            }),
+        ) = (&f, got.last_mut())
+        {
+            if !data.is_empty() && *o + prev.len() as u64 == *offset {
+                *prev = [&prev[..], &data[..]].concat().into();
+                return;
+            }
         }
-    }
-    (got, false, d.is_clean())
+        got.push(f);
+    };
+    let failed = chunks
+        .iter()
+        .any(|c| d.feed(bytes::Bytes::copy_from_slice(c), &mut put).is_err());
+    (got, failed, !failed && d.is_clean())
 }
 
 proptest! {

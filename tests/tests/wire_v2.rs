@@ -75,7 +75,7 @@ impl Pull {
                 .expect("pull stalled")?;
             let frames = &mut self.frames;
             self.dec
-                .feed(&chunk, &mut |f| frames.push_back(f))
+                .feed(chunk.into(), &mut |f| frames.push_back(f))
                 .expect("malformed frame");
         }
     }

@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use super::{Ctx, Shared, send_reset, wake};
 use crate::clock::{Clock, timeout};
 use crate::frame::{self, Frame, FrameDecoder, Limits};
-use crate::{BoxFuture, DecodeError, Error, Fetch, FetchResponse, PollMode, Version};
+use crate::{BoxFuture, DecodeError, Error, Fetch, FetchResponse, PollMode, PostBody, Version};
 
 /// First pause before a failed request is sent again; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -230,9 +230,7 @@ impl Pusher {
         }
         let tx_end = st.tx_acked + st.tx.len() as u64;
         if self.next_seq < tx_end {
-            // Cut at a block's end, so the body is a view of the queue and not a copy.
-            let run = st.tx.contiguous((self.next_seq - st.tx_acked) as usize) as u64;
-            let len = (tx_end - self.next_seq).min(self.limit).min(run.max(1));
+            let len = (tx_end - self.next_seq).min(self.limit);
             let fin = st.close_requested && self.next_seq + len == tx_end;
             let job = Job {
                 seq: self.next_seq,
@@ -291,7 +289,7 @@ impl Pusher {
 }
 
 enum PushEvent<T> {
-    Job(Job, String, Bytes),
+    Job(Job, String, PostBody),
     Done(T),
     Timer,
     Failed(Error),
@@ -767,7 +765,7 @@ async fn read_response<'a, F: Fetch, C: Clock>(
         {
             let mut st = shared.lock();
             let mut rx_off = st.rx_off;
-            let res = decoder.feed(&chunk, &mut |f| {
+            let res = decoder.feed(chunk, &mut |f| {
                 if fatal.is_some() || gap || ended.is_some() {
                     return;
                 }

@@ -21,8 +21,10 @@ use super::super::registry::{Registry, ServerTunnel};
 use super::super::routes::{Body, PULL_CHUNK, Peer, text};
 use super::{Session, count_param, flag};
 
-/// Payload bytes of one DATA frame at most: a client's read buffer holds a frame whole.
-const DATA_FRAME: usize = 64 * 1024;
+/// Payload bytes of one DATA frame at most: a whole response chunk. Clients pass a DATA
+/// payload on piece by piece as it arrives (see `FrameDecoder`), so a frame need not fit
+/// a read buffer, and a larger frame means fewer, larger writes on the client's side.
+const DATA_FRAME: usize = PULL_CHUNK;
 
 /// Payloads at least this long go out as the replay buffer's own bytes, after their head;
 /// shorter ones are copied next to it, so a small answer is one piece of the response.
