@@ -5,7 +5,50 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+
+/// A push body in the pieces the HTTP layer read it in, never joined: a body larger than
+/// one read of the connection arrives in several, and joining them would copy every
+/// upload byte once more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Pieces {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.parts.push(b);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Everything after the first `skip` bytes, as the pieces that hold it.
+    fn after(self, mut skip: usize, out: &mut Vec<Bytes>) {
+        for mut b in self.parts {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            b.advance(skip);
+            skip = 0;
+            out.push(b);
+        }
+    }
+}
+
+impl From<Bytes> for Pieces {
+    fn from(b: Bytes) -> Self {
+        let mut p = Pieces::default();
+        p.push(b);
+        p
+    }
+}
 
 /// Why a push body was refused; nothing of it was taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +73,7 @@ pub(super) enum ReorderError {
 pub(super) struct ReorderBuffer {
     next: u64,
     /// Bodies starting beyond `next`, by start offset (they may overlap).
-    held: BTreeMap<u64, Bytes>,
+    held: BTreeMap<u64, Pieces>,
     held_bytes: usize,
     cap: usize,
     fin: Option<u64>,
@@ -60,7 +103,12 @@ impl ReorderBuffer {
     /// Takes the body of a push at offset `seq` (`fin`: the upload ends after it) and
     /// returns the bytes that are now next in order, to be delivered in that order. On an
     /// error nothing was taken.
-    pub fn insert(&mut self, seq: u64, data: Bytes, fin: bool) -> Result<Vec<Bytes>, ReorderError> {
+    pub fn insert(
+        &mut self,
+        seq: u64,
+        data: Pieces,
+        fin: bool,
+    ) -> Result<Vec<Bytes>, ReorderError> {
         let len = data.len();
         let end = seq
             .checked_add(len as u64)
@@ -86,7 +134,7 @@ impl ReorderBuffer {
         if end <= self.next {
             // Sent again: its bytes were taken already.
         } else if seq > self.next {
-            let had = self.held.get(&seq).map_or(0, Bytes::len);
+            let had = self.held.get(&seq).map_or(0, Pieces::len);
             if had < len {
                 let more = len - had;
                 if self.held_bytes + more > self.cap {
@@ -100,7 +148,7 @@ impl ReorderBuffer {
                 self.held_bytes += more;
             }
         } else {
-            out.push(data.slice((self.next - seq) as usize..));
+            data.after((self.next - seq) as usize, &mut out);
             self.next = end;
             self.drain(&mut out);
         }
@@ -120,7 +168,8 @@ impl ReorderBuffer {
             self.held_bytes = self.held_bytes.saturating_sub(body.len());
             let body_end = at + body.len() as u64;
             if body_end > self.next {
-                out.push(body.slice((self.next - at) as usize..));
+                let skip = (self.next - at) as usize;
+                body.after(skip, out);
                 self.next = body_end;
             }
         }
@@ -145,8 +194,8 @@ impl ReorderBuffer {
 mod tests {
     use super::*;
 
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
+    fn b(s: &str) -> Pieces {
+        Bytes::copy_from_slice(s.as_bytes()).into()
     }
 
     fn joined(v: Vec<Bytes>) -> String {
@@ -167,10 +216,37 @@ mod tests {
         assert_eq!(joined(r.insert(3, b("lo world"), false).unwrap()), "world");
         assert_eq!(r.next(), 11);
         assert_eq!(
-            joined(r.insert(11, Bytes::new(), false).unwrap()),
+            joined(r.insert(11, Pieces::default(), false).unwrap()),
             "",
             "a pure ack"
         );
+    }
+
+    #[test]
+    fn bodies_in_pieces_pass_without_a_copy() {
+        let whole = Bytes::from_static(b"0123456789");
+        let mut body = Pieces::default();
+        for r in [0..4, 4..4, 4..7, 7..10] {
+            body.push(whole.slice(r));
+        }
+        assert_eq!(body.len(), 10);
+        let mut r = ReorderBuffer::new(100);
+        r.insert(0, whole.slice(..5).into(), false).unwrap();
+        // A retry that overlaps taken bytes: only the new part, cut inside a piece.
+        let out = r.insert(0, body.clone(), false).unwrap();
+        assert_eq!(joined(out.clone()), "56789");
+        assert_eq!(out.len(), 2, "the pieces it arrived in");
+        assert_eq!(out[1].as_ptr(), whole[7..].as_ptr(), "not copied");
+        // Held in pieces, then drained behind the body that fills the gap.
+        let mut r = ReorderBuffer::new(100);
+        let mut late = Pieces::default();
+        late.push(Bytes::from_static(b"ab"));
+        late.push(Bytes::from_static(b"cd"));
+        r.insert(10, late, false).unwrap();
+        assert_eq!(r.held_bytes, 4);
+        let out = r.insert(0, body, false).unwrap();
+        assert_eq!(joined(out), "0123456789abcd");
+        assert_eq!((r.next(), r.held_bytes), (14, 0));
     }
 
     #[test]
@@ -247,7 +323,7 @@ mod tests {
         assert!(r.ended());
         // fin sent again (its answer was lost) is harmless; an empty fin at the end too.
         assert_eq!(joined(r.insert(3, b("def"), true).unwrap()), "");
-        assert_eq!(joined(r.insert(6, Bytes::new(), true).unwrap()), "");
+        assert_eq!(joined(r.insert(6, Pieces::default(), true).unwrap()), "");
         assert!(r.ended());
     }
 

@@ -34,8 +34,9 @@ pub(super) fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
 
-/// Decoded push bytes handed to the handler at a time while a large body is still arriving.
-pub(super) const PUSH_SLICE: usize = 128 * 1024;
+/// Decoded push bytes handed to the handler at a time while a large body is still
+/// arriving: the handler's largest write, so that a slice is one system call.
+pub(super) const PUSH_SLICE: usize = 256 * 1024;
 
 /// Bytes of pull lines gathered into one response chunk when the handler has more ready.
 pub(super) const PULL_CHUNK: usize = 256 * 1024;

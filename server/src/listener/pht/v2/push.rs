@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use pht_core::frame::{ResetCode, param};
@@ -13,7 +13,7 @@ use pht_core::token_prefix;
 use tracing::debug;
 
 use super::super::registry::{Registry, ServerTunnel};
-use super::super::reorder::ReorderError;
+use super::super::reorder::{Pieces, ReorderError};
 use super::super::routes::{Body, PUSH_SLICE, Peer, ReqBody, full, text};
 use super::{Session, count_param, flag};
 
@@ -200,31 +200,19 @@ fn gone(t: &ServerTunnel) -> Response<Body> {
     }
 }
 
-/// Reads a whole body of at most `max` bytes.
-async fn read_body(mut body: ReqBody, max: usize) -> Result<Bytes, BodyError> {
-    let mut parts: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
+/// Reads a whole body of at most `max` bytes, in the pieces it arrived in.
+async fn read_body(mut body: ReqBody, max: usize) -> Result<Pieces, BodyError> {
+    let mut parts = Pieces::default();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
         };
-        len += data.len();
-        if len > max {
+        if parts.len() + data.len() > max {
             return Err(BodyError::TooLarge(max));
         }
         parts.push(data);
     }
-    Ok(match parts.len() {
-        // One frame, the usual case: no copy.
-        0 | 1 => parts.pop().unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(len);
-            for p in parts {
-                all.extend_from_slice(&p);
-            }
-            all.freeze()
-        }
-    })
+    Ok(parts)
 }
 
 /// Puts the body in sequence and hands what is now in order to the handler; returns the
@@ -235,7 +223,7 @@ async fn apply(
     session: &Session,
     reg: &Registry,
     seq: u64,
-    body: Bytes,
+    body: Pieces,
     fin: bool,
     taken: tokio::sync::oneshot::Sender<()>,
 ) -> Result<u64, Response<Body>> {
