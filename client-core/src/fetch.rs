@@ -8,6 +8,68 @@ use futures::Stream;
 
 use crate::{FetchError, MaybeSend, MaybeSync};
 
+/// A POST body in the pieces the upload queue holds it in. A transport that can send
+/// pieces (hyper's vectored writes, HTTP/2 and HTTP/3 DATA frames, a `Blob` made of
+/// several arrays) sends them as they are; a bulk upload's bytes are then never copied
+/// between the application's write and the socket.
+///
+/// ```
+/// use bytes::Bytes;
+/// use pht_core::PostBody;
+/// let mut b = PostBody::from(Bytes::from_static(b"hel"));
+/// b.push(Bytes::from_static(b"lo"));
+/// assert_eq!((b.len(), b.parts().len()), (5, 2));
+/// assert_eq!(b.to_bytes(), Bytes::from_static(b"hello"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostBody {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl PostBody {
+    /// Appends a piece (an empty one is dropped).
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.parts.push(b);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    pub fn into_parts(self) -> Vec<Bytes> {
+        self.parts
+    }
+
+    /// The body as one buffer: a copy only when it is in several pieces.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.parts[..] {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            parts => parts.concat().into(),
+        }
+    }
+}
+
+impl From<Bytes> for PostBody {
+    fn from(b: Bytes) -> Self {
+        let mut body = PostBody::default();
+        body.push(b);
+        body
+    }
+}
+
 /// A response whose body arrives as a stream of chunks split anywhere.
 pub struct FetchResponse<B> {
     pub status: u16,
@@ -40,6 +102,6 @@ pub trait Fetch: MaybeSend + MaybeSync + 'static {
         &self,
         url: &str,
         headers: &[(String, String)],
-        body: Bytes,
+        body: PostBody,
     ) -> impl Future<Output = Result<(u16, Bytes), FetchError>> + MaybeSend;
 }

@@ -42,7 +42,7 @@ pub use codec::{
 pub use connector::http_head_end;
 pub use connector::{Connected, Connector, ConnectorError, Credentials, handshake};
 pub use error::{DecodeError, Error, FetchError, UrlError};
-pub use fetch::{Fetch, FetchResponse};
+pub use fetch::{Fetch, FetchResponse, PostBody};
 pub use maybe_send::{BoxFuture, MaybeSend, MaybeSync};
 pub use node::{NodeUrl, PollMode, TokenMode, TunnelConfig, Version};
 pub use token::{mint_token, token_prefix};

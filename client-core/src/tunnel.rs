@@ -21,7 +21,9 @@ use txq::TxQueue;
 use crate::clock::{Clock, timeout};
 use crate::codec::{PullDecoder, PullEvent, encode_push_body};
 use crate::frame::{AuthorizeAnswer, Limits};
-use crate::{BoxFuture, Error, Fetch, FetchResponse, TokenMode, TunnelConfig, Version, mint_token};
+use crate::{
+    BoxFuture, Error, Fetch, FetchResponse, PostBody, TokenMode, TunnelConfig, Version, mint_token,
+};
 
 /// Longest authorize answer read; gost's is 26 bytes.
 const MAX_AUTHORIZE_BODY: usize = 4096;
@@ -381,6 +383,51 @@ impl Tunnel {
             }
         }
     }
+
+    /// Writes `data`'s bytes from its front, taking them without a copy where the
+    /// upload queue keeps them as they are (large writes): the same as writing, for a
+    /// caller that has its bytes as `Bytes` already. Pending only when no byte fits.
+    pub fn poll_write_bytes(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        let n = ready!(self.poll_queue(cx, data.len(), |q, n| q.write_bytes(data.slice(..n))))?;
+        bytes::Buf::advance(data, n);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues up to `len` bytes for upload through `put` (given the queue and how many
+    /// fit); the count taken, or pending while the queue is full.
+    fn poll_queue(
+        &self,
+        cx: &mut Context<'_>,
+        len: usize,
+        put: impl FnOnce(&mut TxQueue, usize),
+    ) -> Poll<io::Result<usize>> {
+        let shared = &self.shared;
+        let mut st = shared.lock();
+        if let Some(e) = &st.tx_err {
+            return Poll::Ready(Err(e.clone().into()));
+        }
+        if st.close_requested {
+            return Poll::Ready(Err(Error::Closed.into()));
+        }
+        match &st.rx_end {
+            // PHT/1: the far end has finished and the server has forgotten the tunnel: like
+            // a TCP peer that closed, take the bytes and drop them, so a reader still gets
+            // the last words the far end sent (a refusal, say) instead of a write error
+            // first. PHT/2 tunnels are half-closed then: the upload goes on.
+            Some(Ok(())) if !st.v2 => return Poll::Ready(Ok(len)),
+            Some(Err(e)) => return Poll::Ready(Err(e.clone().into())),
+            _ => {}
+        }
+        let space = st.tx_cap.saturating_sub(st.tx.len());
+        if space == 0 {
+            st.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = space.min(len);
+        put(&mut st.tx, n);
+        wake(&mut st.pusher);
+        Poll::Ready(Ok(n))
+    }
 }
 
 impl AsyncRead for Tunnel {
@@ -409,32 +456,7 @@ impl AsyncWrite for Tunnel {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let shared = &self.shared;
-        let mut st = shared.lock();
-        if let Some(e) = &st.tx_err {
-            return Poll::Ready(Err(e.clone().into()));
-        }
-        if st.close_requested {
-            return Poll::Ready(Err(Error::Closed.into()));
-        }
-        match &st.rx_end {
-            // PHT/1: the far end has finished and the server has forgotten the tunnel: like
-            // a TCP peer that closed, take the bytes and drop them, so a reader still gets
-            // the last words the far end sent (a refusal, say) instead of a write error
-            // first. PHT/2 tunnels are half-closed then: the upload goes on.
-            Some(Ok(())) if !st.v2 => return Poll::Ready(Ok(buf.len())),
-            Some(Err(e)) => return Poll::Ready(Err(e.clone().into())),
-            _ => {}
-        }
-        let space = st.tx_cap.saturating_sub(st.tx.len());
-        if space == 0 {
-            st.writer = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = space.min(buf.len());
-        st.tx.write(&buf[..n]);
-        wake(&mut st.pusher);
-        Poll::Ready(Ok(n))
+        self.poll_queue(cx, buf.len(), |q, n| q.write(&buf[..n]))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -653,7 +675,7 @@ struct Ctx<'a, F, C> {
 
 impl<F: Fetch, C: Clock> Ctx<'_, F, C> {
     /// A POST to the push path with its deadline.
-    async fn post(&self, url: &str, body: Bytes) -> Result<(u16, Bytes), Error> {
+    async fn post(&self, url: &str, body: PostBody) -> Result<(u16, Bytes), Error> {
         let limit = self.cfg.request_timeout;
         timeout(
             self.clock,
@@ -685,7 +707,7 @@ async fn send_reset<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) {
     }
     url.push('&');
     url.push_str(RESET_PARAM);
-    let _ = ctx.post(&url, Bytes::new()).await;
+    let _ = ctx.post(&url, PostBody::default()).await;
 }
 
 /// How the push side ended.
@@ -731,7 +753,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
             Err(e) => return PushEnd::Failed(e),
             Ok(PushJob::Close) => {
                 // The server may have forgotten the token already; any answer will do.
-                let _ = ctx.post(&url, Bytes::new()).await;
+                let _ = ctx.post(&url, PostBody::default()).await;
                 let mut st = shared.lock();
                 st.close_done = true;
                 wake(&mut st.writer);
@@ -740,7 +762,7 @@ async fn push_loop<F: Fetch, C: Clock>(ctx: &Ctx<'_, F, C>) -> PushEnd {
             Ok(PushJob::Data(data)) => data,
         };
         let body = Bytes::from(encode_push_body(&data));
-        let res = ctx.post(&url, body).await;
+        let res = ctx.post(&url, body.into()).await;
         let mut st = shared.lock();
         st.tx_inflight = false;
         let err = match res {

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::Stream;
 use futures::future::BoxFuture;
 use http::{Method, Request};
-use pht_core::{FetchError, FetchResponse};
+use pht_core::{FetchError, FetchResponse, PostBody};
 use tokio::sync::Mutex;
 use tracing::debug;
 
@@ -160,20 +160,22 @@ impl H3Client {
         &self,
         url: &str,
         headers: &[(String, String)],
-        body: Bytes,
+        body: PostBody,
         max_answer: usize,
     ) -> Result<(u16, Bytes), FetchError> {
         let mut s = self.open(Method::POST, url, headers, body.len()).await?;
         // As in `get`: a server that refuses a push unread (413, 410) stops the body, and
         // its answer is what the tunnel needs to see.
-        let sent = if body.is_empty() {
-            s.finish().await
-        } else {
-            match s.send_data(body).await {
-                Ok(()) => s.finish().await,
-                Err(e) => Err(e),
+        let mut sent = Ok(());
+        for part in body.into_parts() {
+            sent = s.send_data(part).await;
+            if sent.is_err() {
+                break;
             }
-        };
+        }
+        if sent.is_ok() {
+            sent = s.finish().await;
+        }
         let resp = s
             .recv_response()
             .await

@@ -13,13 +13,13 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use http::HeaderValue;
 use http::{Method, Request, Uri};
-use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyDataStream, BodyExt, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use pht_core::{Fetch, FetchError, FetchResponse, NodeUrl};
+use pht_core::{Fetch, FetchError, FetchResponse, NodeUrl, PostBody};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -289,7 +289,48 @@ pub struct HyperFetch {
     inner: Arc<Inner>,
 }
 
-type HttpClient = Client<NodeConnector, Full<Bytes>>;
+type HttpClient = Client<NodeConnector, Pieces>;
+
+/// A request body sent as the pieces it is made of, its length known up front (hyper
+/// then sends a `Content-Length`, as gost's server expects): over HTTP/1.1 the pieces
+/// go out in one vectored write, with no copy to join them.
+pub(crate) struct Pieces {
+    parts: std::vec::IntoIter<Bytes>,
+    left: u64,
+}
+
+impl From<PostBody> for Pieces {
+    fn from(b: PostBody) -> Self {
+        Pieces {
+            left: b.len() as u64,
+            parts: b.into_parts().into_iter(),
+        }
+    }
+}
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.next();
+        if let Some(b) = &next {
+            self.left -= b.len() as u64;
+        }
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
 
 struct Inner {
     /// HTTP/1.1 (or h2c prior knowledge when asked for).
@@ -456,8 +497,8 @@ impl HyperFetch {
         method: Method,
         url: &str,
         headers: &[(String, String)],
-        body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, FetchError> {
+        body: PostBody,
+    ) -> Result<Request<Pieces>, FetchError> {
         let uri: Uri = url.parse().map_err(FetchError::new)?;
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
@@ -466,7 +507,7 @@ impl HyperFetch {
         if let Some(auth) = &self.inner.proxy_auth {
             req = req.header(http::header::PROXY_AUTHORIZATION, auth.clone());
         }
-        req.body(Full::new(body)).map_err(FetchError::new)
+        req.body(body.into()).map_err(FetchError::new)
     }
 }
 
@@ -486,7 +527,7 @@ impl Fetch for HyperFetch {
                 body: HyperBody(BodyInner::H3(r.body)),
             });
         }
-        let req = self.request(Method::GET, url, headers, Bytes::new())?;
+        let req = self.request(Method::GET, url, headers, PostBody::default())?;
         let resp = self
             .client()
             .await
@@ -504,7 +545,7 @@ impl Fetch for HyperFetch {
         &self,
         url: &str,
         headers: &[(String, String)],
-        body: Bytes,
+        body: PostBody,
     ) -> Result<(u16, Bytes), FetchError> {
         if let Some(h3) = &self.inner.h3 {
             return h3.post(url, headers, body, MAX_SMALL_BODY).await;

@@ -52,7 +52,7 @@ impl Fetch for Switch {
         &self,
         url: &str,
         headers: &[(String, String)],
-        body: bytes::Bytes,
+        body: pht_core::PostBody,
     ) -> Result<(u16, bytes::Bytes), FetchError> {
         self.pick().post(url, headers, body).await
     }

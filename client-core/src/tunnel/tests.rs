@@ -159,8 +159,9 @@ impl Fetch for Script {
         &self,
         url: &str,
         _: &[(String, String)],
-        body: Bytes,
+        body: crate::PostBody,
     ) -> impl Future<Output = Result<(u16, Bytes), FetchError>> + Send {
+        let body = body.to_bytes();
         let answer = {
             let mut st = self.0.lock().unwrap();
             let payload = if body.is_empty() {

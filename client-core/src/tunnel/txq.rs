@@ -1,21 +1,27 @@
 //! The upload queue: bytes the application wrote that the server has not acknowledged
 //! (PHT/2) or that were not sent yet (PHT/1).
 //!
-//! Writes are copied once, into blocks sized for how much is queued: small while a
-//! tunnel carries a conversation, large in a bulk transfer. A push body is a view of a block, never a copy, as long as it does not cross a
-//! block's end: [`TxQueue::contiguous`] tells the pusher where that is. Nothing already
-//! queued is moved again: when a block is full the next one is a fresh allocation, so a
-//! queue whose front is still lent out to a push in flight is never copied to make room.
+//! A large write handed over as `Bytes` (a read buffer the native client's pump gives up)
+//! is kept as it is. Small writes are copied into blocks sized for how much is queued:
+//! small while a tunnel carries a conversation, large in a bulk transfer, so that a few
+//! bytes never pin a large buffer. A push body is a list of views of the queue
+//! ([`PostBody`]), never a copy; nothing already queued is moved again: when a block is
+//! full the next one is a fresh allocation, so a queue whose front is still lent out to a
+//! push in flight is never copied to make room.
 
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::PostBody;
+
 /// The smallest block: what a tunnel with a few bytes in flight keeps.
 const MIN_BLOCK: usize = 4 * 1024;
-/// The largest block: a few of the largest push bodies fit, so few pushes are cut short
-/// at a block's end.
+/// The largest block.
 const MAX_BLOCK: usize = 2 * 1024 * 1024;
+/// A write handed over whole at least this long is kept, not copied: below it, the bytes
+/// could pin a buffer much larger than themselves until the server acknowledges them.
+pub(crate) const KEEP_FROM: usize = 16 * 1024;
 
 /// Queued upload bytes, front first.
 #[derive(Debug, Default)]
@@ -46,9 +52,7 @@ impl TxQueue {
         while !data.is_empty() {
             let room = self.tail.capacity() - self.tail.len();
             if room == 0 {
-                if !self.tail.is_empty() {
-                    self.parts.push_back(self.tail.split().freeze());
-                }
+                self.seal();
                 // As large as everything queued (this write included), rounded up: a bulk
                 // upload soon writes into the largest blocks, a conversation keeps small ones.
                 let block = self.len.next_power_of_two().clamp(MIN_BLOCK, MAX_BLOCK);
@@ -61,21 +65,26 @@ impl TxQueue {
         }
     }
 
-    /// How many bytes from `at` (counted from the front) lie in one block: a body of at
-    /// most that many is sent without a copy.
-    pub fn contiguous(&self, at: usize) -> usize {
-        let mut start = 0;
-        for p in &self.parts {
-            if at < start + p.len() {
-                return start + p.len() - at;
-            }
-            start += p.len();
+    /// Appends `data`, kept as it is when it is long enough (see [`KEEP_FROM`]).
+    pub fn write_bytes(&mut self, data: Bytes) {
+        if data.len() < KEEP_FROM {
+            return self.write(&data);
         }
-        (start + self.tail.len()).saturating_sub(at)
+        self.seal();
+        self.len += data.len();
+        self.parts.push_back(data);
     }
 
-    /// Bytes `from..to` (counted from the front), as a view when they lie in one block.
-    pub fn slice(&mut self, from: usize, to: usize) -> Bytes {
+    /// Ends the tail's part here, so that what comes next goes after it; the tail keeps
+    /// its spare room for later small writes.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.parts.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// Bytes `from..to` (counted from the front), as views of the queue.
+    pub fn slice(&mut self, from: usize, to: usize) -> PostBody {
         let to = to.min(self.len);
         let from = from.min(to);
         let parted: usize = self.parts.iter().map(Bytes::len).sum();
@@ -84,24 +93,19 @@ impl TxQueue {
             let n = to - parted;
             self.parts.push_back(self.tail.split_to(n).freeze());
         }
+        let mut out = PostBody::default();
         let mut start = 0;
-        let mut out: Option<BytesMut> = None;
         for p in &self.parts {
             let end = start + p.len();
             if end > from && start < to {
-                let (a, b) = (from.max(start) - start, to.min(end) - start);
-                if out.is_none() && from >= start && to <= end {
-                    return p.slice(a..b);
-                }
-                out.get_or_insert_with(|| BytesMut::with_capacity(to - from))
-                    .extend_from_slice(&p[a..b]);
+                out.push(p.slice(from.max(start) - start..to.min(end) - start));
             }
             if end >= to {
                 break;
             }
             start = end;
         }
-        out.map(BytesMut::freeze).unwrap_or_default()
+        out
     }
 
     /// Drops the first `n` bytes (acknowledged, or taken for a PHT/1 push).
@@ -126,9 +130,10 @@ impl TxQueue {
         }
     }
 
-    /// Takes the first `n` bytes out.
+    /// Takes the first `n` bytes out, as one buffer (a PHT/1 push encodes them as one
+    /// line).
     pub fn take_front(&mut self, n: usize) -> Bytes {
-        let b = self.slice(0, n);
+        let b = self.slice(0, n).to_bytes();
         self.advance(b.len());
         b
     }
@@ -169,18 +174,36 @@ mod tests {
             (0, want.len()),
             (100, 100),
         ] {
-            assert_eq!(&q.slice(from, to)[..], &want[from..to], "{from}..{to}");
+            assert_eq!(
+                &q.slice(from, to).to_bytes()[..],
+                &want[from..to],
+                "{from}..{to}"
+            );
         }
-        // A body cut at what `contiguous` allows is a view of one block.
-        let mut at = 0;
-        while at < want.len() {
-            let n = q.contiguous(at).min(786_429);
-            assert!(n > 0);
-            let b = q.slice(at, at + n);
-            assert_eq!(&b[..], &want[at..at + n]);
-            at += n;
-        }
-        assert_eq!(q.contiguous(want.len()), 0);
+    }
+
+    #[test]
+    fn large_writes_handed_over_are_kept_and_lent_out_without_a_copy() {
+        let mut q = TxQueue::default();
+        q.write(b"head");
+        let big = Bytes::from(pattern(300_000, 1));
+        q.write_bytes(big.clone());
+        q.write_bytes(Bytes::from_static(b"small"));
+        assert_eq!(q.len(), 4 + 300_000 + 5);
+        let body = q.slice(2, q.len());
+        assert_eq!(body.len(), 2 + 300_000 + 5);
+        assert_eq!(
+            body.parts().len(),
+            3,
+            "the head's block, the kept write, a block"
+        );
+        assert_eq!(body.parts()[1].as_ptr(), big.as_ptr(), "not copied");
+        let mut want = b"ad".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"small");
+        assert_eq!(&body.to_bytes()[..], &want[..]);
+        q.advance(100_004);
+        assert_eq!(&q.take_front(q.len())[..], &want[100_002..]);
     }
 
     #[test]
@@ -200,14 +223,14 @@ mod tests {
         assert_eq!(&q.take_front(q.len())[..], &want[..]);
         assert!(q.is_empty());
         q.write(b"after");
-        assert_eq!(&q.slice(0, 5)[..], b"after");
+        assert_eq!(&q.slice(0, 5).to_bytes()[..], b"after");
     }
 
     #[test]
     fn views_lent_out_stay_intact_while_more_is_written() {
         let mut q = TxQueue::default();
         q.write(&pattern(1000, 3));
-        let lent = q.slice(0, 1000);
+        let lent = q.slice(0, 1000).to_bytes();
         q.advance(1000);
         for i in 0..100 {
             q.write(&pattern(10_000, i));

@@ -55,21 +55,12 @@ impl crate::Chunked for pht_core::Tunnel {
         self.poll_read_bytes(cx, max)
     }
 
-    /// The upload queue copies what it is given into blocks of its own, so that a push
-    /// body is one piece of memory: taking the buffer would cut pushes at its end.
     fn poll_write_chunk(
         &mut self,
         cx: &mut std::task::Context<'_>,
         data: &mut bytes::Bytes,
     ) -> std::task::Poll<std::io::Result<()>> {
-        use bytes::Buf;
-        let n = std::task::ready!(futures::io::AsyncWrite::poll_write(
-            std::pin::Pin::new(self),
-            cx,
-            data
-        ))?;
-        data.advance(n);
-        std::task::Poll::Ready(Ok(()))
+        self.poll_write_bytes(cx, data)
     }
 }
 
