@@ -6,47 +6,20 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes};
+use pht_core::PostBody;
 
-/// A push body in the pieces the HTTP layer read it in, never joined: a body larger than
-/// one read of the connection arrives in several, and joining them would copy every
-/// upload byte once more.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Pieces {
-    parts: Vec<Bytes>,
-    len: usize,
-}
-
-impl Pieces {
-    pub fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.parts.push(b);
+/// Appends everything of `body` after its first `skip` bytes to `out`, as the pieces
+/// that hold it: a push body arrives in the pieces hyper read it in, and joining them
+/// would copy every upload byte once more.
+fn after(body: PostBody, mut skip: usize, out: &mut Vec<Bytes>) {
+    for mut b in body.into_parts() {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Everything after the first `skip` bytes, as the pieces that hold it.
-    fn after(self, mut skip: usize, out: &mut Vec<Bytes>) {
-        for mut b in self.parts {
-            if skip >= b.len() {
-                skip -= b.len();
-                continue;
-            }
-            b.advance(skip);
-            skip = 0;
-            out.push(b);
-        }
-    }
-}
-
-impl From<Bytes> for Pieces {
-    fn from(b: Bytes) -> Self {
-        let mut p = Pieces::default();
-        p.push(b);
-        p
+        b.advance(skip);
+        skip = 0;
+        out.push(b);
     }
 }
 
@@ -73,7 +46,7 @@ pub(super) enum ReorderError {
 pub(super) struct ReorderBuffer {
     next: u64,
     /// Bodies starting beyond `next`, by start offset (they may overlap).
-    held: BTreeMap<u64, Pieces>,
+    held: BTreeMap<u64, PostBody>,
     held_bytes: usize,
     cap: usize,
     fin: Option<u64>,
@@ -106,7 +79,7 @@ impl ReorderBuffer {
     pub fn insert(
         &mut self,
         seq: u64,
-        data: Pieces,
+        data: PostBody,
         fin: bool,
     ) -> Result<Vec<Bytes>, ReorderError> {
         let len = data.len();
@@ -134,7 +107,7 @@ impl ReorderBuffer {
         if end <= self.next {
             // Sent again: its bytes were taken already.
         } else if seq > self.next {
-            let had = self.held.get(&seq).map_or(0, Pieces::len);
+            let had = self.held.get(&seq).map_or(0, PostBody::len);
             if had < len {
                 let more = len - had;
                 if self.held_bytes + more > self.cap {
@@ -148,7 +121,7 @@ impl ReorderBuffer {
                 self.held_bytes += more;
             }
         } else {
-            data.after((self.next - seq) as usize, &mut out);
+            after(data, (self.next - seq) as usize, &mut out);
             self.next = end;
             self.drain(&mut out);
         }
@@ -169,7 +142,7 @@ impl ReorderBuffer {
             let body_end = at + body.len() as u64;
             if body_end > self.next {
                 let skip = (self.next - at) as usize;
-                body.after(skip, out);
+                after(body, skip, out);
                 self.next = body_end;
             }
         }
@@ -194,7 +167,7 @@ impl ReorderBuffer {
 mod tests {
     use super::*;
 
-    fn b(s: &str) -> Pieces {
+    fn b(s: &str) -> PostBody {
         Bytes::copy_from_slice(s.as_bytes()).into()
     }
 
@@ -216,7 +189,7 @@ mod tests {
         assert_eq!(joined(r.insert(3, b("lo world"), false).unwrap()), "world");
         assert_eq!(r.next(), 11);
         assert_eq!(
-            joined(r.insert(11, Pieces::default(), false).unwrap()),
+            joined(r.insert(11, PostBody::default(), false).unwrap()),
             "",
             "a pure ack"
         );
@@ -225,7 +198,7 @@ mod tests {
     #[test]
     fn bodies_in_pieces_pass_without_a_copy() {
         let whole = Bytes::from_static(b"0123456789");
-        let mut body = Pieces::default();
+        let mut body = PostBody::default();
         for r in [0..4, 4..4, 4..7, 7..10] {
             body.push(whole.slice(r));
         }
@@ -239,7 +212,7 @@ mod tests {
         assert_eq!(out[1].as_ptr(), whole[7..].as_ptr(), "not copied");
         // Held in pieces, then drained behind the body that fills the gap.
         let mut r = ReorderBuffer::new(100);
-        let mut late = Pieces::default();
+        let mut late = PostBody::default();
         late.push(Bytes::from_static(b"ab"));
         late.push(Bytes::from_static(b"cd"));
         r.insert(10, late, false).unwrap();
@@ -323,7 +296,7 @@ mod tests {
         assert!(r.ended());
         // fin sent again (its answer was lost) is harmless; an empty fin at the end too.
         assert_eq!(joined(r.insert(3, b("def"), true).unwrap()), "");
-        assert_eq!(joined(r.insert(6, Pieces::default(), true).unwrap()), "");
+        assert_eq!(joined(r.insert(6, PostBody::default(), true).unwrap()), "");
         assert!(r.ended());
     }
 

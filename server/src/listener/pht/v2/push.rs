@@ -8,12 +8,13 @@ use std::task::Poll;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
+use pht_core::PostBody;
 use pht_core::frame::{ResetCode, param};
 use pht_core::token_prefix;
 use tracing::debug;
 
 use super::super::registry::{Registry, ServerTunnel};
-use super::super::reorder::{Pieces, ReorderError};
+use super::super::reorder::ReorderError;
 use super::super::routes::{Body, PUSH_SLICE, Peer, ReqBody, full, text};
 use super::{Session, count_param, flag};
 
@@ -201,8 +202,8 @@ fn gone(t: &ServerTunnel) -> Response<Body> {
 }
 
 /// Reads a whole body of at most `max` bytes, in the pieces it arrived in.
-async fn read_body(mut body: ReqBody, max: usize) -> Result<Pieces, BodyError> {
-    let mut parts = Pieces::default();
+async fn read_body(mut body: ReqBody, max: usize) -> Result<PostBody, BodyError> {
+    let mut parts = PostBody::default();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
@@ -223,7 +224,7 @@ async fn apply(
     session: &Session,
     reg: &Registry,
     seq: u64,
-    body: Pieces,
+    body: PostBody,
     fin: bool,
     taken: tokio::sync::oneshot::Sender<()>,
 ) -> Result<u64, Response<Body>> {
