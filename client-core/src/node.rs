@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::url::{parse_bool, parse_duration};
+use crate::url::{parse_bool, parse_duration, parse_size};
 use crate::{GostUrl, UrlError, defaults};
 
 /// Characters escaped in a query value: all but RFC 3986's unreserved ones, so gost's and
@@ -133,7 +133,8 @@ pub const PHT_DIALERS: &[&str] = &["pht", "phts", "h3", "http3"];
 /// `[connector+](pht|phts|h3|http3)://[user:pass@]host:port?authorizePath=&pushPath=&pullPath=&host=`
 ///
 /// gost's defaults apply: `pht://` alone means the `http` connector. Extra query keys of
-/// this project: `token=authorize|mint`, `maxPushSize=<bytes>`, `minPushSize=<bytes>`,
+/// this project: `token=authorize|mint`, `maxPushSize=<size>`, `minPushSize=<size>` (bytes,
+/// or with a unit: `512KiB`, `4MiB`),
 /// `requestTimeout=<duration>`, `heartbeatTimeout=<duration>`, PHT/2's `v=auto|1|2`,
 /// `resumeTimeout=<duration>`, `pullMaxAge=<duration>`, `pushWindow=<n>`,
 /// `poll=auto|<bool>` (and the transport's `proxy=`, read by the native client).
@@ -270,9 +271,13 @@ impl NodeUrl {
         }
         let bytes = |key: &str| match self.url.param(key) {
             None => Ok(None),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(bad(key, v, "expected a positive byte count")),
+            Some(v) => match parse_size(v) {
+                Some(n) if n > 0 => Ok(Some(n)),
+                _ => Err(bad(
+                    key,
+                    v,
+                    "expected a positive size in bytes (e.g. 786429, 512KiB, 4MiB)",
+                )),
             },
         };
         if let Some(n) = bytes("maxPushSize")? {
@@ -300,8 +305,17 @@ impl NodeUrl {
         if let Some(d) = duration("pullMaxAge")? {
             c.pull_max_age = d;
         }
-        if let Some(n) = bytes("pushWindow")? {
-            c.push_window = n.min(64);
+        if let Some(v) = self.url.param("pushWindow") {
+            c.push_window = match v.parse::<usize>() {
+                Ok(n) if n > 0 => n.min(64),
+                _ => {
+                    return Err(bad(
+                        "pushWindow",
+                        v,
+                        "expected a positive number of requests",
+                    ));
+                }
+            };
         }
         if let Some(v) = self.url.param("v") {
             c.version = match v {
@@ -405,6 +419,30 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "\"pht://srv:1\": parameter token=\"maybe\": expected authorize or mint"
+        );
+        assert_eq!(
+            NodeUrl::parse("pht://srv:1?maxPushSize=lots")
+                .unwrap_err()
+                .to_string(),
+            "\"pht://srv:1\": parameter maxPushSize=\"lots\": expected a positive size in bytes (e.g. 786429, 512KiB, 4MiB)"
+        );
+        assert_eq!(
+            NodeUrl::parse("pht://srv:1?pushWindow=8k")
+                .unwrap_err()
+                .to_string(),
+            "\"pht://srv:1\": parameter pushWindow=\"8k\": expected a positive number of requests"
+        );
+    }
+
+    #[test]
+    fn sizes_take_the_units_the_server_takes() {
+        let c = NodeUrl::parse("pht://srv:1?maxPushSize=4MiB&minPushSize=64kb&pushWindow=4")
+            .unwrap()
+            .try_tunnel_config()
+            .unwrap();
+        assert_eq!(
+            (c.max_push_payload, c.min_push_payload, c.push_window),
+            (4 << 20, 64 << 10, 4)
         );
     }
 }

@@ -121,6 +121,34 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// Parses a size in bytes: a number, optionally with a unit (`k`/`KB`/`KiB`, `M`/`MB`/`MiB`,
+/// `G`/`GB`/`GiB`, all powers of 1024, any case). Overflowing values are `None`. The
+/// server's metadata sizes and the client's node URL keys (`maxPushSize`) read the same.
+///
+/// ```
+/// use pht_core::parse_size;
+/// assert_eq!(parse_size("4MiB"), Some(4 << 20));
+/// assert_eq!(parse_size("512kb"), Some(512 << 10));
+/// assert_eq!(parse_size("786429"), Some(786429));
+/// assert_eq!(parse_size("4 MB"), Some(4 << 20));
+/// assert_eq!(parse_size("lots"), None);
+/// assert_eq!(parse_size("99999999999G"), None);
+/// ```
+pub fn parse_size(v: &str) -> Option<usize> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// Parses Go's duration syntax (`10s`, `1m30s`, `250ms`), or a bare number meaning seconds
 /// (gost's metadata rule). Values past `Duration::MAX` and negative ones are `None`.
 ///

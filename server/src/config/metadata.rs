@@ -113,22 +113,7 @@ impl Metadata {
     }
 }
 
-fn parse_size(v: &str) -> Option<usize> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: usize = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-pub use pht_core::parse_duration;
+pub use pht_core::{parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {
