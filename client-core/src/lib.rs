@@ -47,7 +47,7 @@ pub use maybe_send::{BoxFuture, MaybeSend, MaybeSync};
 pub use node::{NodeUrl, PollMode, TokenMode, TunnelConfig, Version};
 pub use token::{mint_token, token_prefix};
 pub use tunnel::{Progress, RESET_PARAM, Tunnel, TunnelDriver, open};
-pub use url::{GostUrl, parse_bool, parse_duration, parse_size};
+pub use url::{GostUrl, MAX_DURATION, MAX_SIZE, parse_bool, parse_duration, parse_size};
 
 /// Defaults shared by every PHT peer in this project.
 pub mod defaults {

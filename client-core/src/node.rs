@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::url::{parse_bool, parse_duration, parse_size};
+use crate::url::{MAX_DURATION, MAX_SIZE, parse_bool, parse_duration, parse_size};
 use crate::{GostUrl, UrlError, defaults};
 
 /// Characters escaped in a query value: all but RFC 3986's unreserved ones, so gost's and
@@ -272,11 +272,11 @@ impl NodeUrl {
         let bytes = |key: &str| match self.url.param(key) {
             None => Ok(None),
             Some(v) => match parse_size(v) {
-                Some(n) if n > 0 => Ok(Some(n)),
+                Some(n) if n > 0 && n <= MAX_SIZE => Ok(Some(n)),
                 _ => Err(bad(
                     key,
                     v,
-                    "expected a positive size in bytes (e.g. 786429, 512KiB, 4MiB)",
+                    "expected a positive size in bytes up to 1GiB (e.g. 786429, 512KiB, 4MiB)",
                 )),
             },
         };
@@ -289,8 +289,12 @@ impl NodeUrl {
         let duration = |key: &str| match self.url.param(key) {
             None => Ok(None),
             Some(v) => match parse_duration(v) {
-                Some(d) if !d.is_zero() => Ok(Some(d)),
-                _ => Err(bad(key, v, "expected a positive duration (e.g. 30s, 1m)")),
+                Some(d) if !d.is_zero() && d <= MAX_DURATION => Ok(Some(d)),
+                _ => Err(bad(
+                    key,
+                    v,
+                    "expected a positive duration up to 8760h (e.g. 30s, 1m)",
+                )),
             },
         };
         if let Some(d) = duration("requestTimeout")? {
@@ -424,7 +428,7 @@ mod tests {
             NodeUrl::parse("pht://srv:1?maxPushSize=lots")
                 .unwrap_err()
                 .to_string(),
-            "\"pht://srv:1\": parameter maxPushSize=\"lots\": expected a positive size in bytes (e.g. 786429, 512KiB, 4MiB)"
+            "\"pht://srv:1\": parameter maxPushSize=\"lots\": expected a positive size in bytes up to 1GiB (e.g. 786429, 512KiB, 4MiB)"
         );
         assert_eq!(
             NodeUrl::parse("pht://srv:1?pushWindow=8k")
@@ -432,6 +436,26 @@ mod tests {
                 .to_string(),
             "\"pht://srv:1\": parameter pushWindow=\"8k\": expected a positive number of requests"
         );
+    }
+
+    #[test]
+    fn sizes_and_durations_have_the_servers_bounds() {
+        for (q, key) in [
+            ("maxPushSize=2GiB", "maxPushSize"),
+            ("requestTimeout=9000h", "requestTimeout"),
+        ] {
+            let e = NodeUrl::parse(&format!("pht://srv:1?{q}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("parameter {key}=")) && e.contains("up to"),
+                "{e}"
+            );
+        }
+        let c = NodeUrl::parse("pht://srv:1?maxPushSize=1GiB&pullMaxAge=8760h")
+            .unwrap()
+            .tunnel_config();
+        assert_eq!(c.max_push_payload, 1 << 30);
     }
 
     #[test]

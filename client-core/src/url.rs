@@ -121,6 +121,12 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// The longest duration any option takes (365 days): longer values are refused where
+/// they are read, so no timer or deadline can overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+/// The largest size or count any option takes (1 GiB).
+pub const MAX_SIZE: usize = 1 << 30;
+
 /// Parses a size in bytes: a number, optionally with a unit (`k`/`KB`/`KiB`, `M`/`MB`/`MiB`,
 /// `G`/`GB`/`GiB`, all powers of 1024, any case). Overflowing values are `None`. The
 /// server's metadata sizes and the client's node URL keys (`maxPushSize`) read the same.

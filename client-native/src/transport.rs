@@ -63,6 +63,13 @@ pub enum TransportError {
         proxy: String,
         source_name: &'static str,
     },
+    #[error(
+        "proxy {proxy}: not a valid proxy URL (from {source_name}; expected http://[user:pass@]host:port)"
+    )]
+    InvalidProxy {
+        proxy: String,
+        source_name: &'static str,
+    },
 }
 
 /// A byte stream a connection to the node can run on.
@@ -96,17 +103,52 @@ impl Proxy {
     /// The proxy for `node`: its `proxy=` parameter (`none` turns proxies off), else the
     /// environment as curl reads it (`http_proxy`/`HTTP_PROXY` for `pht`,
     /// `https_proxy`/`HTTPS_PROXY` for `phts`, `ALL_PROXY`, and `NO_PROXY`).
+    ///
+    /// A proxy of any other scheme than `http://`, or one that is not a URL, is an error
+    /// naming where it was set, unless `NO_PROXY` exempts the node: going direct instead
+    /// would bypass a proxy the user asked for.
     pub fn for_node(node: &NodeUrl) -> Result<Option<Proxy>, TransportError> {
-        let (matcher, source_name) = match node.url.param("proxy") {
+        Self::for_node_in(node, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Proxy::for_node`] with the environment read through `env`.
+    fn for_node_in(
+        node: &NodeUrl,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Proxy>, TransportError> {
+        // The first of the names that is set, if it is not empty (an empty upper-case
+        // name leaves the choice to the next one, as in hyper-util's matcher).
+        let first = |names: [&'static str; 2]| {
+            names
+                .into_iter()
+                .find_map(|n| env(n).map(|v| (n, v)))
+                .filter(|(_, v)| !v.trim().is_empty())
+        };
+        let (raw, source_name, no_proxy) = match node.url.param("proxy") {
             Some("" | "none" | "off" | "direct") => return Ok(None),
-            Some(p) => (Matcher::builder().all(p.to_string()).build(), "proxy="),
-            // curl's `*` exempts every host, addresses included; the matcher applies it to
-            // host names only.
-            None if no_proxy_everywhere() => return Ok(None),
-            None => (
-                Matcher::from_env(),
-                "HTTP_PROXY/HTTPS_PROXY/ALL_PROXY in the environment",
-            ),
+            Some(p) => (p.to_string(), "proxy=", String::new()),
+            // A CGI program's HTTP_PROXY may come from a request header (httpoxy): like
+            // hyper-util, ignore the environment's proxies there altogether.
+            None if env("REQUEST_METHOD").is_some() => return Ok(None),
+            None => {
+                let no = first(["NO_PROXY", "no_proxy"])
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                // curl's `*` exempts every host, addresses included; the matcher applies
+                // it to host names only.
+                if no.split(',').any(|e| e.trim() == "*") {
+                    return Ok(None);
+                }
+                let own = if node.is_tls() {
+                    first(["HTTPS_PROXY", "https_proxy"])
+                } else {
+                    first(["HTTP_PROXY", "http_proxy"])
+                };
+                match own.or_else(|| first(["ALL_PROXY", "all_proxy"])) {
+                    Some((name, raw)) => (raw, name, no),
+                    None => return Ok(None),
+                }
+            }
         };
         let scheme = if node.is_tls() { "https" } else { "http" };
         let host = node
@@ -122,22 +164,35 @@ impl Proxy {
                     value: node.addr.clone(),
                     reason: "the node address is not a valid host",
                 })?;
-        let Some(hit) = matcher.intercept(&dst) else {
+        let exempt = Matcher::builder()
+            .all("http://127.0.0.1:1")
+            .no(no_proxy.clone())
+            .build()
+            .intercept(&dst)
+            .is_none();
+        if exempt {
             return Ok(None);
-        };
-        let uri = hit.uri();
-        let bad = || TransportError::UnsupportedProxy {
-            proxy: format!(
-                "{}://{}",
-                uri.scheme_str().unwrap_or(""),
-                uri.authority().map(|a| a.as_str()).unwrap_or("")
-            ),
+        }
+        let raw = raw.trim();
+        let proxy_scheme = raw.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if proxy_scheme.as_deref().is_some_and(|s| s != "http") {
+            return Err(TransportError::UnsupportedProxy {
+                proxy: without_credentials(raw),
+                source_name,
+            });
+        }
+        let invalid = || TransportError::InvalidProxy {
+            proxy: without_credentials(raw),
             source_name,
         };
-        if uri.scheme_str() != Some("http") {
-            return Err(bad());
-        }
-        let host = uri.host().ok_or_else(bad)?;
+        let hit = Matcher::builder()
+            .all(raw.to_string())
+            .no(no_proxy)
+            .build()
+            .intercept(&dst)
+            .ok_or_else(invalid)?;
+        let uri = hit.uri();
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(invalid)?;
         let port = uri.port_u16().unwrap_or(80);
         let auth = hit.basic_auth().cloned().or_else(|| {
             hit.raw_auth()
@@ -150,12 +205,12 @@ impl Proxy {
     }
 }
 
-/// `NO_PROXY=*` (or a `*` entry in it).
-fn no_proxy_everywhere() -> bool {
-    ["NO_PROXY", "no_proxy"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok())
-        .any(|v| v.split(',').any(|e| e.trim() == "*"))
+/// A proxy URL as it may be shown: `scheme://host:port`, without `user:pass@` or a path.
+fn without_credentials(raw: &str) -> String {
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("http", raw));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
 }
 
 /// `user:pass` in base64, as Basic authentication sends it.
@@ -851,6 +906,83 @@ mod tests {
             "proxy socks5://127.0.0.1:1080: only http:// forward proxies are supported \
              (from proxy=; set proxy=none on the node to go direct)"
         );
+    }
+
+    fn proxy_in_env(url: &str, vars: &[(&str, &str)]) -> Result<Option<Proxy>, TransportError> {
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        Proxy::for_node_in(&NodeUrl::parse(url).unwrap(), &env)
+    }
+
+    #[test]
+    fn a_proxy_that_cannot_be_used_is_an_error_naming_where_it_was_set() {
+        // An unknown scheme used to be skipped silently: the tunnel went direct.
+        for (vars, node, want) in [
+            (
+                &[("HTTP_PROXY", "ftp://u:pw@proxy.test:21")][..],
+                "pht://srv.test:1",
+                "proxy ftp://proxy.test:21: only http:// forward proxies are supported \
+                 (from HTTP_PROXY; set proxy=none on the node to go direct)",
+            ),
+            (
+                &[("https_proxy", "socks5h://127.0.0.1:1080")],
+                "phts://srv.test:1",
+                "proxy socks5h://127.0.0.1:1080: only http:// forward proxies are supported \
+                 (from https_proxy; set proxy=none on the node to go direct)",
+            ),
+            (
+                &[("ALL_PROXY", "gopher://proxy.test")],
+                "pht://srv.test:1",
+                "proxy gopher://proxy.test: only http:// forward proxies are supported \
+                 (from ALL_PROXY; set proxy=none on the node to go direct)",
+            ),
+            (
+                &[("http_proxy", "http://[oops")],
+                "pht://srv.test:1",
+                "proxy http://[oops: not a valid proxy URL (from http_proxy; expected \
+                 http://[user:pass@]host:port)",
+            ),
+        ] {
+            let e = proxy_in_env(node, vars).unwrap_err();
+            assert_eq!(e.to_string(), want, "{vars:?}");
+        }
+        let e = proxy_of("pht://srv:1?proxy=ftp://proxy.test:21").unwrap_err();
+        assert!(e.to_string().contains("(from proxy=;"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_is_read_as_curl_reads_it() {
+        let http = [
+            ("HTTP_PROXY", "http://a.test:1"),
+            ("HTTPS_PROXY", "http://b.test:2"),
+        ];
+        let addr =
+            |url: &str, vars: &[(&str, &str)]| proxy_in_env(url, vars).unwrap().map(|p| p.addr);
+        assert_eq!(addr("pht://srv.test:1", &http).as_deref(), Some("a.test:1"));
+        assert_eq!(
+            addr("phts://srv.test:1", &http).as_deref(),
+            Some("b.test:2")
+        );
+        // ALL_PROXY when the scheme's own is unset or empty; no scheme means http://.
+        let all = [("HTTP_PROXY", ""), ("ALL_PROXY", "c.test:3")];
+        assert_eq!(addr("pht://srv.test:1", &all).as_deref(), Some("c.test:3"));
+        // NO_PROXY exempts a host even from a proxy that would be refused.
+        let exempt = [("HTTP_PROXY", "socks5://x.test:1"), ("NO_PROXY", ".test")];
+        assert_eq!(addr("pht://srv.test:1", &exempt), None);
+        assert_eq!(
+            addr(
+                "pht://srv.test:1",
+                &[("HTTP_PROXY", "ftp://x"), ("no_proxy", "*")]
+            ),
+            None
+        );
+        // A CGI program's environment names no proxy.
+        let cgi = [("HTTP_PROXY", "http://a.test:1"), ("REQUEST_METHOD", "GET")];
+        assert_eq!(addr("pht://srv.test:1", &cgi), None);
+        assert_eq!(addr("pht://srv.test:1", &[]), None);
     }
 
     #[test]

@@ -411,6 +411,49 @@ async fn no_proxy_and_proxy_none_bypass_the_environment() {
     expect_reset(cli.1, 40, "proxy= unreachable").await;
 }
 
+#[test]
+fn a_proxy_of_another_scheme_stops_the_client_instead_of_going_direct() {
+    // hyper-util's matcher skips a proxy URL of a scheme it does not know: the tunnel
+    // used to go direct, silently, past the proxy the user had set.
+    for (var, value, from) in [
+        (
+            "HTTP_PROXY",
+            "ftp://u:secret@127.0.0.1:21",
+            "(from HTTP_PROXY;",
+        ),
+        ("all_proxy", "socks5://127.0.0.1:1080", "(from all_proxy;"),
+    ] {
+        let mut child = std::process::Command::new(bin("pht-client"))
+            .args(["-L", "tcp://127.0.0.1:0", "-F", "forward+pht://127.0.0.1:1"])
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env(var, value)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let running = child.try_wait().unwrap().is_none();
+        if running {
+            child.kill().unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !running,
+            "{var}={value}: the client went on running:\n{err}"
+        );
+        assert!(!out.status.success(), "{var}={value}:\n{err}");
+        assert!(
+            err.contains("only http:// forward proxies are supported") && err.contains(from),
+            "{var}={value}:\n{err}"
+        );
+        assert!(!err.contains("secret"), "credentials in the error:\n{err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_proxy_star_bypasses_every_host_as_in_curl() {
     // curl: NO_PROXY "*" alone "matches all hosts", IP addresses included.

@@ -103,7 +103,8 @@ async fn main() -> Result<()> {
     node.connector
         .parse::<pht_core::Connector>()
         .with_context(|| format!("-F {}", cli.forward[0]))?;
-    let fetch = Arc::new(HyperFetch::for_node(&node)?);
+    let fetch =
+        Arc::new(HyperFetch::for_node(&node).with_context(|| format!("-F {}", cli.forward[0]))?);
     let entries = cli
         .listen
         .iter()

@@ -6,11 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The longest duration any option takes (365 days): longer values are refused when the
-/// configuration is loaded, so no timer or deadline can overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// The largest size or count any option takes (1 GiB).
-pub const MAX_SIZE: usize = 1 << 30;
+pub use pht_core::{MAX_DURATION, MAX_SIZE};
 
 const DURATION_EXPECTED: &str = "a duration up to 8760h (e.g. 10s, 1m30s, 500ms)";
 const SIZE_EXPECTED: &str =
