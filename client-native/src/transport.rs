@@ -116,8 +116,9 @@ impl Proxy {
         node: &NodeUrl,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Proxy>, TransportError> {
-        // The first of the names that is set, if it is not empty (an empty upper-case
-        // name leaves the choice to the next one, as in hyper-util's matcher).
+        // The first of the names that is set, if it is not empty: as in hyper-util's
+        // matcher, `HTTP_PROXY=""` hides `http_proxy` and leaves the choice to
+        // `ALL_PROXY`.
         let first = |names: [&'static str; 2]| {
             names
                 .into_iter()
