@@ -434,12 +434,19 @@ async fn retried_and_reordered_pushes_arrive_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorder_buffer_and_push_size_limits() {
     let target = echo_target().await;
-    let (_srv, sp) = start(target, "reorderBuffer=16&maxPushBody=4096").await;
+    // Each held body counts 1 KiB of bookkeeping besides its bytes.
+    let (_srv, sp) = start(target, "reorderBuffer=2KiB&maxPushBody=4096").await;
     let mut ctl = RawConn::connect(sp).await;
     let token = authorize_v2(&mut ctl).await;
     let mut pull = Pull::open(sp, &token, 0, "").await;
 
     let body = random_bytes(100, 5);
+    // Room for it, but it would end further than the buffer past the next byte: no
+    // client has that much in flight.
+    assert_eq!(
+        push(&mut ctl, &token, "seq=2040", &body[..10]).await,
+        (429, "reorder buffer full\n".into()),
+    );
     assert_eq!(
         push(&mut ctl, &token, "seq=100", &body[..10]).await,
         (200, "ack=0".into())
@@ -447,8 +454,9 @@ async fn reorder_buffer_and_push_size_limits() {
     assert_eq!(
         push(&mut ctl, &token, "seq=200", &body[..10]).await,
         (429, "reorder buffer full\n".into()),
-        "16 bytes hold one body of 10, not two"
+        "2 KiB hold one body of 10 and its bookkeeping, not two"
     );
+
     // Over maxPushBody: 413, nothing taken, the tunnel lives on.
     assert_eq!(
         push(&mut ctl, &token, "seq=0", &random_bytes(5000, 1)).await,
@@ -468,6 +476,49 @@ async fn reorder_buffer_and_push_size_limits() {
         push(&mut ctl, &token, "seq=200", &body[..10]).await,
         (200, "ack=110".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_body_that_stops_coming_is_answered_and_its_connection_freed() {
+    // It used to hold its connection, and a slot under maxConns, for as long as the
+    // client kept it open: headerTimeout bounded only the head.
+    let target = echo_target().await;
+    let (_srv, sp) = start(target, "headerTimeout=1s").await;
+    let mut ctl = RawConn::connect(sp).await;
+    let token = authorize_v2(&mut ctl).await;
+    let mut pull = Pull::open(sp, &token, 0, "").await;
+    let mut stalled = RawConn::connect(sp).await;
+    stalled
+        .write_raw(
+            format!(
+                "POST /push?token={token}&v=2&seq=0 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
+            )
+            .as_bytes(),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let head = tokio::time::timeout(T, stalled.head())
+        .await
+        .expect("a stalled body is never answered")
+        .expect("answered, not just closed");
+    assert_eq!(head.status, 408);
+    assert_eq!(stalled.body(&head).await, b"push body stalled\n");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    assert!(stalled.head().await.is_none(), "the connection is closed");
+    // Nothing of it was taken: the tunnel goes on from offset 0 (on a new connection:
+    // headerTimeout closed the idle one meanwhile).
+    let mut ctl = RawConn::connect(sp).await;
+    assert_eq!(
+        push(&mut ctl, &token, "seq=0", b"hello").await,
+        (200, "ack=5".into())
+    );
+    let mut got = Vec::new();
+    pull.read_data(&mut got, 5).await;
+    assert_eq!(got, b"hello");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

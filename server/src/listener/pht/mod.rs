@@ -12,6 +12,7 @@ mod registry;
 mod reorder;
 mod replay;
 mod routes;
+mod stall;
 mod v2;
 
 pub use cors::Cors;

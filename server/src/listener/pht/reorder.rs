@@ -23,6 +23,12 @@ fn after(body: PostBody, mut skip: usize, out: &mut Vec<Bytes>) {
     }
 }
 
+/// What a held body costs beyond its bytes, counted against the buffer's capacity: the
+/// map entry and the body's pieces take a few hundred bytes whatever its length, and a
+/// client pushing one-byte bodies with gaps between them would otherwise hold hundreds
+/// of times the capacity in bookkeeping.
+const HELD_ENTRY_COST: usize = 1024;
+
 /// Why a push body was refused; nothing of it was taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum ReorderError {
@@ -107,10 +113,16 @@ impl ReorderBuffer {
         if end <= self.next {
             // Sent again: its bytes were taken already.
         } else if seq > self.next {
-            let had = self.held.get(&seq).map_or(0, PostBody::len);
-            if had < len {
-                let more = len - had;
-                if self.held_bytes + more > self.cap {
+            let had = self.held.get(&seq).map(PostBody::len);
+            if had.is_none_or(|had| had < len) {
+                let more = match had {
+                    Some(had) => len - had,
+                    None => len + HELD_ENTRY_COST,
+                };
+                // Nor may it reach further than the capacity past the next offset: an
+                // honest client has no more than its window in flight.
+                let too_far = end - self.next > self.cap as u64;
+                if too_far || self.held_bytes + more > self.cap {
                     return Err(ReorderError::Full {
                         held: self.held_bytes,
                         len: more,
@@ -138,7 +150,7 @@ impl ReorderBuffer {
                 break;
             }
             let (at, body) = entry.remove_entry();
-            self.held_bytes = self.held_bytes.saturating_sub(body.len());
+            self.held_bytes = self.held_bytes.saturating_sub(body.len() + HELD_ENTRY_COST);
             let body_end = at + body.len() as u64;
             if body_end > self.next {
                 let skip = (self.next - at) as usize;
@@ -171,13 +183,15 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes()).into()
     }
 
+    const C: usize = HELD_ENTRY_COST;
+
     fn joined(v: Vec<Bytes>) -> String {
         v.iter().map(|c| String::from_utf8_lossy(c)).collect()
     }
 
     #[test]
     fn in_order_bodies_pass_and_retries_are_dropped() {
-        let mut r = ReorderBuffer::new(100);
+        let mut r = ReorderBuffer::new(4 * C);
         assert_eq!(joined(r.insert(0, b("hello "), false).unwrap()), "hello ");
         assert_eq!(r.next(), 6);
         assert_eq!(
@@ -203,7 +217,7 @@ mod tests {
             body.push(whole.slice(r));
         }
         assert_eq!(body.len(), 10);
-        let mut r = ReorderBuffer::new(100);
+        let mut r = ReorderBuffer::new(4 * C);
         r.insert(0, whole.slice(..5).into(), false).unwrap();
         // A retry that overlaps taken bytes: only the new part, cut inside a piece.
         let out = r.insert(0, body.clone(), false).unwrap();
@@ -211,12 +225,12 @@ mod tests {
         assert_eq!(out.len(), 2, "the pieces it arrived in");
         assert_eq!(out[1].as_ptr(), whole[7..].as_ptr(), "not copied");
         // Held in pieces, then drained behind the body that fills the gap.
-        let mut r = ReorderBuffer::new(100);
+        let mut r = ReorderBuffer::new(2 * C);
         let mut late = PostBody::default();
         late.push(Bytes::from_static(b"ab"));
         late.push(Bytes::from_static(b"cd"));
         r.insert(10, late, false).unwrap();
-        assert_eq!(r.held_bytes, 4);
+        assert_eq!(r.held_bytes, 4 + C);
         let out = r.insert(0, body, false).unwrap();
         assert_eq!(joined(out), "0123456789abcd");
         assert_eq!((r.next(), r.held_bytes), (14, 0));
@@ -224,7 +238,7 @@ mod tests {
 
     #[test]
     fn gaps_are_held_then_filled_in_order() {
-        let mut r = ReorderBuffer::new(100);
+        let mut r = ReorderBuffer::new(4 * C);
         assert_eq!(joined(r.insert(6, b("world"), false).unwrap()), "");
         assert_eq!(joined(r.insert(11, b("!"), false).unwrap()), "");
         assert_eq!(
@@ -232,7 +246,11 @@ mod tests {
             "",
             "held twice"
         );
-        assert_eq!(r.held_bytes, 6, "a retried held body is counted once");
+        assert_eq!(
+            r.held_bytes,
+            6 + 2 * C,
+            "a retried held body is counted once"
+        );
         assert_eq!(r.next(), 0);
         assert_eq!(
             joined(r.insert(0, b("hello "), false).unwrap()),
@@ -243,7 +261,7 @@ mod tests {
 
     #[test]
     fn overlapping_held_bodies_deliver_each_byte_once() {
-        let mut r = ReorderBuffer::new(100);
+        let mut r = ReorderBuffer::new(4 * C);
         r.insert(4, b("456789"), false).unwrap();
         r.insert(2, b("2345"), false).unwrap();
         assert_eq!(joined(r.insert(0, b("012"), false).unwrap()), "0123456789");
@@ -252,14 +270,14 @@ mod tests {
 
     #[test]
     fn a_full_buffer_refuses_and_takes_nothing() {
-        let mut r = ReorderBuffer::new(8);
+        let mut r = ReorderBuffer::new(C + 8);
         r.insert(10, b("abcde"), false).unwrap();
         assert_eq!(
             r.insert(20, b("fghi"), false),
             Err(ReorderError::Full {
-                held: 5,
-                len: 4,
-                cap: 8
+                held: 5 + C,
+                len: 4 + C,
+                cap: C + 8
             })
         );
         assert_eq!(r.held.len(), 1, "nothing taken");
@@ -279,8 +297,41 @@ mod tests {
     }
 
     #[test]
+    fn tiny_bodies_and_far_offsets_cannot_outgrow_the_capacity() {
+        // One-byte bodies with gaps: each costs its bookkeeping, so a client cannot hold
+        // hundreds of times the capacity in map entries.
+        let cap = 8 * C;
+        let mut r = ReorderBuffer::new(cap);
+        let mut held = 0;
+        for i in 0..100u64 {
+            if r.insert(1 + 2 * i, b("x"), false).is_err() {
+                break;
+            }
+            held += 1;
+        }
+        assert_eq!(
+            held, 7,
+            "8 KiB holds seven one-byte bodies and their entries"
+        );
+        assert!(r.held_bytes <= cap);
+        // A body ending further than the capacity past the next offset is refused, even
+        // into an empty buffer: no honest client has that much in flight.
+        let mut r = ReorderBuffer::new(cap);
+        assert!(matches!(
+            r.insert(cap as u64, b("late"), false),
+            Err(ReorderError::Full { .. })
+        ));
+        r.insert(cap as u64 - 4 - C as u64, b("late"), false)
+            .unwrap();
+        assert!(matches!(
+            r.insert(u64::MAX - 10, b("x"), false),
+            Err(ReorderError::Full { .. })
+        ));
+    }
+
+    #[test]
     fn fin_marks_the_end_once_every_byte_is_in() {
-        let mut r = ReorderBuffer::new(100);
+        let mut r = ReorderBuffer::new(4 * C);
         // The last body arrives first, with fin.
         r.insert(3, b("def"), true).unwrap();
         assert!(!r.ended(), "bytes before the end are missing");
@@ -302,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_fin_before_bytes_already_taken_is_refused() {
-        let mut r = ReorderBuffer::new(100);
+        let mut r = ReorderBuffer::new(4 * C);
         r.insert(0, b("abcdef"), false).unwrap();
         assert!(matches!(
             r.insert(0, b("abc"), true),

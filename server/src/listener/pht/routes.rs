@@ -127,6 +127,8 @@ async fn route_pht(req: Request<ReqBody>, reg: &Arc<Registry>, peer: SocketAddr)
         if req.method() != Method::POST {
             return text(StatusCode::BAD_REQUEST, "push must be POST\n");
         }
+        let idle = o.header_timeout;
+        let req = req.map(|b| super::stall::StallGuard::new(b, idle).boxed_unsync());
         match (token_of(&req), version) {
             (Ok(token), Version::V1) => push(req, reg, &token, &peer).await,
             (Ok(token), Version::V2) => v2::push(req, reg, &token, &peer).await,
@@ -337,10 +339,20 @@ async fn deliver(
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 debug!(token = token_prefix(token), %peer, "push body: {e}");
-                // Cut mid-body: whatever part came through is a gap in the stream now.
+                // Cut mid-body, or silent past `headerTimeout`: whatever part came
+                // through is a gap in the stream now.
+                let stalled = e.kind() == io::ErrorKind::TimedOut;
                 return Err(PushFailure {
-                    status: StatusCode::BAD_REQUEST,
-                    body: "push body broken\n",
+                    status: if stalled {
+                        StatusCode::REQUEST_TIMEOUT
+                    } else {
+                        StatusCode::BAD_REQUEST
+                    },
+                    body: if stalled {
+                        "push body stalled\n"
+                    } else {
+                        "push body broken\n"
+                    },
                     reset: Some(PUSH_BROKEN),
                 });
             }

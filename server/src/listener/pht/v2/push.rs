@@ -101,6 +101,9 @@ pub(in crate::listener::pht) async fn push(
                 BodyError::TooLarge(_) => {
                     text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n")
                 }
+                BodyError::Broken(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    text(StatusCode::REQUEST_TIMEOUT, "push body stalled\n")
+                }
                 BodyError::Broken(_) => text(StatusCode::BAD_REQUEST, "push body broken\n"),
             };
         }
