@@ -138,6 +138,18 @@ pub(super) async fn drive<F: Fetch, C: Clock>(
             }
         }
         End::Failed(e) => {
+            // A push refused with 410: the server has ended the tunnel, and the reason it
+            // gives (a RESET frame: the target failed, say) is on its way down the pull,
+            // which that push's answer may have overtaken. The reason is the better error.
+            let e = match e {
+                Error::Status { status: 410, .. } if pull_running => {
+                    match timeout(ctx.clock, CLOSE_DRAIN, &mut pull).await {
+                        Ok(Err(reason @ Error::Reset(_))) => reason,
+                        _ => e,
+                    }
+                }
+                e => e,
+            };
             // Refused as unknown or malformed: the server at that address may not be the
             // PHT/2 server remembered; the next tunnel asks /authorize again.
             if !shared.lock().established

@@ -143,6 +143,55 @@ fn a_reset_frame_is_an_error_after_the_bytes_before_it() {
 }
 
 #[test]
+fn a_push_refused_with_410_reports_the_reset_that_follows_on_the_pull() {
+    // The server resets the tunnel (its target failed): a push in flight gets 410 first,
+    // and the RESET frame with the reason comes down the pull a moment later.
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let t = rig.open(v2_config());
+    p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+        .unwrap();
+    rig.script.post(Answer::PostBody(410, "tunnel was reset\n"));
+    let (tr, mut tw) = t.split();
+    let out = rig.try_run(read_all(tr));
+    let _written = rig.try_run(async move { tw.write_all(b"abc").await });
+    rig.pool.run_until_stalled();
+    assert!(out.borrow().is_none(), "the reason is waited for");
+    p1.unbounded_send(frames(|v| {
+        put_reset(v, ResetCode::TargetFailed, "the target connection failed")
+    }))
+    .unwrap();
+    rig.pool.run_until_stalled();
+    let (_, end) = out.borrow_mut().take().expect("read finished");
+    assert_eq!(
+        end.unwrap_err().to_string(),
+        "tunnel reset by the server: the target connection failed"
+    );
+}
+
+#[test]
+fn a_push_refused_with_410_and_no_reason_after_it_fails_as_refused() {
+    let mut rig = Rig::new();
+    let p1 = pull_v2(&rig);
+    let t = rig.open(v2_config());
+    p1.unbounded_send(frames(|v| put_empty(v, kind::PING)))
+        .unwrap();
+    rig.script.post(Answer::PostBody(410, "tunnel closed\n"));
+    let (tr, mut tw) = t.split();
+    let out = rig.try_run(read_all(tr));
+    let _written = rig.try_run(async move { tw.write_all(b"abc").await });
+    rig.pool.run_until_stalled();
+    assert!(out.borrow().is_none());
+    // Half a second without a reason: the refusal itself is the error.
+    rig.advance(Duration::from_millis(500));
+    let (_, end) = out.borrow_mut().take().expect("read finished");
+    assert_eq!(
+        end.unwrap_err().to_string(),
+        "push refused by server: HTTP 410 (tunnel is gone on the server)"
+    );
+}
+
+#[test]
 fn closing_the_writer_is_a_half_close_and_the_answer_still_arrives() {
     let mut rig = Rig::new();
     let p1 = pull_v2(&rig);
