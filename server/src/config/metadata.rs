@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use pht_core::{MAX_DURATION, MAX_SIZE};
+pub use pht_core::{MAX_DURATION, MAX_SIZE, parse_duration, parse_size};
 
 const DURATION_EXPECTED: &str = "a duration up to 8760h (e.g. 10s, 1m30s, 500ms)";
 const SIZE_EXPECTED: &str =
@@ -108,8 +108,6 @@ impl Metadata {
             .map_err(|expected| Self::err(key, &v, expected))
     }
 }
-
-pub use pht_core::{parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {

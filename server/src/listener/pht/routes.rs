@@ -341,18 +341,10 @@ async fn deliver(
                 debug!(token = token_prefix(token), %peer, "push body: {e}");
                 // Cut mid-body, or silent past `headerTimeout`: whatever part came
                 // through is a gap in the stream now.
-                let stalled = e.kind() == io::ErrorKind::TimedOut;
+                let (status, body) = super::stall::body_failure(&e);
                 return Err(PushFailure {
-                    status: if stalled {
-                        StatusCode::REQUEST_TIMEOUT
-                    } else {
-                        StatusCode::BAD_REQUEST
-                    },
-                    body: if stalled {
-                        "push body stalled\n"
-                    } else {
-                        "push body broken\n"
-                    },
+                    status,
+                    body,
                     reset: Some(PUSH_BROKEN),
                 });
             }

@@ -8,8 +8,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::StatusCode;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+/// The answer to a push whose body failed: `408` when [`StallGuard`] gave up waiting for
+/// it, `400` when it broke off.
+pub(super) fn body_failure(e: &io::Error) -> (StatusCode, &'static str) {
+    if e.kind() == io::ErrorKind::TimedOut {
+        (StatusCode::REQUEST_TIMEOUT, "push body stalled\n")
+    } else {
+        (StatusCode::BAD_REQUEST, "push body broken\n")
+    }
+}
 
 /// `inner`, failing with [`io::ErrorKind::TimedOut`] when a wait for its next frame lasts
 /// `idle`. Only time spent waiting on the sender counts: a reader that pauses (a handler

@@ -101,10 +101,10 @@ pub(in crate::listener::pht) async fn push(
                 BodyError::TooLarge(_) => {
                     text(StatusCode::PAYLOAD_TOO_LARGE, "push body too large\n")
                 }
-                BodyError::Broken(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    text(StatusCode::REQUEST_TIMEOUT, "push body stalled\n")
+                BodyError::Broken(e) => {
+                    let (status, body) = super::super::stall::body_failure(&e);
+                    text(status, body)
                 }
-                BodyError::Broken(_) => text(StatusCode::BAD_REQUEST, "push body broken\n"),
             };
         }
     };
